@@ -1,0 +1,37 @@
+# Every target sets itself up on a fresh machine: virtualenv in .venv, Python packages, and
+# (as root) the Debian packages the tests need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_PACKAGES := softhsm2 opensc
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: serve test bench lint proto system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+system-deps:
+	@bash softhsm/install-deps.sh $(APT_PACKAGES)
+
+serve: $(STAMP) system-deps
+	$(BIN)/wallet-signer serve $(if $(CONFIG),--config $(CONFIG),)
+
+test: $(STAMP) system-deps
+	$(BIN)/ruff check signer tests bench
+	$(BIN)/mypy signer
+	$(BIN)/pytest -q
+
+bench: $(STAMP) system-deps
+	$(BIN)/python -m bench
+
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/signer/v1/signer.proto
+
+clean:
+	rm -rf $(VENV) .wallet-signer .pytest_cache .mypy_cache .ruff_cache

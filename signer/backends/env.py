@@ -1,0 +1,77 @@
+"""Development-only backend: a hex private key from an environment variable or a secret file."""
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import ClassVar
+
+from eth_keys import keys
+
+from signer.errors import ConfigError
+from signer.eth.signature import SECP256K1_N, SignatureFormat
+
+log = logging.getLogger(__name__)
+
+_HEX_KEY_RE = re.compile(r"(0x)?[0-9a-fA-F]{64}")
+
+
+class EnvBackend:
+    name: ClassVar[str] = "env"
+    signature_format: ClassVar[SignatureFormat] = "raw"
+
+    def __init__(self, private_key: keys.PrivateKey) -> None:
+        self._key = private_key
+        self._public_key = b"\x04" + private_key.public_key.to_bytes()
+
+    @classmethod
+    def from_source(cls, key_id: str, env: str | None, file: Path | None) -> "EnvBackend":
+        """Load from `env` (an environment variable name) or `file`; errors name the source only."""
+        if env is not None:
+            source = f"environment variable {env}"
+            text = os.environ.get(env)
+            if text is None:
+                raise ConfigError(f"keys.{key_id}: {source} is not set")
+        elif file is not None:
+            source = f"file {file}"
+            try:
+                text = file.read_text(encoding="ascii")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"keys.{key_id}: cannot read {source}: {type(exc).__name__}") from None
+        else:  # pragma: no cover - the config model requires one of them
+            raise ConfigError(f"keys.{key_id}: no private key source")
+        backend = cls(parse_private_key(text, f"keys.{key_id}: {source}"))
+        log.warning(
+            "key %r uses the env backend: the private key sits in this process's memory and "
+            "environment. For development only; use pkcs11 or kms in production.",
+            key_id,
+        )
+        return backend
+
+    @property
+    def public_key(self) -> bytes:
+        return self._public_key
+
+    def sign_digest(self, digest: bytes, timeout: float | None) -> bytes:
+        signature = self._key.sign_msg_hash(digest)
+        return signature.r.to_bytes(32, "big") + signature.s.to_bytes(32, "big")
+
+    def close(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return "EnvBackend(<private key redacted>)"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("EnvBackend holds a private key and cannot be pickled")
+
+
+def parse_private_key(text: str, where: str) -> keys.PrivateKey:
+    """A 32-byte hex key (optional 0x, surrounding whitespace ignored); errors never echo it."""
+    text = text.strip()
+    if not _HEX_KEY_RE.fullmatch(text):
+        raise ConfigError(f"{where}: expected 64 hex digits (a 32-byte secp256k1 private key)")
+    raw = bytes.fromhex(text.removeprefix("0x"))
+    if not 0 < int.from_bytes(raw, "big") < SECP256K1_N:
+        raise ConfigError(f"{where}: not a valid secp256k1 private key (out of range)")
+    return keys.PrivateKey(raw)

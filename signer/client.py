@@ -1,0 +1,250 @@
+"""RemoteAccount: an eth-account `BaseAccount` whose key lives in wallet-signer.
+
+    account = RemoteAccount.connect("127.0.0.1:50051", "hot")
+    signed = account.sign_transaction({...})      # like LocalAccount.sign_transaction
+    w3.middleware_onion.inject(SignAndSendRawMiddlewareBuilder.build(account), layer=0)
+
+Importing this module registers RemoteAccount with web3.py's signing middleware (when web3 is
+installed), so the middleware takes it wherever it takes a LocalAccount.
+"""
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+from eth_account.datastructures import SignedMessage, SignedTransaction
+from eth_account.messages import SignableMessage
+from eth_account.signers.base import BaseAccount
+from eth_typing import ChecksumAddress, Hash32
+from eth_utils import to_checksum_address
+from hexbytes import HexBytes
+
+from signer.v1 import signer_pb2 as pb
+from signer.v1 import signer_pb2_grpc as pb_grpc
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class RemoteAccount(BaseAccount):
+    def __init__(
+        self, channel: grpc.Channel, key_id: str, *, timeout: float | None = DEFAULT_TIMEOUT
+    ) -> None:
+        self._stub = pb_grpc.SignerServiceStub(channel)
+        self._key_id = key_id
+        self._timeout = timeout
+        reply = self._stub.GetAddress(pb.GetAddressRequest(key_id=key_id), timeout=timeout)
+        self._address = ChecksumAddress(reply.address)
+        self.public_key = reply.public_key
+
+    @classmethod
+    def connect(cls, target: str, key_id: str, **kwargs: Any) -> "RemoteAccount":
+        """Open an insecure channel to `target` (use a loopback address or a TLS proxy)."""
+        return cls(grpc.insecure_channel(target), key_id, **kwargs)
+
+    @property
+    def address(self) -> ChecksumAddress:
+        return self._address
+
+    @property
+    def key_id(self) -> str:
+        return self._key_id
+
+    def sign_transaction(
+        self, transaction_dict: Mapping[str, Any], blobs: Any = None
+    ) -> SignedTransaction:
+        if blobs:
+            raise TypeError("blob transactions are not supported by wallet-signer")
+        sender = transaction_dict.get("from")
+        if sender is not None and to_checksum_address(sender) != self._address:
+            raise ValueError(f"transaction 'from' {sender} is not this account ({self._address})")
+        reply = self._stub.SignTransaction(
+            pb.SignTransactionRequest(
+                key_id=self._key_id, transaction=transaction_to_proto(transaction_dict)
+            ),
+            timeout=self._timeout,
+        )
+        return SignedTransaction(
+            raw_transaction=HexBytes(reply.raw_transaction),
+            hash=HexBytes(reply.transaction_hash),
+            r=int.from_bytes(reply.signature.r, "big"),
+            s=int.from_bytes(reply.signature.s, "big"),
+            v=reply.signature.v,
+        )
+
+    def sign_message(self, signable_message: SignableMessage) -> SignedMessage:
+        """EIP-191 personal messages (`encode_defunct`); typed data goes to `sign_typed_data`."""
+        if signable_message.version != b"E":
+            raise ValueError(
+                "wallet-signer signs EIP-191 personal messages (encode_defunct) here; "
+                "use sign_typed_data for EIP-712"
+            )
+        reply = self._stub.SignMessage(
+            pb.SignMessageRequest(key_id=self._key_id, message=signable_message.body),
+            timeout=self._timeout,
+        )
+        return _signed_message(reply.signature, reply.digest)
+
+    def sign_typed_data(
+        self,
+        domain_data: dict[str, Any] | None = None,
+        message_types: dict[str, Any] | None = None,
+        message_data: dict[str, Any] | None = None,
+        full_message: dict[str, Any] | None = None,
+    ) -> SignedMessage:
+        """Same arguments as LocalAccount.sign_typed_data; signed by the server."""
+        if full_message is None:
+            if domain_data is None or message_types is None or message_data is None:
+                raise ValueError("pass full_message, or domain_data, message_types and message_data")
+            primary = _primary_type(message_types)
+            types = {"EIP712Domain": _domain_types(domain_data), **message_types}
+            full_message = {
+                "types": types, "primaryType": primary, "domain": domain_data,
+                "message": message_data,
+            }
+        reply = self._stub.SignTypedData(
+            pb.SignTypedDataRequest(
+                key_id=self._key_id, typed_data_json=json.dumps(full_message, default=_json_bytes)
+            ),
+            timeout=self._timeout,
+        )
+        return _signed_message(reply.signature, reply.digest)
+
+    def unsafe_sign_hash(self, message_hash: Hash32) -> SignedMessage:
+        raise NotImplementedError(
+            "wallet-signer never signs a bare hash: it could be any transaction. "
+            "Use sign_transaction, sign_message or sign_typed_data."
+        )
+
+    def __repr__(self) -> str:
+        return f"RemoteAccount(key_id={self._key_id!r}, address={self._address})"
+
+
+def transaction_to_proto(tx: Mapping[str, Any]) -> pb.Transaction:
+    """An eth-account / web3.py transaction dict as a structured `Transaction` message."""
+    unknown = set(tx) - _KNOWN_TX_KEYS
+    if unknown:
+        raise ValueError(f"unsupported transaction fields: {sorted(unknown)}")
+    tx_type = _int(tx["type"]) if "type" in tx else _infer_type(tx)
+    msg = pb.Transaction(
+        type=tx_type,
+        chain_id=_int(tx.get("chainId", 0)),
+        nonce=_int(tx.get("nonce", 0)),
+        to=_address(tx.get("to")),
+        value=str(_int(tx.get("value", 0))),
+        gas_limit=_int(tx.get("gas", 0)),
+        data=_bytes(tx.get("data", b"")),
+    )
+    for name, field in (
+        ("gasPrice", "gas_price"),
+        ("maxFeePerGas", "max_fee_per_gas"),
+        ("maxPriorityFeePerGas", "max_priority_fee_per_gas"),
+    ):
+        if name in tx:
+            setattr(msg, field, str(_int(tx[name])))
+    for entry in tx.get("accessList", ()):
+        msg.access_list.add(
+            address=_address(entry["address"]),
+            storage_keys=[_bytes(k) for k in entry.get("storageKeys", ())],
+        )
+    for auth in tx.get("authorizationList", ()):
+        item = auth.model_dump(by_alias=True) if hasattr(auth, "model_dump") else auth
+        msg.authorization_list.add(
+            chain_id=_int(item["chainId"]),
+            address=_address(item["address"]),
+            nonce=_int(item["nonce"]),
+            y_parity=_int(item["yParity"]),
+            r=_int(item["r"]).to_bytes(32, "big"),
+            s=_int(item["s"]).to_bytes(32, "big"),
+        )
+    return msg
+
+
+_KNOWN_TX_KEYS = frozenset({
+    "type", "chainId", "nonce", "to", "value", "gas", "gasPrice", "maxFeePerGas",
+    "maxPriorityFeePerGas", "data", "accessList", "authorizationList", "from",
+})
+
+
+def _infer_type(tx: Mapping[str, Any]) -> int:
+    if "authorizationList" in tx:
+        return 4
+    if "maxFeePerGas" in tx or "maxPriorityFeePerGas" in tx:
+        return 2
+    if "accessList" in tx:
+        return 1
+    return 0
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError("expected an integer, got a bool")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        return int(value, 16) if value.lower().startswith("0x") else int(value)
+    if isinstance(value, bytes):
+        return int.from_bytes(value, "big")
+    raise TypeError(f"expected an integer, got {type(value).__name__}")
+
+
+def _bytes(value: Any) -> bytes:
+    if isinstance(value, str):
+        return bytes(HexBytes(value))
+    return bytes(value)
+
+
+def _address(value: Any) -> str:
+    if value is None or value in ("", b""):
+        return ""
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    return str(value)
+
+
+def _json_bytes(value: Any) -> str:
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _signed_message(signature: bytes, digest: bytes) -> SignedMessage:
+    return SignedMessage(
+        message_hash=HexBytes(digest),
+        r=int.from_bytes(signature[:32], "big"),
+        s=int.from_bytes(signature[32:64], "big"),
+        v=signature[64],
+        signature=HexBytes(signature),
+    )
+
+
+_DOMAIN_FIELD_TYPES = {
+    "name": "string", "version": "string", "chainId": "uint256",
+    "verifyingContract": "address", "salt": "bytes32",
+}
+
+
+def _domain_types(domain: Mapping[str, Any]) -> list[dict[str, str]]:
+    return [{"name": k, "type": t} for k, t in _DOMAIN_FIELD_TYPES.items() if k in domain]
+
+
+def _primary_type(types: Mapping[str, Any]) -> str:
+    """The type no other type refers to, as eth-account infers it."""
+    referenced = {
+        field["type"].split("[")[0] for fields in types.values() for field in fields
+    }
+    roots = [name for name in types if name not in referenced]
+    if len(roots) != 1:
+        raise ValueError(f"cannot infer the primary type from {sorted(types)}; pass full_message")
+    return roots[0]
+
+
+def _register_with_web3() -> None:
+    try:
+        from web3.middleware.signing import to_account
+    except ImportError:
+        return
+    to_account.register(RemoteAccount, lambda account: account)
+
+
+_register_with_web3()

@@ -1,0 +1,1 @@
+"""Ethereum logic with no I/O: validation, encoding, digests and signature normalization."""

@@ -1,0 +1,1 @@
+"""The thin gRPC layer: proto in, call the key ring, proto out."""

@@ -1,0 +1,84 @@
+"""Cross-cutting work for every call: a request id, error mapping and one access-log line.
+
+The log line carries the method, peer, status and duration; never a payload, key or signature.
+"""
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from signer.errors import InvalidRequest, SignerError
+from signer.grpc.errors import UNEXPECTED, status_for
+
+log = logging.getLogger("signer.access")
+
+REQUEST_ID_HEADER = "x-request-id"
+_MAX_REQUEST_ID = 64
+
+
+class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Turns SignerError into its status; anything else into UNAVAILABLE, logged with trace."""
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        parse = handler.request_deserializer
+        method = details.method
+        request_id = _request_id(details.invocation_metadata)
+
+        def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            message = ""
+            try:
+                context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+                if isinstance(request, _Undecodable):
+                    raise InvalidRequest(f"request is not a valid {request.what} message")
+                return inner(request, context)
+            except SignerError as exc:
+                code, message = status_for(exc), str(exc)
+            except Exception:
+                log.exception("unexpected fault in %s (request %s)", method, request_id)
+                code, message = UNEXPECTED
+            finally:
+                log.info(
+                    "%s peer=%s request_id=%s status=%s ms=%.2f",
+                    method, context.peer(), request_id, code.name,
+                    (time.perf_counter() - started) * 1000,
+                )
+            context.abort(code, message)
+
+        def deserialize(data: bytes) -> Any:
+            # grpc answers INTERNAL when a deserializer raises; bad bytes are the caller's fault.
+            try:
+                return parse(data)
+            except Exception:
+                return _Undecodable(method.rsplit("/", 1)[-1] + " request")
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary,
+            request_deserializer=deserialize,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class _Undecodable:
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+
+def _request_id(metadata: Any) -> str:
+    for key, value in metadata or ():
+        if key == REQUEST_ID_HEADER and isinstance(value, str) and value.isprintable():
+            return value[:_MAX_REQUEST_ID]
+    return uuid.uuid4().hex

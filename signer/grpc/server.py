@@ -1,0 +1,95 @@
+"""Assemble and run the gRPC server: signer service, health checking, reflection."""
+
+import logging
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from signer.config import ServerConfig
+from signer.errors import ConfigError
+from signer.grpc.interceptors import ErrorMappingInterceptor
+from signer.grpc.servicer import SignerServicer
+from signer.service import KeyRing
+from signer.v1 import signer_pb2, signer_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = signer_pb2.DESCRIPTOR.services_by_name["SignerService"].full_name
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class SignerServer:
+    """A started server. Health stays NOT_SERVING until `mark_ready` (after the self-test)."""
+
+    def __init__(self, keyring: KeyRing, config: ServerConfig, *, allow_insecure: bool = False):
+        if not config.is_loopback() and not allow_insecure:
+            raise ConfigError(
+                f"server.listen {config.listen} is not a loopback address and TLS is not "
+                "configured: callers' requests would cross the network in plaintext. Bind to "
+                "127.0.0.1, or pass --insecure-listen if a trusted proxy terminates TLS."
+            )
+        self.keyring = keyring
+        self.config = config
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        for service in ("", SERVICE_NAME):
+            self.health.set(service, _NOT_SERVING)
+        self._server = grpc.server(
+            ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
+            interceptors=[ErrorMappingInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", config.max_request_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        signer_pb2_grpc.add_SignerServiceServicer_to_server(SignerServicer(keyring), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        )
+        self.port = self._server.add_insecure_port(config.listen)
+        if self.port == 0:
+            raise ConfigError(f"server.listen: cannot bind {config.listen}")
+        self._server.start()
+        log.info("listening on %s (port %d)", config.listen, self.port)
+
+    def self_test_and_mark_ready(self) -> None:
+        self.keyring.self_test()
+        for service in ("", SERVICE_NAME):
+            self.health.set(service, _SERVING)
+        log.info("all %d keys passed their self-test: SERVING", len(self.keyring))
+
+    def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, let in-flight ones finish (up to `grace` seconds), close backends."""
+        self.health.enter_graceful_shutdown()
+        grace = self.config.shutdown_grace_seconds if grace is None else grace
+        self._server.stop(grace).wait()
+        self.keyring.close()
+
+    def wait(self) -> None:
+        self._server.wait_for_termination()
+
+
+def serve_forever(server: SignerServer) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down cleanly."""
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: finishing in-flight calls", signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        server.self_test_and_mark_ready()
+    except BaseException:
+        server.stop(0)
+        raise
+    stopping.wait()
+    server.stop()
+    log.info("stopped")

@@ -1,0 +1,76 @@
+"""The key ring the API serves from: configured keys by key_id, opened once at start-up."""
+
+import logging
+from collections.abc import Iterator
+
+from signer.backends.base import DigestBackend
+from signer.config import Config, EnvKeyConfig, KeyConfig, KmsKeyConfig, Pkcs11KeyConfig
+from signer.errors import InvalidRequest, KeyNotFound
+from signer.wallet import WalletSigner
+
+log = logging.getLogger(__name__)
+
+MAX_KEY_ID_LENGTH = 64
+
+
+def open_backend(key_id: str, config: KeyConfig) -> DigestBackend:
+    """Open one key's backend; heavy libraries are imported only for backends in use."""
+    if isinstance(config, EnvKeyConfig):
+        from signer.backends.env import EnvBackend
+
+        return EnvBackend.from_source(key_id, config.private_key_env, config.private_key_file)
+    if isinstance(config, Pkcs11KeyConfig):
+        from signer.backends.pkcs11 import Pkcs11Backend
+
+        return Pkcs11Backend.open(key_id, config)
+    if isinstance(config, KmsKeyConfig):
+        from signer.backends.kms import KmsBackend
+
+        return KmsBackend.open(key_id, config)
+    raise AssertionError(f"unhandled backend config {type(config).__name__}")  # pragma: no cover
+
+
+class KeyRing:
+    def __init__(self, signers: dict[str, WalletSigner]) -> None:
+        self._signers = dict(signers)
+
+    @classmethod
+    def from_config(cls, config: Config) -> "KeyRing":
+        signers: dict[str, WalletSigner] = {}
+        try:
+            for key_id, key_config in config.keys.items():
+                signers[key_id] = WalletSigner(key_id, open_backend(key_id, key_config))
+                log.info(
+                    "key %r: backend %s, address %s",
+                    key_id, key_config.backend, signers[key_id].address,
+                )
+        except BaseException:
+            for signer in signers.values():
+                signer.backend.close()
+            raise
+        return cls(signers)
+
+    def get(self, key_id: str) -> WalletSigner:
+        signer = self._signers.get(key_id)
+        if signer is None:
+            if not key_id:
+                raise InvalidRequest("key_id: required")
+            shown = key_id if len(key_id) <= MAX_KEY_ID_LENGTH else key_id[:MAX_KEY_ID_LENGTH] + "..."
+            raise KeyNotFound(f"no key named {shown!r} is configured")
+        return signer
+
+    def __iter__(self) -> Iterator[WalletSigner]:
+        return iter(self._signers.values())
+
+    def __len__(self) -> int:
+        return len(self._signers)
+
+    def self_test(self) -> None:
+        """Sign and recover with every key; raises on the first key that fails."""
+        for signer in self:
+            signer.self_test()
+            log.info("key %r passed its self-test", signer.key_id)
+
+    def close(self) -> None:
+        for signer in self:
+            signer.backend.close()

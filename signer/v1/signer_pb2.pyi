@@ -1,0 +1,161 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ListKeysRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class KeyInfo(_message.Message):
+    __slots__ = ("key_id", "address", "backend", "public_key")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    address: str
+    backend: str
+    public_key: bytes
+    def __init__(self, key_id: _Optional[str] = ..., address: _Optional[str] = ..., backend: _Optional[str] = ..., public_key: _Optional[bytes] = ...) -> None: ...
+
+class ListKeysResponse(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[KeyInfo]
+    def __init__(self, keys: _Optional[_Iterable[_Union[KeyInfo, _Mapping]]] = ...) -> None: ...
+
+class GetAddressRequest(_message.Message):
+    __slots__ = ("key_id",)
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    def __init__(self, key_id: _Optional[str] = ...) -> None: ...
+
+class GetAddressResponse(_message.Message):
+    __slots__ = ("key_id", "address", "public_key")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    address: str
+    public_key: bytes
+    def __init__(self, key_id: _Optional[str] = ..., address: _Optional[str] = ..., public_key: _Optional[bytes] = ...) -> None: ...
+
+class AccessListEntry(_message.Message):
+    __slots__ = ("address", "storage_keys")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_KEYS_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    storage_keys: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, address: _Optional[str] = ..., storage_keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class Authorization(_message.Message):
+    __slots__ = ("chain_id", "address", "nonce", "y_parity", "r", "s")
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    Y_PARITY_FIELD_NUMBER: _ClassVar[int]
+    R_FIELD_NUMBER: _ClassVar[int]
+    S_FIELD_NUMBER: _ClassVar[int]
+    chain_id: int
+    address: str
+    nonce: int
+    y_parity: int
+    r: bytes
+    s: bytes
+    def __init__(self, chain_id: _Optional[int] = ..., address: _Optional[str] = ..., nonce: _Optional[int] = ..., y_parity: _Optional[int] = ..., r: _Optional[bytes] = ..., s: _Optional[bytes] = ...) -> None: ...
+
+class Transaction(_message.Message):
+    __slots__ = ("type", "chain_id", "nonce", "to", "value", "gas_limit", "gas_price", "max_fee_per_gas", "max_priority_fee_per_gas", "data", "access_list", "authorization_list")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    GAS_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    GAS_PRICE_FIELD_NUMBER: _ClassVar[int]
+    MAX_FEE_PER_GAS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PRIORITY_FEE_PER_GAS_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_LIST_FIELD_NUMBER: _ClassVar[int]
+    AUTHORIZATION_LIST_FIELD_NUMBER: _ClassVar[int]
+    type: int
+    chain_id: int
+    nonce: int
+    to: str
+    value: str
+    gas_limit: int
+    gas_price: str
+    max_fee_per_gas: str
+    max_priority_fee_per_gas: str
+    data: bytes
+    access_list: _containers.RepeatedCompositeFieldContainer[AccessListEntry]
+    authorization_list: _containers.RepeatedCompositeFieldContainer[Authorization]
+    def __init__(self, type: _Optional[int] = ..., chain_id: _Optional[int] = ..., nonce: _Optional[int] = ..., to: _Optional[str] = ..., value: _Optional[str] = ..., gas_limit: _Optional[int] = ..., gas_price: _Optional[str] = ..., max_fee_per_gas: _Optional[str] = ..., max_priority_fee_per_gas: _Optional[str] = ..., data: _Optional[bytes] = ..., access_list: _Optional[_Iterable[_Union[AccessListEntry, _Mapping]]] = ..., authorization_list: _Optional[_Iterable[_Union[Authorization, _Mapping]]] = ...) -> None: ...
+
+class SignTransactionRequest(_message.Message):
+    __slots__ = ("key_id", "transaction", "unsigned_transaction")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    UNSIGNED_TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    transaction: Transaction
+    unsigned_transaction: bytes
+    def __init__(self, key_id: _Optional[str] = ..., transaction: _Optional[_Union[Transaction, _Mapping]] = ..., unsigned_transaction: _Optional[bytes] = ...) -> None: ...
+
+class Signature(_message.Message):
+    __slots__ = ("r", "s", "v")
+    R_FIELD_NUMBER: _ClassVar[int]
+    S_FIELD_NUMBER: _ClassVar[int]
+    V_FIELD_NUMBER: _ClassVar[int]
+    r: bytes
+    s: bytes
+    v: int
+    def __init__(self, r: _Optional[bytes] = ..., s: _Optional[bytes] = ..., v: _Optional[int] = ...) -> None: ...
+
+class SignTransactionResponse(_message.Message):
+    __slots__ = ("raw_transaction", "transaction_hash", "sender", "signature")
+    RAW_TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_HASH_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    raw_transaction: bytes
+    transaction_hash: bytes
+    sender: str
+    signature: Signature
+    def __init__(self, raw_transaction: _Optional[bytes] = ..., transaction_hash: _Optional[bytes] = ..., sender: _Optional[str] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ...) -> None: ...
+
+class SignMessageRequest(_message.Message):
+    __slots__ = ("key_id", "message")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    message: bytes
+    def __init__(self, key_id: _Optional[str] = ..., message: _Optional[bytes] = ...) -> None: ...
+
+class SignMessageResponse(_message.Message):
+    __slots__ = ("signature", "digest")
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    signature: bytes
+    digest: bytes
+    def __init__(self, signature: _Optional[bytes] = ..., digest: _Optional[bytes] = ...) -> None: ...
+
+class SignTypedDataRequest(_message.Message):
+    __slots__ = ("key_id", "typed_data_json")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPED_DATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    typed_data_json: str
+    def __init__(self, key_id: _Optional[str] = ..., typed_data_json: _Optional[str] = ...) -> None: ...
+
+class SignTypedDataResponse(_message.Message):
+    __slots__ = ("signature", "digest")
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    signature: bytes
+    digest: bytes
+    def __init__(self, signature: _Optional[bytes] = ..., digest: _Optional[bytes] = ...) -> None: ...

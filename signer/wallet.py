@@ -1,0 +1,86 @@
+"""WalletSigner: one key, every kind of Ethereum signature, through one digest-signing path."""
+
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from eth_keys import keys
+from eth_utils import keccak
+
+from signer.backends.base import DigestBackend
+from signer.errors import ConfigError
+from signer.eth import messages, signature, transactions
+from signer.eth.fields import address_from_public_key, checksum
+from signer.eth.signature import RecoverableSignature
+
+SELF_TEST_DIGEST = keccak(b"wallet-signer start-up self-test")
+
+
+@dataclass(frozen=True, slots=True)
+class SignedTransaction:
+    raw_transaction: bytes
+    transaction_hash: bytes
+    r: int
+    s: int
+    v: int
+
+
+@dataclass(frozen=True, slots=True)
+class SignedDigest:
+    signature: bytes  # 65 bytes r || s || v, v = 27/28
+    digest: bytes
+
+
+class WalletSigner:
+    """Routes every request for one key through `_sign_digest`; the backend never sees more."""
+
+    def __init__(self, key_id: str, backend: DigestBackend) -> None:
+        self.key_id = key_id
+        self.backend = backend
+        self.public_key = _checked_public_key(key_id, backend.public_key)
+        self._eth_public_key = keys.PublicKey(self.public_key[1:])
+        self.address = checksum(address_from_public_key(self.public_key))
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def sign_transaction(
+        self, tx: transactions.UnsignedTransaction, timeout: float | None = None
+    ) -> SignedTransaction:
+        sig = self._sign_digest(transactions.signing_hash(tx), timeout)
+        raw = transactions.encode_signed(tx, sig.recovery_id, sig.r, sig.s)
+        v = transactions.signature_v(tx, sig.recovery_id)
+        return SignedTransaction(raw, keccak(raw), sig.r, sig.s, v)
+
+    def sign_message(self, message: bytes, timeout: float | None = None) -> SignedDigest:
+        return self._sign_prepared(messages.personal_message_digest(message), timeout)
+
+    def sign_typed_data(self, typed_data_json: str, timeout: float | None = None) -> SignedDigest:
+        return self._sign_prepared(messages.typed_data_digest(typed_data_json), timeout)
+
+    def self_test(self) -> None:
+        """Sign a fixed digest and recover this key's own public key, or raise."""
+        self._sign_digest(SELF_TEST_DIGEST, None)
+
+    def _sign_prepared(self, digest: bytes, timeout: float | None) -> SignedDigest:
+        return SignedDigest(self._sign_digest(digest, timeout).to_rsv(), digest)
+
+    def _sign_digest(self, digest: bytes, timeout: float | None) -> RecoverableSignature:
+        assert len(digest) == 32  # every caller passes a keccak-256 output
+        der_or_raw = self.backend.sign_digest(digest, timeout)
+        r, s = signature.decode(der_or_raw, self.backend.signature_format)
+        return signature.normalize(digest, r, s, self._eth_public_key)
+
+    def __repr__(self) -> str:
+        return f"WalletSigner({self.key_id!r}, {self.backend_name}, {self.address})"
+
+
+def _checked_public_key(key_id: str, public_key: bytes) -> bytes:
+    """Refuse anything but a valid uncompressed secp256k1 point."""
+    if len(public_key) != 65 or public_key[0] != 4:
+        raise ConfigError(f"keys.{key_id}: backend public key is not a 65-byte uncompressed point")
+    try:
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256K1(), public_key)
+    except ValueError:
+        raise ConfigError(f"keys.{key_id}: backend public key is not on secp256k1") from None
+    return bytes(public_key)
