@@ -119,7 +119,7 @@ class Config(_Strict):
 
 def split_listen(listen: str) -> tuple[str, int]:
     match = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^:\[\]]+):(\d{1,5})", listen)
-    if not match or not 0 < int(match.group(2)) < 65536:
+    if not match or not 0 <= int(match.group(2)) < 65536:
         raise ValueError(f"expected HOST:PORT (IPv6 as [::1]:PORT), got {listen!r}")
     return match.group(1).strip("[]"), int(match.group(2))
 

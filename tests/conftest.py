@@ -1,0 +1,101 @@
+"""Shared fixtures: keys, a real gRPC server on loopback, and backend selection.
+
+Backend-specific fixtures live in tests/fixtures_<backend>.py. Each provides a
+`<backend>_signer` fixture: a `WalletSigner` on a fresh key of that backend. The contract
+tests run on every backend through `any_signer`. A backend whose dependencies are missing is
+skipped, unless WALLET_SIGNER_REQUIRE_BACKENDS names it (make test sets it), when the skip
+becomes a failure.
+"""
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from eth_account import Account
+
+from signer.backends.env import EnvBackend, parse_private_key
+from signer.config import ServerConfig
+from signer.grpc.server import SignerServer
+from signer.service import KeyRing
+from signer.v1 import signer_pb2_grpc as pb_grpc
+from signer.wallet import WalletSigner
+
+pytest_plugins = ["tests.fixtures_pkcs11", "tests.fixtures_kms"]
+
+BACKENDS = ("env", "pkcs11", "kms")
+REQUIRED_BACKENDS = {
+    b.strip() for b in os.environ.get("WALLET_SIGNER_REQUIRE_BACKENDS", "").split(",") if b.strip()
+}
+
+# Well-known test keys (never funded anywhere that matters).
+EIP155_KEY = "0x" + "46" * 32
+
+
+def skip_or_fail(backend: str, reason: str) -> None:
+    """Skip a test for a missing backend, or fail when CI requires that backend."""
+    if backend in REQUIRED_BACKENDS:
+        pytest.fail(f"{backend} backend required (WALLET_SIGNER_REQUIRE_BACKENDS) but {reason}")
+    pytest.skip(reason)
+
+
+def env_wallet(private_key_hex: str, key_id: str = "hot") -> WalletSigner:
+    return WalletSigner(key_id, EnvBackend(parse_private_key(private_key_hex, "test key")))
+
+
+@pytest.fixture
+def env_key() -> str:
+    """A fresh random private key as 0x-hex."""
+    return "0x" + Account.create().key.hex().removeprefix("0x")
+
+
+@pytest.fixture
+def env_signer(env_key: str) -> WalletSigner:
+    return env_wallet(env_key)
+
+
+@pytest.fixture(params=BACKENDS)
+def any_signer(request: pytest.FixtureRequest) -> WalletSigner:
+    signer: WalletSigner = request.getfixturevalue(f"{request.param}_signer")
+    return signer
+
+
+@dataclass
+class RunningServer:
+    server: SignerServer
+    target: str
+    channel: grpc.Channel
+    stub: pb_grpc.SignerServiceStub
+
+
+def start_server(keyring: KeyRing, **server_options: object) -> RunningServer:
+    """A real server on 127.0.0.1 with an ephemeral port, self-tested and SERVING."""
+    config = ServerConfig(listen="127.0.0.1:0", **server_options)  # type: ignore[arg-type]
+    server = SignerServer(keyring, config)
+    server.self_test_and_mark_ready()
+    target = f"127.0.0.1:{server.port}"
+    channel = grpc.insecure_channel(target)
+    return RunningServer(server, target, channel, pb_grpc.SignerServiceStub(channel))
+
+
+@pytest.fixture
+def serve() -> Iterator[object]:
+    """serve(keyring) -> RunningServer; every server is stopped at teardown."""
+    started: list[RunningServer] = []
+
+    def _serve(keyring: KeyRing, **options: object) -> RunningServer:
+        running = start_server(keyring, **options)
+        started.append(running)
+        return running
+
+    yield _serve
+    for running in started:
+        running.channel.close()
+        running.server.stop(0)
+
+
+@pytest.fixture
+def env_server(serve, env_signer: WalletSigner) -> RunningServer:  # type: ignore[no-untyped-def]
+    """A server with one env key named "hot"."""
+    return serve(KeyRing({"hot": env_signer}))
