@@ -1,6 +1,7 @@
 """wallet-signer command line: serve, keys, address, sign."""
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -144,7 +145,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _keys_list(args: argparse.Namespace) -> int:
     if args.backend is not None:
-        return _admin(args.backend).list_keys(args, _optional_config(args.config))
+        return int(_admin(args.backend).list_keys(args, _optional_config(args.config)))
     if args.server:
         from signer.v1 import signer_pb2 as pb
 
@@ -164,21 +165,16 @@ def _keys_list(args: argparse.Namespace) -> int:
 
 
 def _keys_create(args: argparse.Namespace) -> int:
-    return _admin(args.backend).create_key(args, _optional_config(args.config))
+    return int(_admin(args.backend).create_key(args, _optional_config(args.config)))
 
 
 def _keys_import(args: argparse.Namespace) -> int:
-    return _admin(args.backend).import_key(args, _optional_config(args.config))
+    return int(_admin(args.backend).import_key(args, _optional_config(args.config)))
 
 
 def _admin(backend: str) -> Any:
-    if backend == "pkcs11":
-        from signer.backends import pkcs11_admin
-
-        return pkcs11_admin
-    from signer.backends import kms_admin
-
-    return kms_admin
+    """The provisioning module of a backend, imported only when asked for."""
+    return importlib.import_module(f"signer.backends.{backend}_admin")
 
 
 def _optional_config(path: Path | None) -> Config | None:
@@ -189,7 +185,8 @@ def _address(args: argparse.Namespace) -> int:
     if args.server:
         from signer.v1 import signer_pb2 as pb
 
-        print(_stub(args.server).GetAddress(pb.GetAddressRequest(key_id=args.key_id), timeout=10).address)
+        request = pb.GetAddressRequest(key_id=args.key_id)
+        print(_stub(args.server).GetAddress(request, timeout=10).address)
         return 0
     from signer.service import KeyRing
 
@@ -216,12 +213,19 @@ def _sign(args: argparse.Namespace) -> int:
     except grpc.RpcError as exc:
         print(f"wallet-signer: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
-    print(json.dumps({
-        "sender": account.address,
-        "raw_transaction": signed.raw_transaction.to_0x_hex(),
-        "hash": signed.hash.to_0x_hex(),
-        "r": hex(signed.r), "s": hex(signed.s), "v": signed.v,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "sender": account.address,
+                "raw_transaction": signed.raw_transaction.to_0x_hex(),
+                "hash": signed.hash.to_0x_hex(),
+                "r": hex(signed.r),
+                "s": hex(signed.s),
+                "v": signed.v,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

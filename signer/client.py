@@ -17,7 +17,7 @@ from eth_account.datastructures import SignedMessage, SignedTransaction
 from eth_account.messages import SignableMessage
 from eth_account.signers.base import BaseAccount
 from eth_typing import ChecksumAddress, Hash32
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 from hexbytes import HexBytes
 
 from signer.v1 import signer_pb2 as pb
@@ -95,11 +95,15 @@ class RemoteAccount(BaseAccount):
         """Same arguments as LocalAccount.sign_typed_data; signed by the server."""
         if full_message is None:
             if domain_data is None or message_types is None or message_data is None:
-                raise ValueError("pass full_message, or domain_data, message_types and message_data")
+                raise ValueError(
+                    "pass full_message, or domain_data, message_types and message_data"
+                )
             primary = _primary_type(message_types)
             types = {"EIP712Domain": _domain_types(domain_data), **message_types}
             full_message = {
-                "types": types, "primaryType": primary, "domain": domain_data,
+                "types": types,
+                "primaryType": primary,
+                "domain": domain_data,
                 "message": message_data,
             }
         reply = self._stub.SignTypedData(
@@ -160,10 +164,23 @@ def transaction_to_proto(tx: Mapping[str, Any]) -> pb.Transaction:
     return msg
 
 
-_KNOWN_TX_KEYS = frozenset({
-    "type", "chainId", "nonce", "to", "value", "gas", "gasPrice", "maxFeePerGas",
-    "maxPriorityFeePerGas", "data", "accessList", "authorizationList", "from",
-})
+_KNOWN_TX_KEYS = frozenset(
+    {
+        "type",
+        "chainId",
+        "nonce",
+        "to",
+        "value",
+        "gas",
+        "gasPrice",
+        "maxFeePerGas",
+        "maxPriorityFeePerGas",
+        "data",
+        "accessList",
+        "authorizationList",
+        "from",
+    }
+)
 
 
 def _infer_type(tx: Mapping[str, Any]) -> int:
@@ -219,8 +236,11 @@ def _signed_message(signature: bytes, digest: bytes) -> SignedMessage:
 
 
 _DOMAIN_FIELD_TYPES = {
-    "name": "string", "version": "string", "chainId": "uint256",
-    "verifyingContract": "address", "salt": "bytes32",
+    "name": "string",
+    "version": "string",
+    "chainId": "uint256",
+    "verifyingContract": "address",
+    "salt": "bytes32",
 }
 
 
@@ -230,9 +250,7 @@ def _domain_types(domain: Mapping[str, Any]) -> list[dict[str, str]]:
 
 def _primary_type(types: Mapping[str, Any]) -> str:
     """The type no other type refers to, as eth-account infers it."""
-    referenced = {
-        field["type"].split("[")[0] for fields in types.values() for field in fields
-    }
+    referenced = {field["type"].split("[")[0] for fields in types.values() for field in fields}
     roots = [name for name in types if name not in referenced]
     if len(roots) != 1:
         raise ValueError(f"cannot infer the primary type from {sorted(types)}; pass full_message")

@@ -22,11 +22,13 @@ def open_backend(key_id: str, config: KeyConfig) -> DigestBackend:
     if isinstance(config, Pkcs11KeyConfig):
         from signer.backends.pkcs11 import Pkcs11Backend
 
-        return Pkcs11Backend.open(key_id, config)
+        pkcs11_backend: DigestBackend = Pkcs11Backend.open(key_id, config)
+        return pkcs11_backend
     if isinstance(config, KmsKeyConfig):
         from signer.backends.kms import KmsBackend
 
-        return KmsBackend.open(key_id, config)
+        kms_backend: DigestBackend = KmsBackend.open(key_id, config)
+        return kms_backend
     raise AssertionError(f"unhandled backend config {type(config).__name__}")  # pragma: no cover
 
 
@@ -42,7 +44,9 @@ class KeyRing:
                 signers[key_id] = WalletSigner(key_id, open_backend(key_id, key_config))
                 log.info(
                     "key %r: backend %s, address %s",
-                    key_id, key_config.backend, signers[key_id].address,
+                    key_id,
+                    key_config.backend,
+                    signers[key_id].address,
                 )
         except BaseException:
             for signer in signers.values():
@@ -55,7 +59,9 @@ class KeyRing:
         if signer is None:
             if not key_id:
                 raise InvalidRequest("key_id: required")
-            shown = key_id if len(key_id) <= MAX_KEY_ID_LENGTH else key_id[:MAX_KEY_ID_LENGTH] + "..."
+            shown = (
+                key_id if len(key_id) <= MAX_KEY_ID_LENGTH else key_id[:MAX_KEY_ID_LENGTH] + "..."
+            )
             raise KeyNotFound(f"no key named {shown!r} is configured")
         return signer
 

@@ -3,8 +3,7 @@
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from eth_keys import keys
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from signer.backends.base import DigestBackend
 from signer.errors import ConfigError
@@ -37,7 +36,6 @@ class WalletSigner:
         self.key_id = key_id
         self.backend = backend
         self.public_key = _checked_public_key(key_id, backend.public_key)
-        self._eth_public_key = keys.PublicKey(self.public_key[1:])
         self.address = checksum(address_from_public_key(self.public_key))
 
     @property
@@ -69,7 +67,7 @@ class WalletSigner:
         assert len(digest) == 32  # every caller passes a keccak-256 output
         der_or_raw = self.backend.sign_digest(digest, timeout)
         r, s = signature.decode(der_or_raw, self.backend.signature_format)
-        return signature.normalize(digest, r, s, self._eth_public_key)
+        return signature.normalize(digest, r, s, self.public_key)
 
     def __repr__(self) -> str:
         return f"WalletSigner({self.key_id!r}, {self.backend_name}, {self.address})"

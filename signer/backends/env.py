@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import ClassVar
 
-from eth_keys import keys
+from coincurve import PrivateKey
 
 from signer.errors import ConfigError
 from signer.eth.signature import SECP256K1_N, SignatureFormat
@@ -20,9 +20,9 @@ class EnvBackend:
     name: ClassVar[str] = "env"
     signature_format: ClassVar[SignatureFormat] = "raw"
 
-    def __init__(self, private_key: keys.PrivateKey) -> None:
+    def __init__(self, private_key: PrivateKey) -> None:
         self._key = private_key
-        self._public_key = b"\x04" + private_key.public_key.to_bytes()
+        self._public_key = private_key.public_key.format(compressed=False)
 
     @classmethod
     def from_source(cls, key_id: str, env: str | None, file: Path | None) -> "EnvBackend":
@@ -37,7 +37,9 @@ class EnvBackend:
             try:
                 text = file.read_text(encoding="ascii")
             except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"keys.{key_id}: cannot read {source}: {type(exc).__name__}") from None
+                raise ConfigError(
+                    f"keys.{key_id}: cannot read {source}: {type(exc).__name__}"
+                ) from None
         else:  # pragma: no cover - the config model requires one of them
             raise ConfigError(f"keys.{key_id}: no private key source")
         backend = cls(parse_private_key(text, f"keys.{key_id}: {source}"))
@@ -53,8 +55,8 @@ class EnvBackend:
         return self._public_key
 
     def sign_digest(self, digest: bytes, timeout: float | None) -> bytes:
-        signature = self._key.sign_msg_hash(digest)
-        return signature.r.to_bytes(32, "big") + signature.s.to_bytes(32, "big")
+        # RFC 6979 nonces: the same bytes eth-account (eth-keys on libsecp256k1) produces.
+        return self._key.sign_recoverable(digest, hasher=None)[:64]
 
     def close(self) -> None:
         pass
@@ -66,7 +68,7 @@ class EnvBackend:
         raise TypeError("EnvBackend holds a private key and cannot be pickled")
 
 
-def parse_private_key(text: str, where: str) -> keys.PrivateKey:
+def parse_private_key(text: str, where: str) -> PrivateKey:
     """A 32-byte hex key (optional 0x, surrounding whitespace ignored); errors never echo it."""
     text = text.strip()
     if not _HEX_KEY_RE.fullmatch(text):
@@ -74,4 +76,4 @@ def parse_private_key(text: str, where: str) -> keys.PrivateKey:
     raw = bytes.fromhex(text.removeprefix("0x"))
     if not 0 < int.from_bytes(raw, "big") < SECP256K1_N:
         raise ConfigError(f"{where}: not a valid secp256k1 private key (out of range)")
-    return keys.PrivateKey(raw)
+    return PrivateKey(raw)

@@ -5,7 +5,8 @@ Each parser names the field in its error so a caller can fix the request without
 
 import re
 
-from eth_utils import keccak, to_checksum_address
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 
 from signer.errors import InvalidRequest
 
@@ -21,7 +22,9 @@ _MAX_DECIMAL_DIGITS = 78
 def parse_address(text: str, field: str) -> bytes:
     """A 0x-prefixed 20-byte address; mixed case must be a valid EIP-55 checksum."""
     if not _ADDRESS_RE.fullmatch(text):
-        raise InvalidRequest(f"{field}: expected a 0x-prefixed 20-byte hex address, got {_show(text)}")
+        raise InvalidRequest(
+            f"{field}: expected a 0x-prefixed 20-byte hex address, got {_show(text)}"
+        )
     digits = text[2:]
     raw = bytes.fromhex(digits)
     if not (digits.islower() or digits.isupper() or digits.isdigit()):

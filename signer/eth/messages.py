@@ -4,7 +4,7 @@ import json
 from typing import Any
 
 from eth_account.messages import SignableMessage, encode_defunct, encode_typed_data
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from signer.errors import InvalidRequest
 

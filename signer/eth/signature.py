@@ -8,9 +8,8 @@ expected one never leaves this module.
 from dataclasses import dataclass
 from typing import Literal
 
+from coincurve import PublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from eth_keys import keys
-from eth_keys.exceptions import BadSignature
 
 from signer.errors import BackendUnavailable
 
@@ -28,7 +27,9 @@ class RecoverableSignature:
 
     def to_rsv(self) -> bytes:
         """65 bytes r || s || v with v = 27 + recovery id (EIP-191 / EIP-712 convention)."""
-        return self.r.to_bytes(32, "big") + self.s.to_bytes(32, "big") + bytes([27 + self.recovery_id])
+        return (
+            self.r.to_bytes(32, "big") + self.s.to_bytes(32, "big") + bytes([27 + self.recovery_id])
+        )
 
 
 class BadBackendSignature(BackendUnavailable):
@@ -47,19 +48,22 @@ def decode(signature: bytes, fmt: SignatureFormat) -> tuple[int, int]:
     return int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
 
 
-def normalize(digest: bytes, r: int, s: int, public_key: keys.PublicKey) -> RecoverableSignature:
-    """Low-s (EIP-2) and the recovery id that yields `public_key`, or BadBackendSignature."""
+def normalize(digest: bytes, r: int, s: int, public_key: bytes) -> RecoverableSignature:
+    """Low-s (EIP-2) and the recovery id that yields `public_key` (65-byte uncompressed),
+    or BadBackendSignature."""
     if not (0 < r < SECP256K1_N and 0 < s < SECP256K1_N):
         raise BadBackendSignature("backend returned a signature with r or s out of range")
     if s > HALF_N:
         s = SECP256K1_N - s
+    rs = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    # Recovery ids 2 and 3 (r >= n - p) occur with probability ~2**-127: not worth a branch.
     for recovery_id in (0, 1):
         try:
-            candidate = keys.Signature(vrs=(recovery_id, r, s)).recover_public_key_from_msg_hash(
-                digest
+            candidate = PublicKey.from_signature_and_message(
+                rs + bytes([recovery_id]), digest, hasher=None
             )
-        except BadSignature:
+        except ValueError:  # no point for this recovery id
             continue
-        if candidate == public_key:
+        if candidate.format(compressed=False) == public_key:
             return RecoverableSignature(r, s, recovery_id)
     raise BadBackendSignature("backend signature does not recover to the key's public key")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import rlp
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from signer.errors import InvalidRequest
 from signer.eth.fields import UINT64_MAX, UINT256_MAX
@@ -133,23 +133,53 @@ def _bound(value: int, maximum: int, name: str, why: str) -> None:
 
 
 # --- encoding -------------------------------------------------------------------------------
+# Items are turned into bytes here and handed to rlp's raw encoder: rlp.encode's per-item type
+# inference costs more than the signature itself on the hot path.
+
+Item = bytes | list["Item"]
 
 
-def _access_list_items(tx: UnsignedTransaction) -> list[Any]:
+def _uint(value: int) -> bytes:
+    """Canonical RLP integer: minimal big-endian, zero as the empty string."""
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
+def _rlp(items: list[Item]) -> bytes:
+    encoded: bytes = rlp.codec.encode_raw(items)
+    return encoded
+
+
+def _access_list_items(tx: UnsignedTransaction) -> list[Item]:
     return [[e.address, list(e.storage_keys)] for e in tx.access_list]
 
 
-def _fields(tx: UnsignedTransaction) -> list[Any]:
+def _fields(tx: UnsignedTransaction) -> list[Item]:
     """The RLP field list without signature, in the order each EIP defines."""
-    common = [tx.gas_limit, tx.to, tx.value, tx.data]
+    common: list[Item] = [_uint(tx.gas_limit), tx.to, _uint(tx.value), tx.data]
     if tx.type == LEGACY:
-        return [tx.nonce, tx.gas_price, *common]
+        return [_uint(tx.nonce), _uint(tx.gas_price), *common]
     if tx.type == ACCESS_LIST:
-        return [tx.chain_id, tx.nonce, tx.gas_price, *common, _access_list_items(tx)]
-    fees = [tx.max_priority_fee_per_gas, tx.max_fee_per_gas]
-    fields = [tx.chain_id, tx.nonce, *fees, *common, _access_list_items(tx)]
+        return [
+            _uint(tx.chain_id),
+            _uint(tx.nonce),
+            _uint(tx.gas_price),
+            *common,
+            _access_list_items(tx),
+        ]
+    fees: list[Item] = [_uint(tx.max_priority_fee_per_gas), _uint(tx.max_fee_per_gas)]
+    fields = [_uint(tx.chain_id), _uint(tx.nonce), *fees, *common, _access_list_items(tx)]
     if tx.type == SET_CODE:
-        auths = [[a.chain_id, a.address, a.nonce, a.y_parity, a.r, a.s] for a in tx.authorization_list]
+        auths: list[Item] = [
+            [
+                _uint(a.chain_id),
+                a.address,
+                _uint(a.nonce),
+                _uint(a.y_parity),
+                _uint(a.r),
+                _uint(a.s),
+            ]
+            for a in tx.authorization_list
+        ]
         fields.append(auths)
     return fields
 
@@ -157,8 +187,8 @@ def _fields(tx: UnsignedTransaction) -> list[Any]:
 def encode_unsigned(tx: UnsignedTransaction) -> bytes:
     """The payload whose keccak-256 is signed (EIP-155 form for legacy)."""
     if tx.type == LEGACY:
-        return rlp.encode([*_fields(tx), tx.chain_id, 0, 0])
-    return bytes([tx.type]) + rlp.encode(_fields(tx))
+        return _rlp([*_fields(tx), _uint(tx.chain_id), b"", b""])
+    return bytes([tx.type]) + _rlp(_fields(tx))
 
 
 def signing_hash(tx: UnsignedTransaction) -> bytes:
@@ -174,7 +204,7 @@ def signature_v(tx: UnsignedTransaction, recovery_id: int) -> int:
 
 def encode_signed(tx: UnsignedTransaction, recovery_id: int, r: int, s: int) -> bytes:
     """The raw transaction for eth_sendRawTransaction."""
-    signed = rlp.encode([*_fields(tx), signature_v(tx, recovery_id), r, s])
+    signed = _rlp([*_fields(tx), _uint(signature_v(tx, recovery_id)), _uint(r), _uint(s)])
     return signed if tx.type == LEGACY else bytes([tx.type]) + signed
 
 
@@ -193,12 +223,39 @@ def decode_unsigned(payload: bytes) -> UnsignedTransaction:
     check_type(first)
     items = _rlp_list(payload[1:], f"unsigned_transaction (type {first})")
     names = {
-        ACCESS_LIST: ("chain_id", "nonce", "gas_price", "gas_limit", "to", "value", "data",
-                      "access_list"),
-        DYNAMIC_FEE: ("chain_id", "nonce", "max_priority_fee_per_gas", "max_fee_per_gas",
-                      "gas_limit", "to", "value", "data", "access_list"),
-        SET_CODE: ("chain_id", "nonce", "max_priority_fee_per_gas", "max_fee_per_gas",
-                   "gas_limit", "to", "value", "data", "access_list", "authorization_list"),
+        ACCESS_LIST: (
+            "chain_id",
+            "nonce",
+            "gas_price",
+            "gas_limit",
+            "to",
+            "value",
+            "data",
+            "access_list",
+        ),
+        DYNAMIC_FEE: (
+            "chain_id",
+            "nonce",
+            "max_priority_fee_per_gas",
+            "max_fee_per_gas",
+            "gas_limit",
+            "to",
+            "value",
+            "data",
+            "access_list",
+        ),
+        SET_CODE: (
+            "chain_id",
+            "nonce",
+            "max_priority_fee_per_gas",
+            "max_fee_per_gas",
+            "gas_limit",
+            "to",
+            "value",
+            "data",
+            "access_list",
+            "authorization_list",
+        ),
     }[first]
     if len(items) != len(names):
         raise InvalidRequest(
@@ -213,8 +270,9 @@ def decode_unsigned(payload: bytes) -> UnsignedTransaction:
 def _decode_legacy(items: list[Any]) -> UnsignedTransaction:
     if len(items) == 6:
         raise InvalidRequest(
-            "unsigned_transaction: pre-EIP-155 legacy payload; this signer only signs replay-"
-            "protected transactions: send rlp([nonce, gasPrice, gas, to, value, data, chainId, 0, 0])"
+            "unsigned_transaction: pre-EIP-155 legacy payload; this signer only signs "
+            "replay-protected transactions: send "
+            "rlp([nonce, gasPrice, gas, to, value, data, chainId, 0, 0])"
         )
     if len(items) != 9:
         raise InvalidRequest(
@@ -243,8 +301,13 @@ def _first_line(exc: Exception) -> str:
 
 
 _INT_BITS = {
-    "chain_id": 256, "nonce": 64, "gas_limit": 64, "value": 256, "gas_price": 256,
-    "max_fee_per_gas": 256, "max_priority_fee_per_gas": 256,
+    "chain_id": 256,
+    "nonce": 64,
+    "gas_limit": 64,
+    "value": 256,
+    "gas_price": 256,
+    "max_fee_per_gas": 256,
+    "max_priority_fee_per_gas": 256,
 }
 
 
@@ -294,7 +357,9 @@ def _access_entry(item: Any, i: int) -> AccessListEntry:
     address = _bytes(pair[0], f"{where}.address")
     if len(address) != 20:
         raise InvalidRequest(f"{where}.address: must be 20 bytes, got {len(address)}")
-    keys = tuple(_bytes(k, f"{where}.storage_keys") for k in _list(pair[1], f"{where}.storage_keys"))
+    keys = tuple(
+        _bytes(k, f"{where}.storage_keys") for k in _list(pair[1], f"{where}.storage_keys")
+    )
     return AccessListEntry(address, keys)
 
 

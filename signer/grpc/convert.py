@@ -1,12 +1,12 @@
 """Proto messages to domain objects and back; every check names the offending field."""
 
+from signer.errors import InvalidRequest
 from signer.eth import transactions as txs
 from signer.eth.fields import (
     parse_address,
     parse_uint256_bytes,
     parse_uint256_decimal,
 )
-from signer.errors import InvalidRequest
 from signer.v1 import signer_pb2 as pb
 from signer.wallet import SignedDigest, SignedTransaction, WalletSigner
 

@@ -17,22 +17,24 @@ from signer.grpc.errors import UNEXPECTED, status_for
 log = logging.getLogger("signer.access")
 
 REQUEST_ID_HEADER = "x-request-id"
+Handler = grpc.RpcMethodHandler[Any, Any]
 _MAX_REQUEST_ID = 64
 
 
-class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Turns SignerError into its status; anything else into UNAVAILABLE, logged with trace."""
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Handler | None],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> Handler | None:
         handler = continuation(details)
         if handler is None or handler.unary_unary is None:
             return handler
         inner = handler.unary_unary
         parse = handler.request_deserializer
+        assert parse is not None  # generated handlers always carry their deserializer
         method = details.method
         request_id = _request_id(details.invocation_metadata)
 
@@ -53,7 +55,10 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             finally:
                 log.info(
                     "%s peer=%s request_id=%s status=%s ms=%.2f",
-                    method, context.peer(), request_id, code.name,
+                    method,
+                    context.peer(),
+                    request_id,
+                    code.name,
                     (time.perf_counter() - started) * 1000,
                 )
             context.abort(code, message)

@@ -8,11 +8,13 @@ from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
 
 
-class SignerServicer(pb_grpc.SignerServiceServicer):
+class SignerServicer(pb_grpc.SignerServiceServicer):  # type: ignore[misc]
     def __init__(self, keyring: KeyRing) -> None:
         self._keys = keyring
 
-    def ListKeys(self, request: pb.ListKeysRequest, context: grpc.ServicerContext) -> pb.ListKeysResponse:
+    def ListKeys(
+        self, request: pb.ListKeysRequest, context: grpc.ServicerContext
+    ) -> pb.ListKeysResponse:
         return pb.ListKeysResponse(keys=[convert.key_info(s) for s in self._keys])
 
     def GetAddress(
