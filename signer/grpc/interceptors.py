@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -17,7 +17,8 @@ from signer.grpc.errors import UNEXPECTED, status_for
 log = logging.getLogger("signer.access")
 
 REQUEST_ID_HEADER = "x-request-id"
-Handler = grpc.RpcMethodHandler[Any, Any]
+if TYPE_CHECKING:
+    Handler = grpc.RpcMethodHandler[Any, Any]
 _MAX_REQUEST_ID = 64
 
 
@@ -26,9 +27,9 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Handler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], "Handler | None"],
         details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
+    ) -> "Handler | None":
         handler = continuation(details)
         if handler is None or handler.unary_unary is None:
             return handler
