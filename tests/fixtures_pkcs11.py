@@ -1,10 +1,99 @@
-"""PKCS#11 (SoftHSM) fixtures: filled by the PKCS#11 backend work."""
+"""PKCS#11 (SoftHSM) fixtures: every test gets its own throwaway token directory.
+
+`softhsm_token` runs softhsm/setup-token.sh into tmp_path and points SOFTHSM2_CONF at it;
+`pkcs11_signer` is a WalletSigner on a fresh key generated inside that token.
+"""
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from signer.config import SOFTHSM_MODULE, Pkcs11KeyConfig
+from signer.wallet import WalletSigner
 from tests.conftest import skip_or_fail
+
+SETUP_SCRIPT = Path(__file__).resolve().parent.parent / "softhsm" / "setup-token.sh"
+TOKEN_LABEL = "test-token"
+
+
+@dataclass
+class SoftHsmToken:
+    state_dir: Path
+    label: str
+    conf: Path
+    pin_file: Path
+    so_pin_file: Path
+
+    @property
+    def pin(self) -> str:
+        return self.pin_file.read_text().strip()
+
+    def key_config(self, key_label: str, **options: object) -> Pkcs11KeyConfig:
+        return Pkcs11KeyConfig(backend="pkcs11", token_label=self.label, pin_file=self.pin_file,
+                               key_label=key_label, **options)  # type: ignore[arg-type]
+
+    def setup(self) -> None:
+        """(Re-)create the token with setup-token.sh (keeps the PIN files)."""
+        subprocess.run(["bash", str(SETUP_SCRIPT), str(self.state_dir), self.label],
+                       check=True, capture_output=True)
+
+    def delete(self) -> None:
+        subprocess.run(["softhsm2-util", "--delete-token", "--token", self.label],
+                       check=True, capture_output=True)
+
+
+def require_softhsm() -> None:
+    if not SOFTHSM_MODULE.is_file() or shutil.which("softhsm2-util") is None:
+        skip_or_fail("pkcs11", "softhsm2 is not installed (apt-get install softhsm2)")
+    try:
+        import pkcs11  # noqa: F401
+    except ImportError:
+        skip_or_fail("pkcs11", "python-pkcs11 is not installed (pip install '.[pkcs11]')")
 
 
 @pytest.fixture
-def pkcs11_signer():  # type: ignore[no-untyped-def]
-    skip_or_fail("pkcs11", "the PKCS#11 backend is not built yet")
+def softhsm_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SoftHsmToken:
+    require_softhsm()
+    state_dir = tmp_path / "softhsm"
+    token = SoftHsmToken(state_dir, TOKEN_LABEL, state_dir / "softhsm2.conf",
+                         state_dir / "user-pin", state_dir / "so-pin")
+    token.setup()
+    monkeypatch.setenv("SOFTHSM2_CONF", str(token.conf))
+    assert os.stat(token.pin_file).st_mode & 0o077 == 0
+    return token
+
+
+def generate_key(token: SoftHsmToken, label: str) -> bytes:
+    """A new key pair in `token` through the provisioning code; returns the public key."""
+    from signer.backends import pkcs11, pkcs11_admin
+
+    connection = pkcs11.connect(SOFTHSM_MODULE, token.label, token.pin)
+    try:
+        with connection.library.gate.shared():
+            session = connection.open_session(rw=True)
+            try:
+                return pkcs11_admin.generate_key(session, label)[1]
+            finally:
+                session.close()
+    finally:
+        pkcs11.disconnect(connection)
+
+
+def open_signer(token: SoftHsmToken, key_label: str, key_id: str = "hsm",
+                **options: object) -> WalletSigner:
+    from signer.backends.pkcs11 import Pkcs11Backend
+
+    return WalletSigner(key_id, Pkcs11Backend.open(key_id, token.key_config(key_label, **options)))
+
+
+@pytest.fixture
+def pkcs11_signer(softhsm_token: SoftHsmToken) -> Iterator[WalletSigner]:
+    generate_key(softhsm_token, "test-key")
+    signer = open_signer(softhsm_token, "test-key")
+    yield signer
+    signer.backend.close()
