@@ -1,6 +1,7 @@
 """EIP-191 personal messages and EIP-712 typed data: the 32-byte digests a key signs."""
 
 import json
+import re
 from typing import Any
 
 from eth_account.messages import SignableMessage, encode_defunct, encode_typed_data
@@ -9,6 +10,13 @@ from eth_utils.crypto import keccak
 from signer.errors import InvalidRequest
 
 _REQUIRED_TYPED_DATA_KEYS = ("types", "primaryType", "domain", "message")
+# Bounds on what eth-account walks recursively. They matter: importing eth-account raises the
+# interpreter's recursion limit to 100000 (py_ecc), so deep input would overflow the C stack
+# and kill the process instead of raising RecursionError.
+MAX_JSON_DEPTH = 64
+MAX_STRUCT_TYPES = 256
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
 
 
 def personal_message_digest(message: bytes) -> bytes:
@@ -31,6 +39,7 @@ def typed_data_digest(typed_data_json: str) -> bytes:
 
 
 def parse_typed_data(typed_data_json: str) -> dict[str, Any]:
+    _check_depth(typed_data_json)
     try:
         data = json.loads(
             typed_data_json, object_pairs_hook=_no_duplicates, parse_constant=_no_constants
@@ -44,7 +53,20 @@ def parse_typed_data(typed_data_json: str) -> dict[str, Any]:
     missing = [k for k in _REQUIRED_TYPED_DATA_KEYS if k not in data]
     if missing:
         raise InvalidRequest(f"typed_data_json: missing {', '.join(missing)}")
+    if not isinstance(data["types"], dict):
+        raise InvalidRequest("typed_data_json: types must be an object")
+    if len(data["types"]) > MAX_STRUCT_TYPES:
+        raise InvalidRequest(f"typed_data_json: more than {MAX_STRUCT_TYPES} struct types")
     return data
+
+
+def _check_depth(text: str) -> None:
+    """Refuse JSON nested deeper than MAX_JSON_DEPTH before any recursive parser sees it."""
+    depth = 0
+    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub("", text)):
+        depth += 1 if match.group() in "[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidRequest(f"typed_data_json: nested deeper than {MAX_JSON_DEPTH} levels")
 
 
 class _DuplicateKey(ValueError):

@@ -220,6 +220,10 @@ def decode_unsigned(payload: bytes) -> UnsignedTransaction:
         return _decode_legacy(_rlp_list(payload, "unsigned_transaction"))
     if first >= 0x80:
         raise InvalidRequest("unsigned_transaction: not a transaction (an RLP string, not a list)")
+    if first == LEGACY:
+        raise InvalidRequest(
+            "unsigned_transaction: legacy transactions have no type byte; send the RLP list"
+        )
     check_type(first)
     items = _rlp_list(payload[1:], f"unsigned_transaction (type {first})")
     names = {
@@ -285,7 +289,12 @@ def _decode_legacy(items: list[Any]) -> UnsignedTransaction:
     return UnsignedTransaction(type=LEGACY, **kwargs)
 
 
+# Deepest list in any supported payload: tx -> access_list -> entry -> storage_keys.
+MAX_RLP_DEPTH = 4
+
+
 def _rlp_list(data: bytes, what: str) -> list[Any]:
+    _check_nesting(data, what)
     try:
         decoded = rlp.decode(data, strict=True)
     except rlp.exceptions.DecodingError as exc:
@@ -293,6 +302,37 @@ def _rlp_list(data: bytes, what: str) -> list[Any]:
     if not isinstance(decoded, list):
         raise InvalidRequest(f"{what}: expected an RLP list")
     return decoded
+
+
+def _check_nesting(data: bytes, what: str) -> None:
+    """Refuse lists nested deeper than any transaction has, before rlp.decode recurses.
+
+    pyrlp decodes recursively and copies each level: a 256 KiB payload of nested lists costs
+    seconds of CPU. This walk reads only list headers; rlp.decode still judges the encoding.
+    """
+    ends = [len(data)]  # end offsets of the lists we are inside, outermost first
+    pos = 0
+    while pos < len(data):
+        while pos >= ends[-1] and len(ends) > 1:
+            ends.pop()
+        prefix = data[pos]
+        if prefix < 0x80:
+            pos += 1
+        elif prefix <= 0xB7:
+            pos += 1 + prefix - 0x80
+        elif prefix <= 0xBF:
+            size = 1 + prefix - 0xB7
+            pos += size + int.from_bytes(data[pos + 1 : pos + size], "big")
+        else:
+            if prefix <= 0xF7:
+                header, length = 1, prefix - 0xC0
+            else:
+                header = 1 + prefix - 0xF7
+                length = int.from_bytes(data[pos + 1 : pos + header], "big")
+            ends.append(pos + header + length)
+            pos += header
+            if len(ends) - 1 > MAX_RLP_DEPTH:
+                raise InvalidRequest(f"{what}: lists nested deeper than {MAX_RLP_DEPTH} levels")
 
 
 def _first_line(exc: Exception) -> str:

@@ -1,0 +1,272 @@
+"""Every malformed request gets a precise status and message; the server keeps serving."""
+
+import json
+
+import grpc
+import pytest
+import rlp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from signer.v1 import signer_pb2 as pb
+
+GOOD_TO = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"  # EIP-55 test vector
+BAD_CHECKSUM = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD"
+TOO_BIG = str(2**256)
+NEVER = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
+
+
+def tx(**fields: object) -> pb.SignTransactionRequest:
+    base: dict[str, object] = {
+        "type": 2, "chain_id": 1, "to": GOOD_TO, "gas_limit": 21000,
+        "max_fee_per_gas": "10", "max_priority_fee_per_gas": "1",
+    }
+    base.update(fields)
+    return pb.SignTransactionRequest(key_id="hot", transaction=pb.Transaction(**base))
+
+
+def unsigned(payload: bytes) -> pb.SignTransactionRequest:
+    return pb.SignTransactionRequest(key_id="hot", unsigned_transaction=payload)
+
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+CASES = [
+    # (request, status, fragment of the message)
+    (tx(to="0x1234"), INVALID, "to: expected a 0x-prefixed 20-byte hex address"),
+    (tx(to="5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed00"), INVALID, "to: expected a 0x-prefixed"),
+    (tx(to="0X5AAEB6053F3E94C9B9A09F33669435E7EF1BEAED"), INVALID, "to: expected a 0x-prefixed"),
+    (tx(to=BAD_CHECKSUM), INVALID, "to: EIP-55 checksum mismatch"),
+    (tx(to=GOOD_TO + " "), INVALID, "to: expected"),
+    (tx(value="-1"), INVALID, "value: expected a non-negative base-10 integer"),
+    (tx(value="0x10"), INVALID, "value: expected a non-negative base-10 integer"),
+    (tx(value="1e18"), INVALID, "value: expected"),
+    (tx(value=" 1"), INVALID, "value: expected"),
+    (tx(value="١٢"), INVALID, "value: expected"),  # Arabic-Indic digits: isdigit() but not ASCII
+    (tx(value=TOO_BIG), INVALID, "value: " + TOO_BIG + " does not fit in 256 bits"),
+    (tx(value="9" * 200), INVALID, "value: expected"),
+    (tx(max_fee_per_gas=TOO_BIG), INVALID, "max_fee_per_gas: "),
+    (tx(max_priority_fee_per_gas="11"), INVALID, "max_priority_fee_per_gas: exceeds max_fee_per_gas"),
+    (tx(gas_price="1"), INVALID, "gas_price: not a field of type 2"),
+    (tx(type=0, gas_price="1", max_fee_per_gas="", max_priority_fee_per_gas="1"), INVALID,
+     "max_priority_fee_per_gas: not a field of type 0"),
+    (tx(type=0, gas_price="1", max_fee_per_gas="", max_priority_fee_per_gas="",
+        access_list=[pb.AccessListEntry(address=GOOD_TO)]), INVALID, "access_list: not a field of type 0"),
+    (tx(authorization_list=[pb.Authorization(chain_id=1, address=GOOD_TO, r=b"\1", s=b"\1")]),
+     INVALID, "authorization_list: not a field of type 2"),
+    (tx(type=3), INVALID, "blob transactions (type 3, EIP-4844) are not supported"),
+    (tx(type=5), INVALID, "unknown transaction type 5"),
+    (tx(type=0x7F), INVALID, "unknown transaction type 127"),
+    (tx(chain_id=0), INVALID, "chain_id: required"),
+    (tx(type=0, chain_id=0, gas_price="1", max_fee_per_gas="", max_priority_fee_per_gas=""),
+     INVALID, "chain_id: required"),
+    (tx(chain_id=2**63), INVALID, "chain_id: 9223372036854775808 exceeds the EIP-2294 bound"),
+    (tx(nonce=2**64 - 1), INVALID, "nonce: 18446744073709551615 exceeds 2**64-2 (EIP-2681)"),
+    (tx(access_list=[pb.AccessListEntry(address=GOOD_TO, storage_keys=[b"\0" * 31])]), INVALID,
+     "access_list[0].storage_keys[0]: must be exactly 32 bytes, got 31"),
+    (tx(access_list=[pb.AccessListEntry(address=BAD_CHECKSUM)]), INVALID,
+     "access_list[0].address: EIP-55 checksum mismatch"),
+    (tx(type=4), INVALID, "authorization_list: must not be empty for type 4"),
+    (tx(type=4, to="", authorization_list=[pb.Authorization(chain_id=1, address=GOOD_TO)]),
+     INVALID, "to: type 4 (EIP-7702) transactions cannot create contracts"),
+    (tx(type=4, authorization_list=[pb.Authorization(chain_id=1, address=GOOD_TO, y_parity=2)]),
+     INVALID, "authorization_list[0].y_parity: must be 0 or 1"),
+    (tx(type=4, authorization_list=[pb.Authorization(chain_id=1, address=GOOD_TO, r=b"\1" * 33)]),
+     INVALID, "authorization_list[0].r: at most 32 bytes, got 33"),
+    (tx(type=4, authorization_list=[pb.Authorization(address="0x00")]), INVALID,
+     "authorization_list[0].address: expected"),
+    (pb.SignTransactionRequest(key_id="hot"), INVALID,
+     "payload: set either transaction or unsigned_transaction"),
+    (unsigned(b""), INVALID, "unsigned_transaction: empty"),
+    (unsigned(b"\x02"), INVALID, "malformed RLP"),
+    (unsigned(b"\x03" + rlp.encode([])), INVALID, "blob transactions"),
+    (unsigned(b"\x05" + rlp.encode([])), INVALID, "unknown transaction type 5"),
+    (unsigned(b"\x85hello"), INVALID, "an RLP string, not a list"),
+    (unsigned(b"\x00" + rlp.encode([0, 1, 21000, b"", 0, b"", 1, 0, 0])), INVALID,
+     "legacy transactions have no type byte"),
+    (unsigned(b"\x02" + rlp.encode([1, 0, 1, 1, 21000, b"", 0, b"", []]) + b"\x00"), INVALID,
+     "malformed RLP"),
+    (unsigned(b"\x02" + rlp.encode([1, 0, 1, 1, 21000, b"", 0, b""])), INVALID,
+     "type 2 has 9 fields, got 8"),
+    (unsigned(b"\x02" + rlp.encode([1, 0, 1, 1, 21000, b"", 0, b"", [], 0, 1, 1])), INVALID,
+     "(was it already signed?)"),
+    (unsigned(b"\x02" + rlp.encode([b"\x00\x01", 0, 1, 1, 21000, b"", 0, b"", []])), INVALID,
+     "chain_id: non-canonical integer (leading zero byte)"),
+    (unsigned(b"\x02" + rlp.encode([1, 0, 1, 1, 21000, b"\x11" * 19, 0, b"", []])), INVALID,
+     "to: must be 20 bytes or empty, got 19"),
+    (unsigned(b"\x02" + rlp.encode([1, b"\x01" * 9, 1, 1, 21000, b"", 0, b"", []])), INVALID,
+     "nonce: does not fit in 64 bits"),
+    (unsigned(b"\x02" + rlp.encode([1, 0, 1, 1, 21000, b"", 0, [], []])), INVALID,
+     "data: expected a byte string, got a list"),
+    (unsigned(b"\x01" + rlp.encode([1, 0, 1, 21000, b"", 0, b"", [[b"\x11" * 20, [b"\0"]]]])),
+     INVALID, "access_list[0].storage_keys[0]: must be exactly 32 bytes, got 1"),
+    (unsigned(rlp.encode([0, 1, 21000, b"", 0, b""])), INVALID, "pre-EIP-155 legacy payload"),
+    (unsigned(rlp.encode([0, 1, 21000, b"", 0, b"", 1, 0, 1])), INVALID,
+     "EIP-155 payload must end with 0, 0"),
+    (unsigned(rlp.encode([0, 1, 21000, b"", 0, b"", 0, 0, 0])), INVALID, "chain_id: required"),
+    (unsigned(b"\xf8\x03\x80\x80\x80"), INVALID, "malformed RLP"),  # long form for a short list
+    (unsigned(b"\xc2\x81\x05"), INVALID, "malformed RLP"),  # single byte wrapped as a string
+    (pb.SignTransactionRequest(key_id="nope", transaction=pb.Transaction(type=2)),
+     grpc.StatusCode.NOT_FOUND, "no key named 'nope' is configured"),
+    (pb.SignTransactionRequest(key_id="", transaction=pb.Transaction(type=2)), INVALID,
+     "key_id: required"),
+]
+
+
+@pytest.mark.parametrize(("request_", "status", "fragment"), CASES)
+def test_bad_transaction_gets_precise_status(env_server, request_, status, fragment):
+    with pytest.raises(grpc.RpcError) as caught:
+        env_server.stub.SignTransaction(request_, timeout=10)
+    assert caught.value.code() == status
+    assert fragment in caught.value.details()
+    # and the server still serves
+    assert env_server.stub.GetAddress(pb.GetAddressRequest(key_id="hot"), timeout=10).address
+
+
+TYPED_DATA_CASES = [
+    ("", "not valid JSON"),
+    ("[]", "expected a JSON object"),
+    ('{"types": {}}', "missing primaryType, domain, message"),
+    ('{"types": {}, "types": {}, "primaryType": "A", "domain": {}, "message": {}}',
+     "duplicate key 'types'"),
+    ('{"types": {"EIP712Domain": []}, "primaryType": "Mail", "domain": {}, "message": NaN}',
+     "not valid JSON"),
+    ('{"types": {"EIP712Domain": []}, "primaryType": "Mail", "domain": {}, "message": {}}',
+     "typed_data_json: "),
+    # eth-account raises the recursion limit to 100000: without the depth bound this input
+    # overflows the C stack and kills the server (it did, before the bound).
+    ("[" * 100000 + "]" * 100000, "typed_data_json: nested deeper than 64 levels"),
+    ('{"a": "' + "[" * 100 + '", "types": 1}', "typed_data_json: missing primaryType"),
+    (json.dumps({"types": {f"T{i}": [{"name": "x", "type": f"T{i + 1}"}] for i in range(300)},
+                 "primaryType": "T0", "domain": {}, "message": {}}),
+     "typed_data_json: more than 256 struct types"),
+]
+
+
+@pytest.mark.parametrize(("text", "fragment"), TYPED_DATA_CASES)
+def test_bad_typed_data(env_server, text, fragment):
+    with pytest.raises(grpc.RpcError) as caught:
+        env_server.stub.SignTypedData(
+            pb.SignTypedDataRequest(key_id="hot", typed_data_json=text), timeout=10
+        )
+    assert caught.value.code() == INVALID
+    assert fragment in caught.value.details()
+
+
+def _nested_rlp_list(depth: int) -> bytes:
+    payload = b"\xc0"
+    for _ in range(depth):
+        size = len(payload)
+        if size < 56:
+            payload = bytes([0xC0 + size]) + payload
+        else:
+            length = size.to_bytes((size.bit_length() + 7) // 8, "big")
+            payload = bytes([0xF7 + len(length)]) + length + payload
+    return payload
+
+
+def test_deeply_nested_rlp_is_refused(env_server):
+    with pytest.raises(grpc.RpcError) as caught:
+        env_server.stub.SignTransaction(unsigned(b"\x02" + _nested_rlp_list(50000)), timeout=30)
+    assert caught.value.code() == INVALID
+    assert "lists nested deeper than 4 levels" in caught.value.details()
+
+
+def test_unknown_key_everywhere(env_server):
+    for call, request in (
+        (env_server.stub.GetAddress, pb.GetAddressRequest(key_id="cold")),
+        (env_server.stub.SignMessage, pb.SignMessageRequest(key_id="cold", message=b"hi")),
+        (env_server.stub.SignTypedData, pb.SignTypedDataRequest(key_id="cold")),
+    ):
+        with pytest.raises(grpc.RpcError) as caught:
+            call(request, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "'cold'" in caught.value.details()
+
+
+def test_undecodable_request_bytes(env_server):
+    call = env_server.channel.unary_unary("/signer.v1.SignerService/SignTransaction")
+    with pytest.raises(grpc.RpcError) as caught:
+        call(b"\x12\x05\xff\xfe\xfd\xfc\xfb", timeout=10)  # field 2 with bad UTF-8 / wrong type
+    assert caught.value.code() == INVALID
+    assert "request is not a valid SignTransaction request message" in caught.value.details()
+
+
+def test_request_size_is_capped(env_server):
+    big = pb.SignMessageRequest(key_id="hot", message=b"\0" * (300 * 1024))
+    with pytest.raises(grpc.RpcError) as caught:
+        env_server.stub.SignMessage(big, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert env_server.stub.SignMessage(pb.SignMessageRequest(key_id="hot", message=b"ok")).signature
+
+
+def test_no_method_signs_a_bare_hash():
+    names = {m.name for m in pb.DESCRIPTOR.services_by_name["SignerService"].methods}
+    assert names == {"ListKeys", "GetAddress", "SignTransaction", "SignMessage", "SignTypedData"}
+
+
+# --- property tests: random structured requests and random bytes ------------------------------
+
+quantity = st.one_of(
+    st.integers(min_value=0, max_value=2**260).map(str), st.text(max_size=8), st.just("")
+)
+address = st.one_of(
+    st.just(""), st.just(GOOD_TO), st.just(BAD_CHECKSUM),
+    st.binary(min_size=0, max_size=21).map(lambda b: "0x" + b.hex()), st.text(max_size=44),
+)
+uint64 = st.integers(min_value=0, max_value=2**64 - 1)
+transactions = st.builds(
+    pb.Transaction,
+    type=st.integers(min_value=0, max_value=6),
+    chain_id=uint64, nonce=uint64, to=address, value=quantity, gas_limit=uint64,
+    gas_price=quantity, max_fee_per_gas=quantity, max_priority_fee_per_gas=quantity,
+    data=st.binary(max_size=64),
+    access_list=st.lists(
+        st.builds(pb.AccessListEntry, address=address,
+                  storage_keys=st.lists(st.binary(min_size=30, max_size=33), max_size=2)),
+        max_size=2,
+    ),
+    authorization_list=st.lists(
+        st.builds(pb.Authorization, chain_id=uint64, address=address, nonce=uint64,
+                  y_parity=st.integers(0, 3), r=st.binary(max_size=33), s=st.binary(max_size=33)),
+        max_size=2,
+    ),
+)
+requests = st.one_of(
+    st.builds(pb.SignTransactionRequest, key_id=st.sampled_from(["hot", "x", ""]),
+              transaction=transactions),
+    st.builds(pb.SignTransactionRequest, key_id=st.just("hot"),
+              unsigned_transaction=st.one_of(
+                  st.binary(max_size=200),
+                  st.tuples(st.integers(0, 5), st.binary(max_size=120)).map(
+                      lambda t: bytes([t[0]]) + rlp.encode([t[1]])),
+              )),
+)
+
+FUZZ = settings(max_examples=300, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@FUZZ
+@given(request_=requests)
+def test_random_structured_requests_never_crash(env_server, request_):
+    try:
+        reply = env_server.stub.SignTransaction(request_, timeout=10)
+    except grpc.RpcError as exc:
+        assert exc.code() not in NEVER, exc.details()
+        assert exc.code() in {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
+        assert exc.details()
+    else:
+        assert len(reply.raw_transaction) > 60 and len(reply.transaction_hash) == 32
+
+
+@FUZZ
+@given(payload=st.binary(max_size=300),
+       method=st.sampled_from(["ListKeys", "GetAddress", "SignTransaction", "SignMessage",
+                               "SignTypedData"]))
+def test_random_bytes_never_crash(env_server, payload, method):
+    call = env_server.channel.unary_unary(f"/signer.v1.SignerService/{method}")
+    try:
+        call(payload, timeout=10)
+    except grpc.RpcError as exc:
+        assert exc.code() not in NEVER, exc.details()
+    assert env_server.stub.GetAddress(pb.GetAddressRequest(key_id="hot"), timeout=10).address
