@@ -93,6 +93,11 @@ class KmsBackend:
     def public_key(self) -> bytes:
         return self._public_key
 
+    @property
+    def key_arn(self) -> str:
+        """The key every Sign call names (as GetPublicKey reported it)."""
+        return self._key_arn
+
     def sign_digest(self, digest: bytes, timeout: float | None) -> bytes:
         if timeout is None or timeout >= _NO_DEADLINE:
             return self._sign(digest, None)
