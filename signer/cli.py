@@ -85,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     address.add_argument("--server", help="ask a running server (HOST:PORT) instead")
     address.set_defaults(run=_address)
 
+    health = commands.add_parser("health", help="exit 0 if a running server is SERVING")
+    health.add_argument("--server", default=config_module.DEFAULT_LISTEN, help="HOST:PORT")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds")
+    health.set_defaults(run=_health)
+
     sign = commands.add_parser("sign", help="ask a running server to sign a transaction")
     sign.add_argument("--key", required=True, help="key_id to sign with")
     sign.add_argument(
@@ -227,6 +232,25 @@ def _sign(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from signer.grpc.server import SERVICE_NAME
+
+    stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(args.server))
+    try:
+        reply = stub.Check(
+            health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=args.timeout
+        )
+    except grpc.RpcError as exc:
+        print(f"{args.server}: {exc.code().name}", file=sys.stderr)
+        return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{args.server}: {status}")
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
 def _stub(target: str) -> Any:
