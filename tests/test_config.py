@@ -79,7 +79,7 @@ def test_invalid_config_names_the_field(tmp_path, text, fragment):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(ConfigError, match="cannot read config file .*nope.toml"):
+    with pytest.raises(ConfigError, match=r"cannot read config file .*nope\.toml"):
         config.load(tmp_path / "nope.toml", environ={})
 
 
