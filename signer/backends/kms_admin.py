@@ -1,0 +1,161 @@
+"""`wallet-signer keys create|list --backend kms`: provision and find Ethereum keys in AWS KMS.
+
+Region and endpoint come from the command line, else from the first kms key in the config,
+else from the standard AWS chain (AWS_REGION, profile). Credentials: the standard chain only.
+"""
+
+import argparse
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from signer.backends.kms import (
+    KEY_SPEC,
+    KEY_USAGE,
+    ClientSettings,
+    parse_public_key_reply,
+    shared_client,
+    translate,
+)
+from signer.config import KEY_ID_PATTERN, Config, KmsKeyConfig
+from signer.errors import ConfigError, FailedPrecondition
+from signer.eth.fields import address_from_public_key, checksum
+
+TAGS = [{"TagKey": "wallet-signer", "TagValue": "ethereum-signing"}]
+DESCRIPTION = ("wallet-signer Ethereum signing key (secp256k1). Deleting it makes its address's "
+               "funds unspendable.")
+# AWS: 1-256 characters of [a-zA-Z0-9/_-] after "alias/"; the "aws/" prefix is reserved.
+_ALIAS_RE = re.compile(r"alias/(?!aws/)[A-Za-z0-9/_-]{1,250}")
+# Admin calls are rare and not latency-bound: a longer read timeout than serving's default.
+_CONNECT_TIMEOUT, _READ_TIMEOUT, _ATTEMPTS = 5.0, 30.0, 3
+
+
+def create_key(args: argparse.Namespace, config: Config | None) -> int:
+    """Create an ECC_SECG_P256K1 SIGN_VERIFY key, tag it, alias it, print address and stanza."""
+    if not args.alias:
+        raise ConfigError("keys create --backend kms: --alias NAME is required")
+    alias = _alias(args.alias)
+    region, endpoint_url = _location(args, config)
+    client = _client(region, endpoint_url)
+    _refuse_existing_alias(client, alias)
+    created = _call(client.create_key, alias, "CreateKey", KeySpec=KEY_SPEC, KeyUsage=KEY_USAGE,
+                    Description=DESCRIPTION,
+                    Tags=[*TAGS, {"TagKey": "wallet-signer:alias", "TagValue": alias}])
+    key_id = created["KeyMetadata"]["KeyId"]
+    try:
+        _call(client.create_alias, alias, "CreateAlias", AliasName=alias, TargetKeyId=key_id)
+    except Exception:
+        # An unnamed key is easy to lose track of: give it back (the minimum 7-day window).
+        _call(client.schedule_key_deletion, alias, "ScheduleKeyDeletion", KeyId=key_id,
+              PendingWindowInDays=7)
+        raise
+    address = _address(client, key_id, alias)
+    print(f"created KMS key {created['KeyMetadata']['Arn']}")
+    print(f"alias:   {alias}")
+    print(f"address: {address}")
+    print("\nadd to the service's config:\n")
+    print(_stanza(alias, region, endpoint_url))
+    return 0
+
+
+def list_keys(args: argparse.Namespace, config: Config | None) -> int:
+    """Print KEY_ID, STATE, ADDRESS, ALIASES (tab-separated) of the account's Ethereum keys."""
+    region, endpoint_url = _location(args, config)
+    client = _client(region, endpoint_url)
+    aliases = _aliases_by_key(client)
+    for key_id in _paginate(client, "list_keys", "Keys", "KeyId"):
+        meta = _call(client.describe_key, key_id, "DescribeKey", KeyId=key_id)["KeyMetadata"]
+        if meta.get("KeySpec") != KEY_SPEC or meta.get("KeyUsage") != KEY_USAGE:
+            continue
+        state = str(meta.get("KeyState", "Unknown"))
+        # Only an enabled key answers GetPublicKey.
+        address = _address(client, key_id, key_id) if state == "Enabled" else "-"
+        print(f"{key_id}\t{state}\t{address}\t{','.join(sorted(aliases.get(key_id, []))) or '-'}")
+    return 0
+
+
+def _alias(name: str) -> str:
+    alias = name if name.startswith("alias/") else f"alias/{name}"
+    if not _ALIAS_RE.fullmatch(alias):
+        raise ConfigError(
+            f"--alias {name!r}: use letters, digits, '/', '_' or '-' (the aws/ prefix is reserved)"
+        )
+    return alias
+
+
+def _location(args: argparse.Namespace, config: Config | None) -> tuple[str, str | None]:
+    configured = next(
+        (k for k in (config.keys.values() if config else ()) if isinstance(k, KmsKeyConfig)), None
+    )
+    region = args.region or (configured.region if configured else None) or _default_region()
+    if not region:
+        raise ConfigError("no AWS region: pass --region, or set AWS_REGION")
+    endpoint_url = args.endpoint_url or (configured.endpoint_url if configured else None)
+    return region, endpoint_url
+
+
+def _default_region() -> str | None:
+    import boto3
+
+    region: str | None = boto3.session.Session().region_name
+    return region
+
+
+def _client(region: str, endpoint_url: str | None) -> Any:
+    return shared_client(
+        ClientSettings(region, endpoint_url, _CONNECT_TIMEOUT, _READ_TIMEOUT, _ATTEMPTS)
+    )
+
+
+def _call(method: Any, subject: str, operation: str, **params: Any) -> Any:
+    try:
+        return method(**params)
+    except (BotoCoreError, ClientError) as exc:
+        raise translate(exc, subject, operation) from None
+
+
+def _refuse_existing_alias(client: Any, alias: str) -> None:
+    try:
+        target = client.describe_key(KeyId=alias)["KeyMetadata"]["KeyId"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "NotFoundException":
+            return
+        raise translate(exc, alias, "DescribeKey") from None
+    except BotoCoreError as exc:
+        raise translate(exc, alias, "DescribeKey") from None
+    raise FailedPrecondition(f"{alias} already exists (key {target}); choose another --alias")
+
+
+def _address(client: Any, key_id: str, subject: str) -> str:
+    reply = _call(client.get_public_key, subject, "GetPublicKey", KeyId=key_id)
+    _, public_key = parse_public_key_reply(reply, subject)
+    return checksum(address_from_public_key(public_key))
+
+
+def _aliases_by_key(client: Any) -> dict[str, list[str]]:
+    aliases: dict[str, list[str]] = {}
+    for alias in _paginate(client, "list_aliases", "Aliases", None):
+        if alias.get("TargetKeyId"):
+            aliases.setdefault(alias["TargetKeyId"], []).append(alias["AliasName"])
+    return aliases
+
+
+def _paginate(client: Any, operation: str, items: str, field: str | None) -> Iterator[Any]:
+    try:
+        for page in client.get_paginator(operation).paginate():
+            for item in page.get(items, []):
+                yield item[field] if field else item
+    except (BotoCoreError, ClientError) as exc:
+        raise translate(exc, "account", operation) from None
+
+
+def _stanza(alias: str, region: str, endpoint_url: str | None) -> str:
+    name = alias.removeprefix("alias/").replace("/", "-")
+    if not re.fullmatch(KEY_ID_PATTERN, name):
+        name = "kms"
+    lines = [f"[keys.{name}]", 'backend = "kms"', f'kms_key_id = "{alias}"', f'region = "{region}"']
+    if endpoint_url:
+        lines.append(f'endpoint_url = "{endpoint_url}"')
+    return "\n".join(lines)
