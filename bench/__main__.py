@@ -1,0 +1,23 @@
+"""`python -m bench [core|pkcs11|kms ...]`: run the benchmarks (all by default)."""
+
+import importlib
+import os
+import platform
+import sys
+
+SUITES = ("core", "pkcs11", "kms")
+
+
+def main(argv: list[str]) -> None:
+    chosen = argv or list(SUITES)
+    unknown = set(chosen) - set(SUITES)
+    if unknown:
+        raise SystemExit(f"unknown suites {sorted(unknown)}; choose from {SUITES}")
+    print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}")
+    for name in chosen:
+        importlib.import_module(f"bench.bench_{name}").main()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,84 @@
+"""Core benchmark: SignTransaction over gRPC (env key) against the raw signing cost.
+
+Starts a real `wallet-signer serve` process on loopback, drives it with 1, 4 and 16 concurrent
+callers, and measures in the same run: the backend's digest signing alone, and eth-account's
+own sign_transaction for the same transaction. Ratios put the service's overhead in numbers.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+from eth_account import Account
+
+from bench.common import Result, closed_loop, print_table
+from signer.backends.env import EnvBackend, parse_private_key
+from signer.v1 import signer_pb2 as pb
+from signer.v1 import signer_pb2_grpc as pb_grpc
+
+SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
+KEY = "0x" + "46" * 32
+TX = {"type": 2, "chainId": 1, "nonce": 0, "to": "0x" + "35" * 20, "value": 10**18,
+      "gas": 21000, "maxFeePerGas": 30 * 10**9, "maxPriorityFeePerGas": 10**9, "data": b""}
+REQUEST = pb.SignTransactionRequest(key_id="bench", transaction=pb.Transaction(
+    type=2, chain_id=1, to=TX["to"], value=str(TX["value"]), gas_limit=21000,
+    max_fee_per_gas=str(TX["maxFeePerGas"]), max_priority_fee_per_gas=str(TX["maxPriorityFeePerGas"]),
+))
+
+
+def start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`wallet-signer serve` as operators run it (default INFO logging, one access line a call)."""
+    config = workdir / "bench.toml"
+    config.write_text('[server]\nlisten = "127.0.0.1:0"\nmax_workers = 32\n'
+                      '[keys.bench]\nbackend = "env"\nprivate_key_env = "BENCH_KEY"\n')
+    log = workdir / "serve.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "signer.cli", "serve", "--config", str(config)],
+        stderr=log.open("w"), env={**os.environ, "BENCH_KEY": KEY},
+    )
+    for _ in range(600):
+        text = log.read_text()
+        port = re.search(r"listening on \S+ \(port (\d+)\)", text)
+        if port and "SERVING" in text:
+            return proc, f"127.0.0.1:{port.group(1)}"
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"server did not start: {log.read_text()}")
+
+
+def main() -> None:
+    backend = EnvBackend(parse_private_key(KEY, "bench key"))
+    digest = bytes(32)
+    raw_digest = closed_loop("raw: env backend sign_digest", 1, SECONDS,
+                             lambda i: backend.sign_digest(digest, None))
+    raw_eth = closed_loop("raw: eth-account sign_transaction", 1, SECONDS,
+                          lambda i: Account.sign_transaction(TX, KEY))
+    with tempfile.TemporaryDirectory() as workdir:
+        proc, target = start_server(Path(workdir))
+        try:
+            channel = grpc.insecure_channel(target)
+            stub = pb_grpc.SignerServiceStub(channel)
+            expected = Account.sign_transaction(TX, KEY).raw_transaction
+            assert stub.SignTransaction(REQUEST).raw_transaction == bytes(expected)
+            served: list[Result] = []
+            for callers in (1, 4, 16):
+                stubs = [pb_grpc.SignerServiceStub(channel) for _ in range(callers)]
+                served.append(closed_loop(
+                    "gRPC SignTransaction (env key)", callers, SECONDS,
+                    lambda i, s=stubs: s[(i // 1_000_000) % len(s)].SignTransaction(REQUEST),
+                ))
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    print_table("core: env key (ratios vs eth-account signing in-process)", [raw_digest, raw_eth, *served], raw_eth)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Measuring helpers shared by the benchmarks: closed-loop callers and a latency summary."""
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Result:
+    label: str
+    callers: int
+    operations: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def per_second(self) -> float:
+        return self.operations / self.seconds
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def closed_loop(label: str, callers: int, seconds: float, call: Callable[[int], object]) -> Result:
+    """`callers` threads each call `call(i)` back to back for `seconds`; every call is timed."""
+    latencies: list[list[float]] = [[] for _ in range(callers)]
+    start_gate = threading.Barrier(callers + 1)
+    stop_at = [0.0]
+
+    def worker(index: int) -> None:
+        mine = latencies[index]
+        start_gate.wait()
+        n = 0
+        while True:
+            begun = time.perf_counter()
+            if begun >= stop_at[0]:
+                return
+            call(index * 1_000_000 + n)
+            mine.append((time.perf_counter() - begun) * 1000)
+            n += 1
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(callers)]
+    for thread in threads:
+        thread.start()
+    began = time.perf_counter()
+    stop_at[0] = began + seconds
+    start_gate.wait()
+    for thread in threads:
+        thread.join(seconds + 60)
+    elapsed = time.perf_counter() - began
+    flat = [x for per in latencies for x in per]
+    return Result(label, callers, len(flat), elapsed, flat)
+
+
+def print_table(title: str, rows: list[Result], baseline: Result | None) -> None:
+    print(f"\n## {title}")
+    header = f"{'what':<44} {'callers':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+    print(header + (f" {'vs ' + baseline.label:>24}" if baseline else ""))
+    for row in rows:
+        line = (f"{row.label:<44} {row.callers:>7} {row.per_second:>9.0f} "
+                f"{statistics.median(row.latencies_ms):>8.2f} {row.percentile(0.99):>8.2f}")
+        if baseline:
+            line += f" {row.per_second / baseline.per_second:>23.0%}"
+        print(line)
