@@ -25,7 +25,7 @@ serve: $(STAMP) system-deps
 test: $(STAMP) system-deps
 	$(BIN)/ruff check signer tests bench
 	$(BIN)/mypy signer
-	$(BIN)/pytest -q
+	WALLET_SIGNER_REQUIRE_BACKENDS=env,pkcs11,kms $(BIN)/pytest -q
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench
