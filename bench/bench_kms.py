@@ -1,0 +1,171 @@
+"""KMS benchmark: SignTransaction over gRPC vs raw boto3 `Sign`, same emulator, same run.
+
+The emulator (moto in a subprocess, tests/kms_emulator.py) adds a fixed latency to every Sign, as
+a network round trip to KMS would. The service runs as a real `wallet-signer serve` subprocess.
+At each concurrency level both sides get the same number of callers for the same time; the ratio
+shows whether the service keeps KMS calls concurrent (it must not serialize them).
+"""
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from signer.v1 import signer_pb2 as pb
+from signer.v1 import signer_pb2_grpc as pb_grpc
+from tests.kms_emulator import REPO_ROOT, Emulator, emulator_environment
+
+LATENCY_SECONDS = 0.020
+CONCURRENCY = (1, 8, 32)
+SECONDS_PER_RUN = float(os.environ.get("BENCH_SECONDS", "3"))
+REGION = "us-east-1"
+TRANSACTION = pb.Transaction(
+    type=2, chain_id=1, nonce=7, to="0x" + "35" * 20, value="1000000000000000000",
+    gas_limit=21000, max_fee_per_gas="30000000000", max_priority_fee_per_gas="1000000000",
+)
+
+
+def main() -> None:
+    os.environ.update(emulator_environment())
+    with Emulator.start() as emulator:
+        raw_client = _boto3_client(emulator.endpoint_url)
+        key_id = raw_client.create_key(KeySpec="ECC_SECG_P256K1", KeyUsage="SIGN_VERIFY")[
+            "KeyMetadata"]["KeyId"]
+        server, target = _start_service(emulator.endpoint_url, key_id)
+        try:
+            channel = grpc.insecure_channel(target)
+            grpc.channel_ready_future(channel).result(timeout=30)
+            stub = pb_grpc.SignerServiceStub(channel)
+            emulator.add_fault(operation="Sign", latency=LATENCY_SECONDS)
+            _report(_measure(raw_client, key_id, stub, (emulator.process.pid, server.pid)))
+        finally:
+            server.terminate()
+            server.wait(15)
+
+
+Row = tuple[int, "Run", "Run"]
+
+
+@dataclass(frozen=True)
+class Run:
+    rate: float  # calls per second
+    p50_ms: float
+    cpu_ms: tuple[float, float, float]  # CPU per call: emulator, service, this (caller) process
+
+
+def _measure(raw_client: Any, key_id: str, stub: Any, pids: tuple[int, int]) -> list[Row]:
+    digest = bytes(range(32))
+    request = pb.SignTransactionRequest(key_id="bench", transaction=TRANSACTION)
+
+    def raw() -> None:
+        raw_client.sign(KeyId=key_id, Message=digest, MessageType="DIGEST",
+                        SigningAlgorithm="ECDSA_SHA_256")
+
+    def service() -> None:
+        stub.SignTransaction(request, timeout=10)
+
+    _run(raw, 4, 0.5, pids)  # warm up connections on both sides
+    _run(service, 4, 0.5, pids)
+    rows: list[Row] = []
+    for callers in CONCURRENCY:
+        rows.append((callers, _run(raw, callers, SECONDS_PER_RUN, pids),
+                     _run(service, callers, SECONDS_PER_RUN, pids)))
+    return rows
+
+
+def _run(call: Callable[[], None], callers: int, seconds: float, pids: tuple[int, int]) -> Run:
+    """`callers` threads calling `call` back to back for `seconds`."""
+    latencies: list[list[float]] = [[] for _ in range(callers)]
+    start = threading.Barrier(callers + 1)
+    stop_at = [0.0]
+
+    def loop(mine: list[float]) -> None:
+        start.wait()
+        while True:
+            began = time.perf_counter()
+            if began >= stop_at[0]:
+                return
+            call()
+            mine.append(time.perf_counter() - began)
+
+    threads = [threading.Thread(target=loop, args=(mine,)) for mine in latencies]
+    for thread in threads:
+        thread.start()
+    cpu_before = (*(_process_cpu(pid) for pid in pids), time.process_time())
+    began = time.perf_counter()
+    stop_at[0] = began + seconds
+    start.wait()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    cpu_after = (*(_process_cpu(pid) for pid in pids), time.process_time())
+    every = [x for mine in latencies for x in mine]
+    calls = max(len(every), 1)
+    emulator, service, caller = (1000 * (after - before) / calls
+                                 for before, after in zip(cpu_before, cpu_after, strict=True))
+    median_ms = statistics.median(every) * 1000 if every else float("nan")
+    return Run(len(every) / elapsed, median_ms, (emulator, service, caller))
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds used so far by another process (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _report(rows: list[Row]) -> None:
+    print(f"KMS signing, {LATENCY_SECONDS * 1000:.0f} ms added per Sign, {SECONDS_PER_RUN:g} s "
+          f"per run, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print("| callers | raw boto3 Sign/s | service SignTransaction/s | ratio "
+          "| p50 ms raw / service | CPU ms per call raw / service |")
+    print("|--:|--:|--:|--:|--:|--:|")
+    for callers, raw, service in rows:
+        print(f"| {callers} | {raw.rate:.1f} | {service.rate:.1f} | {service.rate / raw.rate:.0%} "
+              f"| {raw.p50_ms:.1f} / {service.p50_ms:.1f} "
+              f"| {sum(raw.cpu_ms):.1f} / {sum(service.cpu_ms):.1f} |")
+    print("CPU per call = emulator + service process + calling process. When the callers x CPU "
+          "per call exceed the machine's cores, throughput is CPU-bound, not KMS-bound.")
+
+
+def _boto3_client(endpoint_url: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "total_max_attempts": 3},
+                    max_pool_connections=64, connect_timeout=2, read_timeout=5)
+    return boto3.session.Session().client("kms", region_name=REGION, endpoint_url=endpoint_url,
+                                          config=config)
+
+
+def _start_service(endpoint_url: str, key_id: str) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = Path(tempfile.mkdtemp(prefix="bench-kms-")) / "signer.toml"
+    config.write_text(
+        f'[server]\nlisten = "127.0.0.1:{port}"\nmax_workers = 32\n'
+        f'[keys.bench]\nbackend = "kms"\nkms_key_id = "{key_id}"\nregion = "{REGION}"\n'
+        f'endpoint_url = "{endpoint_url}"\n', encoding="utf-8")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "signer.cli", "serve", "--config", str(config)],
+        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    return server, f"127.0.0.1:{port}"
+
+
+if __name__ == "__main__":
+    main()
