@@ -16,13 +16,15 @@ from eth_account.signers.local import LocalAccount
 from eth_keys import keys
 from eth_tester import EthereumTester, PyEVMBackend
 from eth_utils import to_checksum_address
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from web3 import EthereumTesterProvider, Web3
 from web3.middleware import SignAndSendRawMiddlewareBuilder
 
 from signer.client import RemoteAccount
 from signer.v1 import signer_pb2 as pb
 from tests.conftest import RunningServer
-from tests.test_eth_reference import TYPED_EXAMPLES, VECTORS
+from tests.test_eth_reference import TYPED_EXAMPLES, VECTORS, transactions
 
 GWEI = 10**9
 TO = "0x3535353535353535353535353535353535353535"
@@ -102,6 +104,29 @@ def test_sign_transaction_equals_local_account(name: str, remote, local):
     assert bytes(ours.hash) == bytes(theirs.hash)
     assert (ours.r, ours.s, ours.v) == (theirs.r, theirs.s, theirs.v)
     assert Account.recover_transaction(ours.raw_transaction) == remote.address
+
+
+def _as_hex(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return value
+    return hex(value)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(tx=st.sampled_from([0, 1, 2, 4]).flatmap(transactions), hex_keys=st.sets(st.sampled_from(
+    ["nonce", "gas", "value", "gasPrice", "maxFeePerGas", "maxPriorityFeePerGas", "chainId"])),
+    hex_data=st.booleans())
+def test_random_transactions_sign_like_local_account(remote, local, tx, hex_keys, hex_data):
+    """Random valid dicts of every type, quantities as ints or 0x strings, data as bytes or hex."""
+    rendered = {k: _as_hex(v) if k in hex_keys else v for k, v in tx.items()}
+    if hex_data:
+        rendered["data"] = "0x" + tx["data"].hex()
+    ours = remote.sign_transaction(copy.deepcopy(rendered))
+    theirs = local.sign_transaction(copy.deepcopy(rendered))
+    assert bytes(ours.raw_transaction) == bytes(theirs.raw_transaction)
+    assert (bytes(ours.hash), ours.r, ours.s, ours.v) == (
+        bytes(theirs.hash), theirs.r, theirs.s, theirs.v)
 
 
 def test_from_is_checked(remote, local):

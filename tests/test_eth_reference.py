@@ -38,7 +38,7 @@ from signer.eth.transactions import (
     encode_unsigned,
     signing_hash,
 )
-from signer.grpc.convert import transaction_from_request
+from signer.grpc.convert import sign_transaction_response, transaction_from_request
 from signer.v1 import signer_pb2 as pb
 from signer.wallet import WalletSigner
 from tests.conftest import env_wallet
@@ -62,7 +62,7 @@ addresses = st.binary(min_size=20, max_size=20).map(to_checksum_address)
 uint256 = st.integers(0, UINT256_MAX)
 uint64 = st.integers(0, UINT64_MAX)
 nonces = st.integers(0, EIP2681_MAX_NONCE)
-chain_ids = st.integers(1, EIP2294_MAX_CHAIN_ID)
+chain_ids = st.one_of(st.integers(1, EIP2294_MAX_CHAIN_ID), st.just(EIP2294_MAX_CHAIN_ID))
 storage_keys = st.binary(min_size=32, max_size=32).map(lambda b: "0x" + b.hex())
 access_lists = st.lists(
     st.fixed_dictionaries(
@@ -227,6 +227,14 @@ def test_transaction_signature_equals_eth_account(tx_type: int, data: st.DataObj
     assert by_structure == by_bytes
     assert_signed_like(by_structure, reference)
     assert Account.recover_transaction(by_structure.raw_transaction) == signer.address
+
+    # and the gRPC response carries the same, `v` included (uint64 even at the largest chain id)
+    response = sign_transaction_response(signer, by_structure)
+    assert response.raw_transaction == bytes(reference.raw_transaction)
+    assert response.transaction_hash == bytes(reference.hash)
+    assert response.sender == signer.address
+    assert (response.signature.v, response.signature.r, response.signature.s) == (
+        reference.v, reference.r.to_bytes(32, "big"), reference.s.to_bytes(32, "big"))
 
 
 def test_eip155_example_from_the_eip():
