@@ -24,15 +24,19 @@ MAX_CHAIN_ID = UINT64_MAX // 2 - 36
 # EIP-2681: a nonce of 2**64-1 can never be used.
 MAX_NONCE = UINT64_MAX - 1
 
-# Which optional fields each type carries (the rest are common to all types).
-TYPE_FIELDS: dict[int, frozenset[str]] = {
-    LEGACY: frozenset({"gas_price"}),
-    ACCESS_LIST: frozenset({"gas_price", "access_list"}),
-    DYNAMIC_FEE: frozenset({"max_fee_per_gas", "max_priority_fee_per_gas", "access_list"}),
-    SET_CODE: frozenset(
-        {"max_fee_per_gas", "max_priority_fee_per_gas", "access_list", "authorization_list"}
-    ),
+# The RLP field order of each type, without the signature; the one table that both encoding and
+# decoding read. Legacy's EIP-155 signing form appends chain_id, 0, 0.
+_FEES_1559 = ("max_priority_fee_per_gas", "max_fee_per_gas")
+_TAIL = ("gas_limit", "to", "value", "data")
+FIELD_ORDER: dict[int, tuple[str, ...]] = {
+    LEGACY: ("nonce", "gas_price", *_TAIL),
+    ACCESS_LIST: ("chain_id", "nonce", "gas_price", *_TAIL, "access_list"),
+    DYNAMIC_FEE: ("chain_id", "nonce", *_FEES_1559, *_TAIL, "access_list"),
+    SET_CODE: ("chain_id", "nonce", *_FEES_1559, *_TAIL, "access_list", "authorization_list"),
 }
+COMMON_FIELDS = frozenset({"chain_id", "nonce", *_TAIL})
+# Which optional fields each type carries.
+TYPE_FIELDS = {t: frozenset(order) - COMMON_FIELDS for t, order in FIELD_ORDER.items()}
 OPTIONAL_FIELDS = frozenset().union(*TYPE_FIELDS.values())
 
 
@@ -149,27 +153,14 @@ def _rlp(items: list[Item]) -> bytes:
     return encoded
 
 
-def _access_list_items(tx: UnsignedTransaction) -> list[Item]:
-    return [[e.address, list(e.storage_keys)] for e in tx.access_list]
-
-
-def _fields(tx: UnsignedTransaction) -> list[Item]:
-    """The RLP field list without signature, in the order each EIP defines."""
-    common: list[Item] = [_uint(tx.gas_limit), tx.to, _uint(tx.value), tx.data]
-    if tx.type == LEGACY:
-        return [_uint(tx.nonce), _uint(tx.gas_price), *common]
-    if tx.type == ACCESS_LIST:
+def _encode_field(tx: UnsignedTransaction, name: str) -> Item:
+    value = getattr(tx, name)
+    if name in _INT_BITS:
+        return _uint(value)
+    if name == "access_list":
+        return [[e.address, list(e.storage_keys)] for e in tx.access_list]
+    if name == "authorization_list":
         return [
-            _uint(tx.chain_id),
-            _uint(tx.nonce),
-            _uint(tx.gas_price),
-            *common,
-            _access_list_items(tx),
-        ]
-    fees: list[Item] = [_uint(tx.max_priority_fee_per_gas), _uint(tx.max_fee_per_gas)]
-    fields = [_uint(tx.chain_id), _uint(tx.nonce), *fees, *common, _access_list_items(tx)]
-    if tx.type == SET_CODE:
-        auths: list[Item] = [
             [
                 _uint(a.chain_id),
                 a.address,
@@ -180,8 +171,13 @@ def _fields(tx: UnsignedTransaction) -> list[Item]:
             ]
             for a in tx.authorization_list
         ]
-        fields.append(auths)
-    return fields
+    encoded: bytes = value  # to, data
+    return encoded
+
+
+def _fields(tx: UnsignedTransaction) -> list[Item]:
+    """The RLP field list without signature, in the order each EIP defines."""
+    return [_encode_field(tx, name) for name in FIELD_ORDER[tx.type]]
 
 
 def encode_unsigned(tx: UnsignedTransaction) -> bytes:
@@ -226,48 +222,13 @@ def decode_unsigned(payload: bytes) -> UnsignedTransaction:
         )
     check_type(first)
     items = _rlp_list(payload[1:], f"unsigned_transaction (type {first})")
-    names = {
-        ACCESS_LIST: (
-            "chain_id",
-            "nonce",
-            "gas_price",
-            "gas_limit",
-            "to",
-            "value",
-            "data",
-            "access_list",
-        ),
-        DYNAMIC_FEE: (
-            "chain_id",
-            "nonce",
-            "max_priority_fee_per_gas",
-            "max_fee_per_gas",
-            "gas_limit",
-            "to",
-            "value",
-            "data",
-            "access_list",
-        ),
-        SET_CODE: (
-            "chain_id",
-            "nonce",
-            "max_priority_fee_per_gas",
-            "max_fee_per_gas",
-            "gas_limit",
-            "to",
-            "value",
-            "data",
-            "access_list",
-            "authorization_list",
-        ),
-    }[first]
+    names = FIELD_ORDER[first]
     if len(items) != len(names):
         raise InvalidRequest(
             f"unsigned_transaction: type {first} has {len(names)} fields, got {len(items)}"
             + (" (was it already signed?)" if len(items) == len(names) + 3 else "")
         )
-    values = dict(zip(names, items, strict=True))
-    kwargs: dict[str, Any] = {name: _field(name, values[name]) for name in names}
+    kwargs = {name: _field(name, item) for name, item in zip(names, items, strict=True)}
     return UnsignedTransaction(type=first, **kwargs)
 
 
@@ -282,7 +243,7 @@ def _decode_legacy(items: list[Any]) -> UnsignedTransaction:
         raise InvalidRequest(
             f"unsigned_transaction: a legacy (EIP-155) payload has 9 fields, got {len(items)}"
         )
-    names = ("nonce", "gas_price", "gas_limit", "to", "value", "data", "chain_id")
+    names = (*FIELD_ORDER[LEGACY], "chain_id")
     kwargs = {name: _field(name, item) for name, item in zip(names, items, strict=False)}
     if items[7] != b"" or items[8] != b"":
         raise InvalidRequest("unsigned_transaction: EIP-155 payload must end with 0, 0")
