@@ -144,6 +144,29 @@ def test_every_transaction_type_is_mined_by_a_real_evm(
         assert chain.get_nonce(authority) == 1
 
 
+# init code: MSTORE8(0, 0x2a); RETURN(0, 1) -> deploys the one-byte runtime code 0x2a
+INIT_CODE = bytes.fromhex("602a60005360016000f3")
+
+
+@pytest.mark.parametrize("tx_type", [0, 1, 2])
+def test_contract_creation_is_mined_by_a_real_evm(
+    server: RunningServer, chain: EthereumTester, tx_type: int
+):
+    sender = _address(server)
+    _fund(chain, sender)
+    msg = _transaction(tx_type, chain.backend.chain.chain_id, 0, to="")
+    msg.value, msg.data, msg.gas_limit = "0", INIT_CODE, 200_000
+    reply = server.stub.SignTransaction(pb.SignTransactionRequest(key_id="k", transaction=msg))
+    assert Account.recover_transaction(bytes(reply.raw_transaction)) == sender
+
+    receipt = chain.get_transaction_receipt(
+        chain.send_raw_transaction("0x" + bytes(reply.raw_transaction).hex()))
+    assert receipt["status"] == 1
+    created = to_checksum_address(keccak(rlp.encode([bytes.fromhex(sender[2:]), 0]))[12:])
+    assert receipt["contract_address"] == created
+    assert chain.get_code(created) == "0x2a"
+
+
 def test_structured_and_unsigned_requests_sign_the_same(server: RunningServer, any_signer):
     tx = {"type": 2, "chainId": 5, "nonce": 3, "to": "0x" + "35" * 20, "value": ETHER,
           "gas": 21000, "maxFeePerGas": 30 * GWEI, "maxPriorityFeePerGas": GWEI, "data": b"\x01",
