@@ -250,7 +250,12 @@ def _domain_types(domain: Mapping[str, Any]) -> list[dict[str, str]]:
 
 def _primary_type(types: Mapping[str, Any]) -> str:
     """The type no other type refers to, as eth-account infers it."""
-    referenced = {field["type"].split("[")[0] for fields in types.values() for field in fields}
+    referenced = {
+        core
+        for name, fields in types.items()
+        for field in fields
+        if (core := field["type"].split("[")[0]) != name  # a recursive type may be primary
+    }
     roots = [name for name in types if name not in referenced]
     if len(roots) != 1:
         raise ValueError(f"cannot infer the primary type from {sorted(types)}; pass full_message")

@@ -191,8 +191,6 @@ def test_sign_typed_data_three_arguments_equals_local_account(name: str, remote,
     assert bytes(ours.message_hash) == bytes(theirs.message_hash)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: client._primary_type counts a type's reference to "
-                   "itself, so a recursive primary type cannot be inferred (eth-account can)")
 def test_sign_typed_data_three_arguments_recursive_primary_type(remote, local):
     types = {"Node": [{"name": "value", "type": "uint256"}, {"name": "children", "type": "Node[]"}]}
     message = {"value": 1, "children": [{"value": 2, "children": []}]}
