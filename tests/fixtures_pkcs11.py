@@ -7,6 +7,7 @@
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +44,19 @@ class SoftHsmToken:
                        check=True, capture_output=True)
 
     def delete(self) -> None:
-        subprocess.run(["softhsm2-util", "--delete-token", "--token", self.label],
-                       check=True, capture_output=True)
+        run = subprocess.run(["softhsm2-util", "--delete-token", "--token", self.label],
+                             capture_output=True, text=True)
+        if run.returncode != 0:
+            # A process using the token may write a file into its directory while
+            # softhsm2-util removes it ("Could not delete the directory"): finish the job.
+            assert "Could not delete the directory" in run.stdout + run.stderr, run.stderr
+            for directory in (self.state_dir / "tokens").iterdir():
+                for _ in range(50):
+                    shutil.rmtree(directory, ignore_errors=True)
+                    if not directory.exists():
+                        break
+                    time.sleep(0.01)
+                assert not directory.exists()
 
 
 def require_softhsm() -> None:

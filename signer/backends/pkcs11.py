@@ -256,7 +256,10 @@ class Library:
 
 
 class _TokenMissing(BackendUnavailable):
-    """The token is not (or no longer) visible to this process."""
+    """The token is not (or no longer) visible to this process; `epoch`: the library epoch in
+    which it was looked for (a re-initialization after that one may show it again)."""
+
+    epoch = -1
 
 
 class _KeyMissing(BackendUnavailable):
@@ -302,8 +305,8 @@ class TokenConnection:
                 self._anchor = None
                 try:
                     self._login()
-                except _TokenMissing:
-                    self.library.reset(self._anchor_epoch)
+                except _TokenMissing as missing:
+                    self.library.reset(missing.epoch)
                     self._login()
             self.generation += 1
 
@@ -339,9 +342,14 @@ class TokenConnection:
                 token = self.library.find_token(self.token_label)
                 anchor = token.open()
                 self.library.raw.login(anchor.handle, self._pin)
+            except _TokenMissing as missing:
+                missing.epoch = epoch
+                raise
             except (pkcs11.TokenNotPresent, pkcs11.TokenNotRecognised, pkcs11.DeviceRemoved,
                     pkcs11.SlotIDInvalid, pkcs11.GeneralError) as exc:
-                raise _TokenMissing(f"token {self.token_label!r}: {_describe(exc)}") from None
+                missing = _TokenMissing(f"token {self.token_label!r}: {_describe(exc)}")
+                missing.epoch = epoch
+                raise missing from None
             except pkcs11.PKCS11Error as exc:
                 raise translate(exc, f"token {self.token_label!r}: login") from None
         self.token, self._anchor, self._anchor_epoch = token, anchor, epoch
@@ -640,6 +648,11 @@ class Pkcs11Backend:
 
     def _check_same_key(self, session: Any) -> None:
         """After any recovery: a signer must never silently change its address."""
+        from pkcs11 import ObjectClass
+
+        if find_one(session, ObjectClass.PUBLIC_KEY, self._selector.attrs()) is None:
+            # e.g. a key being imported: its private object exists, its public one not yet
+            raise _KeyMissing(f"pkcs11: key {self.key_id!r}: no public key object (yet)")
         public_key = read_public_key(session, self._selector)
         if public_key != self._public_key:
             log.error(
