@@ -342,14 +342,14 @@ class TokenConnection:
                 token = self.library.find_token(self.token_label)
                 anchor = token.open()
                 self.library.raw.login(anchor.handle, self._pin)
-            except _TokenMissing as missing:
-                missing.epoch = epoch
+            except _TokenMissing as exc:
+                exc.epoch = epoch
                 raise
             except (pkcs11.TokenNotPresent, pkcs11.TokenNotRecognised, pkcs11.DeviceRemoved,
                     pkcs11.SlotIDInvalid, pkcs11.GeneralError) as exc:
-                missing = _TokenMissing(f"token {self.token_label!r}: {_describe(exc)}")
-                missing.epoch = epoch
-                raise missing from None
+                gone = _TokenMissing(f"token {self.token_label!r}: {_describe(exc)}")
+                gone.epoch = epoch
+                raise gone from None
             except pkcs11.PKCS11Error as exc:
                 raise translate(exc, f"token {self.token_label!r}: login") from None
         self.token, self._anchor, self._anchor_epoch = token, anchor, epoch
