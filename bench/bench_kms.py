@@ -1,7 +1,7 @@
 """KMS benchmark: SignTransaction over gRPC vs raw boto3 `Sign`, same emulator, same run.
 
 The emulator (moto in a subprocess, tests/kms_emulator.py) adds a fixed latency to every Sign, as
-a network round trip to KMS would. The service runs as a real `wallet-signer serve` subprocess.
+a network round trip to KMS would (BENCH_KMS_LATENCY_MS, default 20; BENCH_SECONDS per run). The service runs as a real `wallet-signer serve` subprocess.
 At each concurrency level both sides get the same number of callers for the same time; the ratio
 shows whether the service keeps KMS calls concurrent (it must not serialize them).
 """
@@ -25,7 +25,7 @@ from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
 from tests.kms_emulator import REPO_ROOT, Emulator, emulator_environment
 
-LATENCY_SECONDS = 0.020
+LATENCY_SECONDS = float(os.environ.get("BENCH_KMS_LATENCY_MS", "20")) / 1000
 CONCURRENCY = (1, 8, 32)
 SECONDS_PER_RUN = float(os.environ.get("BENCH_SECONDS", "3"))
 REGION = "us-east-1"
@@ -137,8 +137,9 @@ def _report(rows: list[Row]) -> None:
         print(f"| {callers} | {raw.rate:.1f} | {service.rate:.1f} | {service.rate / raw.rate:.0%} "
               f"| {raw.p50_ms:.1f} / {service.p50_ms:.1f} "
               f"| {sum(raw.cpu_ms):.1f} / {sum(service.cpu_ms):.1f} |")
-    print("CPU per call = emulator + service process + calling process. When the callers x CPU "
-          "per call exceed the machine's cores, throughput is CPU-bound, not KMS-bound.")
+    print(f"Serialized KMS calls would cap at {1 / LATENCY_SECONDS:.0f}/s. CPU per call = "
+          "emulator + service process + calling process; once rate x CPU per call reaches the "
+          "machine's cores, throughput is CPU-bound rather than KMS-bound.")
 
 
 def _boto3_client(endpoint_url: str) -> Any:
