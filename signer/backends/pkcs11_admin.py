@@ -7,6 +7,7 @@ imported key gets a public key object beside it (a private key object carries no
 from __future__ import annotations
 
 import argparse
+import re
 import secrets
 import sys
 from collections.abc import Iterator
@@ -27,6 +28,8 @@ from signer.backends.pkcs11 import (
 from signer.config import SOFTHSM_MODULE, Config, Pkcs11KeyConfig
 from signer.errors import ConfigError, InvalidRequest
 from signer.eth.fields import address_from_public_key, checksum
+
+_HEX_KEY = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ def import_key(args: argparse.Namespace, config: Config | None) -> int:
 
     label = _required_label(args)
     target = resolve_target(args, config)
+    if args.key_file is not None and _HEX_KEY.fullmatch(str(args.key_file).strip()):
+        raise ConfigError("--key-file takes the name of a file holding the key, not the key")
     source = "stdin" if args.key_file is None else f"file {args.key_file}"
     try:
         text = sys.stdin.read() if args.key_file is None else args.key_file.read_text("ascii")
