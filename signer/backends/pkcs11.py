@@ -151,10 +151,10 @@ class _Cryptoki:
             raise BackendUnavailable(f"pkcs11: {call} failed (0x{rv:x})")
 
 
-_PIN_REFUSED = {0xA0: "PIN incorrect", 0xA3: "PIN expired", 0xA4: "PIN locked",
-                0x102: "user PIN not initialized"}
-# CKR_GENERAL_ERROR, DEVICE_REMOVED, SESSION_HANDLE_INVALID, TOKEN_NOT_PRESENT, SLOT_ID_INVALID
-_TOKEN_GONE = {0x5, 0x32, 0xB3, 0xE0, 0x3}
+_PIN_REFUSED = {0xA0: "PIN incorrect", 0xA3: "PIN expired", 0xA4: "PIN locked"}
+# CKR_GENERAL_ERROR, DEVICE_REMOVED, SESSION_HANDLE_INVALID, TOKEN_NOT_PRESENT, SLOT_ID_INVALID,
+# and USER_PIN_NOT_INITIALIZED: a token being (re-)initialized has no user PIN for a moment.
+_TOKEN_GONE = {0x5, 0x32, 0xB3, 0xE0, 0x3, 0x102}
 
 
 # --- library: loaded once per module path ------------------------------------------------------
