@@ -1,0 +1,156 @@
+"""PKCS#11 benchmark: the service's SignTransaction rate against the raw python-pkcs11 loop.
+
+Everything runs in one go against a throwaway SoftHSM token: the raw C_Sign loop on 1 session
+and on one session per core (threads; python-pkcs11 releases the GIL in C_Sign), then
+SignTransaction over gRPC on loopback with 1, 4 and 16 concurrent callers. The callers run in a
+separate process so their gRPC client work does not share the server's GIL.
+"""
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+DURATION = float(os.environ.get("BENCH_SECONDS", "3"))
+# Optional: the server process's GIL switch interval (seconds), to measure its effect.
+SWITCH_INTERVAL = os.environ.get("BENCH_SWITCH_INTERVAL")
+SETUP_SCRIPT = Path(__file__).resolve().parent.parent / "softhsm" / "setup-token.sh"
+TOKEN = "bench"
+TX_TEMPLATE = {"type": 2, "chain_id": 1, "to": "0x" + "35" * 20, "value": "1",
+               "gas_limit": 21000, "max_fee_per_gas": "30000000000",
+               "max_priority_fee_per_gas": "1000000000"}
+
+
+def rate(threads: int, work: Any) -> float:
+    """Signatures per second of `threads` threads calling work(thread_index, stop_event)."""
+    stop = threading.Event()
+    counts = [0] * threads
+
+    def run(i: int) -> None:
+        counts[i] = work(i, stop)
+
+    pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    start = time.perf_counter()
+    for thread in pool:
+        thread.start()
+    time.sleep(DURATION)
+    stop.set()
+    for thread in pool:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
+def raw_rate(connection: Any, sessions: int) -> float:
+    from pkcs11 import Mechanism, ObjectClass
+
+    opened = [connection.open_session() for _ in range(sessions)]
+    keys = [s.get_key(object_class=ObjectClass.PRIVATE_KEY, label="bench") for s in opened]
+    digest = bytes(range(32))
+
+    def work(i: int, stop: threading.Event) -> int:
+        n = 0
+        while not stop.is_set():
+            keys[i].sign(digest, mechanism=Mechanism.ECDSA)
+            n += 1
+        return n
+
+    try:
+        return rate(sessions, work)
+    finally:
+        for session in opened:
+            connection.library.raw.close_session(session.handle)
+
+
+def _callers(target: str, callers: int, duration: float, out: Any) -> None:
+    import grpc
+
+    from signer.v1 import signer_pb2 as pb
+    from signer.v1 import signer_pb2_grpc as pb_grpc
+
+    stop = threading.Event()
+    counts = [0] * callers
+    channel = grpc.insecure_channel(target)
+    stub = pb_grpc.SignerServiceStub(channel)
+
+    def run(i: int) -> None:
+        nonce = 0
+        while not stop.is_set():
+            request = pb.SignTransactionRequest(
+                key_id="bench", transaction=pb.Transaction(nonce=nonce, **TX_TEMPLATE))
+            stub.SignTransaction(request, timeout=30)
+            nonce += 1
+        counts[i] = nonce
+
+    stub.SignTransaction(pb.SignTransactionRequest(  # warm the channel up
+        key_id="bench", transaction=pb.Transaction(**TX_TEMPLATE)), timeout=30)
+    pool = [threading.Thread(target=run, args=(i,)) for i in range(callers)]
+    start = time.perf_counter()
+    for thread in pool:
+        thread.start()
+    time.sleep(duration)
+    stop.set()
+    for thread in pool:
+        thread.join()
+    out.put(sum(counts) / (time.perf_counter() - start))
+
+
+def grpc_rate(target: str, callers: int) -> float:
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    process = context.Process(target=_callers, args=(target, callers, DURATION, out))
+    process.start()
+    result: float = out.get(timeout=DURATION + 60)
+    process.join()
+    return result
+
+
+def main() -> None:
+    from signer.backends import pkcs11
+    from signer.backends.pkcs11 import Pkcs11Backend
+    from signer.config import SOFTHSM_MODULE, Pkcs11KeyConfig, ServerConfig
+    from signer.grpc.server import SignerServer
+    from signer.service import KeyRing
+    from signer.wallet import WalletSigner
+
+    cores = os.cpu_count() or 1
+    if SWITCH_INTERVAL:
+        sys.setswitchinterval(float(SWITCH_INTERVAL))
+    with tempfile.TemporaryDirectory(prefix="bench-softhsm-") as state:
+        subprocess.run(["bash", str(SETUP_SCRIPT), state, TOKEN], check=True, capture_output=True)
+        os.environ["SOFTHSM2_CONF"] = str(Path(state) / "softhsm2.conf")
+        pin_file = Path(state) / "user-pin"
+        subprocess.run([sys.executable, "-m", "signer.cli", "--log-level", "ERROR", "keys",
+                        "create", "--backend", "pkcs11", "--label", "bench", "--token-label",
+                        TOKEN, "--pin-file", str(pin_file)], check=True, capture_output=True)
+        connection = pkcs11.connect(SOFTHSM_MODULE, TOKEN, pin_file.read_text().strip())
+        try:
+            results = {"raw, 1 session": raw_rate(connection, 1),
+                       f"raw, {cores} sessions (1 per core)": raw_rate(connection, cores)}
+            config = Pkcs11KeyConfig(backend="pkcs11", token_label=TOKEN, pin_file=pin_file,
+                                     key_label="bench", pool_size=max(4, cores))
+            signer = WalletSigner("bench", Pkcs11Backend.open("bench", config))
+            server = SignerServer(KeyRing({"bench": signer}), ServerConfig(listen="127.0.0.1:0"))
+            server.self_test_and_mark_ready()
+            try:
+                for callers in (1, 4, 16):
+                    results[f"gRPC SignTransaction, {callers} callers"] = grpc_rate(
+                        f"127.0.0.1:{server.port}", callers)
+            finally:
+                server.stop(0)
+        finally:
+            pkcs11.disconnect(connection)
+    baseline = results[f"raw, {cores} sessions (1 per core)"]
+    print(f"PKCS#11 (SoftHSM) benchmark, {cores} cores, {DURATION:.0f} s per row, "
+          f"switch interval {sys.getswitchinterval() * 1000:g} ms")
+    print(f"{'':40} {'sig/s':>9} {'vs raw multi-session':>22}")
+    for name, value in results.items():
+        print(f"{name:40} {value:9.0f} {value / baseline:21.0%}")
+
+
+if __name__ == "__main__":
+    main()
