@@ -30,19 +30,29 @@ class SignerServicer(pb_grpc.SignerServiceServicer):  # type: ignore[misc]
     ) -> pb.SignTransactionResponse:
         signer = self._keys.get(request.key_id)
         tx = convert.transaction_from_request(request)
-        signed = signer.sign_transaction(tx, context.time_remaining())
+        signed = signer.sign_transaction(tx, _remaining(context))
         return convert.sign_transaction_response(signer, signed)
 
     def SignMessage(
         self, request: pb.SignMessageRequest, context: grpc.ServicerContext
     ) -> pb.SignMessageResponse:
         signer = self._keys.get(request.key_id)
-        signed = signer.sign_message(request.message, context.time_remaining())
+        signed = signer.sign_message(request.message, _remaining(context))
         return pb.SignMessageResponse(**convert.signed_digest_fields(signed))
 
     def SignTypedData(
         self, request: pb.SignTypedDataRequest, context: grpc.ServicerContext
     ) -> pb.SignTypedDataResponse:
         signer = self._keys.get(request.key_id)
-        signed = signer.sign_typed_data(request.typed_data_json, context.time_remaining())
+        signed = signer.sign_typed_data(request.typed_data_json, _remaining(context))
         return pb.SignTypedDataResponse(**convert.signed_digest_fields(signed))
+
+
+# grpc reports "no deadline" as a remaining time of ~9.2e18 s; backends take None for that.
+_NO_DEADLINE_ABOVE = 24 * 3600.0
+
+
+def _remaining(context: grpc.ServicerContext) -> float | None:
+    """The caller's remaining deadline in seconds, or None when it set none."""
+    remaining = context.time_remaining()
+    return None if remaining is None or remaining > _NO_DEADLINE_ABOVE else remaining
