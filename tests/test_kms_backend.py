@@ -136,9 +136,8 @@ def test_no_retry_starts_after_the_deadline(kms_faults, make_kms_key, kms_config
 
 
 def test_no_deadline_signs_inline(kms_signer):
-    """grpc reports a call without deadline as ~9.2e18 s remaining: no pool, no wait overflow."""
-    for timeout in (None, 9.223372035059399e18):
-        kms_signer.backend.sign_digest(keccak(b"no deadline"), timeout)
+    """No deadline (the servicer's None for grpc's ~9.2e18 s): signed on the caller's thread."""
+    assert len(kms_signer.backend.sign_digest(keccak(b"no deadline"), None)) > 8
 
 
 def test_spent_deadline_sends_nothing(kms_faults, make_kms_key, kms_config):

@@ -146,6 +146,24 @@ def test_sigterm_style_stop_lets_in_flight_calls_finish(env_key):
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
+def test_backend_gets_the_callers_remaining_deadline(serve, env_key):
+    seen: list[float | None] = []
+    backend = FaultyBackend(env_wallet(env_key).backend, lambda digest: None)
+    original = backend.sign_digest
+
+    def recording(digest: bytes, timeout: float | None) -> bytes:
+        seen.append(timeout)
+        return original(digest, timeout)
+
+    backend.sign_digest = recording  # type: ignore[method-assign]
+    running = serve(KeyRing({"hot": WalletSigner("hot", backend)}))
+    running.stub.SignMessage(pb.SignMessageRequest(key_id="hot", message=b"a"))
+    running.stub.SignMessage(pb.SignMessageRequest(key_id="hot", message=b"b"), timeout=7)
+    assert seen[0] is None  # the start-up self-test
+    assert seen[1] is None  # grpc reports "no deadline" as ~9.2e18 s: the servicer passes None
+    assert 0 < seen[2] <= 7
+
+
 def test_request_id_is_echoed_and_logged(env_server, caplog):
     caplog.set_level("INFO", logger="signer.access")
     _, call = env_server.stub.ListKeys.with_call(
