@@ -161,7 +161,7 @@ def test_backend_gets_the_callers_remaining_deadline(serve, env_key):
     running.stub.SignMessage(pb.SignMessageRequest(key_id="hot", message=b"b"), timeout=7)
     assert seen[0] is None  # the start-up self-test
     assert seen[1] is None  # grpc reports "no deadline" as ~9.2e18 s: the servicer passes None
-    assert 0 < seen[2] <= 7
+    assert 0 < seen[2] <= 7.5  # grpc-timeout travels rounded up to its unit
 
 
 def test_request_id_is_echoed_and_logged(env_server, caplog):
