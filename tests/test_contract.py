@@ -8,6 +8,7 @@ py-evm chain (eth-tester) accepts and mines what it signs.
 import json
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -217,12 +218,19 @@ def _low_s_rsv(signature: bytes) -> bool:
 
 
 def test_a_thousand_signatures_are_low_s_and_recover(server: RunningServer):
-    """Backends that return either half of s (HSMs, KMS) must still always give low s."""
+    """Backends that return either half of s (HSMs, KMS) must still always give low s.
+    Sixteen callers at once, as agents would: slow backends (KMS) finish in seconds."""
     address = _address(server)
+    messages = [i.to_bytes(4, "big") + os.urandom(8) for i in range(SIGNATURES_PER_BACKEND)]
+
+    def sign(message: bytes) -> pb.SignMessageResponse:
+        return server.stub.SignMessage(pb.SignMessageRequest(key_id="k", message=message),
+                                       timeout=60)
+
+    with ThreadPoolExecutor(16) as pool:
+        replies = list(pool.map(sign, messages))
     recovery_ids = set()
-    for i in range(SIGNATURES_PER_BACKEND):
-        message = i.to_bytes(4, "big") + os.urandom(8)
-        reply = server.stub.SignMessage(pb.SignMessageRequest(key_id="k", message=message))
+    for i, (message, reply) in enumerate(zip(messages, replies, strict=True)):
         signature = bytes(reply.signature)
         assert _low_s_rsv(signature), f"signature {i}: {signature.hex()}"
         assert bytes(reply.digest) == _personal_digest(message)
