@@ -66,6 +66,28 @@ def raw_rate(connection: Any, sessions: int) -> float:
             connection.library.raw.close_session(session.handle)
 
 
+def backend_rate(signer: Any, threads: int, whole_transaction: bool) -> float:
+    """The service's own layers without gRPC: the digest backend alone, or WalletSigner."""
+    from signer.grpc import convert
+    from signer.v1 import signer_pb2 as pb
+
+    tx = convert.transaction_from_request(pb.SignTransactionRequest(
+        key_id="bench", transaction=pb.Transaction(**TX_TEMPLATE)))
+    digest = bytes(range(32))
+
+    def work(i: int, stop: threading.Event) -> int:
+        n = 0
+        while not stop.is_set():
+            if whole_transaction:
+                signer.sign_transaction(tx)
+            else:
+                signer.backend.sign_digest(digest, None)
+            n += 1
+        return n
+
+    return rate(threads, work)
+
+
 def _callers(target: str, callers: int, duration: float, out: Any) -> None:
     import grpc
 
@@ -134,6 +156,11 @@ def main() -> None:
             config = Pkcs11KeyConfig(backend="pkcs11", token_label=TOKEN, pin_file=pin_file,
                                      key_label="bench", pool_size=max(4, cores))
             signer = WalletSigner("bench", Pkcs11Backend.open("bench", config))
+            for threads in (1, cores):
+                results[f"Pkcs11Backend.sign_digest, {threads} threads"] = backend_rate(
+                    signer, threads, whole_transaction=False)
+            results[f"WalletSigner.sign_transaction, {cores} thr"] = backend_rate(
+                signer, cores, whole_transaction=True)
             server = SignerServer(KeyRing({"bench": signer}), ServerConfig(listen="127.0.0.1:0"))
             server.self_test_and_mark_ready()
             try:
@@ -147,9 +174,9 @@ def main() -> None:
     baseline = results[f"raw, {cores} sessions (1 per core)"]
     print(f"PKCS#11 (SoftHSM) benchmark, {cores} cores, {DURATION:.0f} s per row, "
           f"switch interval {sys.getswitchinterval() * 1000:g} ms")
-    print(f"{'':40} {'sig/s':>9} {'vs raw multi-session':>22}")
+    print(f"{'':42} {'sig/s':>7} {'vs raw multi-session':>21}")
     for name, value in results.items():
-        print(f"{name:40} {value:9.0f} {value / baseline:21.0%}")
+        print(f"{name:42} {value:7.0f} {value / baseline:21.0%}")
 
 
 if __name__ == "__main__":

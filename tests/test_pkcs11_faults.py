@@ -104,7 +104,8 @@ def test_sessions_closed_underneath(served):
     wait_until_ok(server)
 
 
-def test_logged_out_underneath(served):
+def test_logged_out_underneath(served, softhsm_token, caplog):
+    caplog.set_level("DEBUG")
     server, signer = served
     connection = signer.backend._connection
     raw = connection.library.raw
@@ -118,6 +119,8 @@ def test_logged_out_underneath(served):
     hammer.assert_clean()
     wait_until_ok(server)
     assert raw.is_logged_in(connection._anchor.handle)
+    assert "recovering" in caplog.text  # the re-login path ran...
+    assert softhsm_token.pin not in caplog.text  # ...and never logged the PIN
 
 
 def import_key(token, label, secret):
