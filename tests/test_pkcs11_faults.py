@@ -105,7 +105,7 @@ def test_sessions_closed_underneath(served, caplog):
             time.sleep(0.01)
     hammer.assert_clean()
     assert hammer.codes["OK"] > 40
-    assert "SessionHandleInvalid; recovering" in caplog.text  # the faults were hit
+    assert "CKR_SESSION_HANDLE_INVALID; recovering" in caplog.text  # the faults were hit
     wait_until_ok(server)
 
 

@@ -78,6 +78,17 @@ _FN_SESSION_INFO = ctypes.CFUNCTYPE(_RV, _ULONG, ctypes.POINTER(_SessionInfo))
 _FN_LOGIN = ctypes.CFUNCTYPE(_RV, _ULONG, _ULONG, ctypes.c_char_p, _ULONG)
 
 
+class _Mechanism(ctypes.Structure):
+    _fields_ = [("mechanism", _ULONG), ("pParameter", ctypes.c_void_p), ("ulParameterLen", _ULONG)]
+
+
+_FN_SIGN_INIT = ctypes.CFUNCTYPE(_RV, _ULONG, ctypes.POINTER(_Mechanism), _ULONG)
+_FN_SIGN = ctypes.CFUNCTYPE(_RV, _ULONG, ctypes.c_char_p, _ULONG, ctypes.c_void_p,
+                            ctypes.POINTER(_ULONG))
+_CKM_ECDSA = 0x1041
+_SIGNATURE_LENGTH = 64  # r || s on a 256-bit curve
+
+
 class _FunctionList(ctypes.Structure):
     # CK_FUNCTION_LIST up to C_Logout, in the order of the PKCS#11 2.40 header.
     _fields_ = [
@@ -95,6 +106,14 @@ class _FunctionList(ctypes.Structure):
         ("C_SetOperationState", ctypes.c_void_p),
         ("C_Login", _FN_LOGIN),
         ("C_Logout", _FN_HANDLE),
+        *[(name, ctypes.c_void_p) for name in (
+            "C_CreateObject", "C_CopyObject", "C_DestroyObject", "C_GetObjectSize",
+            "C_GetAttributeValue", "C_SetAttributeValue", "C_FindObjectsInit", "C_FindObjects",
+            "C_FindObjectsFinal", "C_EncryptInit", "C_Encrypt", "C_EncryptUpdate",
+            "C_EncryptFinal", "C_DecryptInit", "C_Decrypt", "C_DecryptUpdate", "C_DecryptFinal",
+            "C_DigestInit", "C_Digest", "C_DigestUpdate", "C_DigestKey", "C_DigestFinal")],
+        ("C_SignInit", _FN_SIGN_INIT),
+        ("C_Sign", _FN_SIGN),
     ]
 
 
@@ -140,6 +159,22 @@ class _Cryptoki:
         rv = self._fn.C_GetSessionInfo(session_handle, ctypes.byref(info))
         return rv == 0 and info.state in _LOGGED_IN_STATES
 
+    def sign_ecdsa(self, session_handle: int, key_handle: int, digest: bytes) -> bytes:
+        """C_SignInit + one C_Sign into a buffer already large enough. python-pkcs11 would ask
+        for the length first (a second C_Sign) and take a per-session lock that the pool makes
+        redundant. ctypes releases the GIL for both calls."""
+        mechanism = _Mechanism(_CKM_ECDSA, None, 0)
+        rv = self._fn.C_SignInit(session_handle, ctypes.byref(mechanism), key_handle)
+        if rv != 0:
+            raise CryptokiFault(rv, "C_SignInit")
+        out = ctypes.create_string_buffer(_SIGNATURE_LENGTH)
+        length = _ULONG(_SIGNATURE_LENGTH)
+        rv = self._fn.C_Sign(session_handle, digest, len(digest), ctypes.addressof(out),
+                             ctypes.byref(length))
+        if rv != 0:
+            raise CryptokiFault(rv, "C_Sign")
+        return out.raw[: length.value]
+
     def close_session(self, session_handle: int) -> None:
         """C_CloseSession without python-pkcs11's C_Logout first (which would log out every
         session of the process); errors are ignored: the session may already be gone."""
@@ -149,6 +184,29 @@ class _Cryptoki:
     def _check(rv: int, call: str) -> None:
         if rv != 0:
             raise BackendUnavailable(f"pkcs11: {call} failed (0x{rv:x})")
+
+
+class CryptokiFault(Exception):
+    """A CK_RV other than CKR_OK from a raw call."""
+
+    def __init__(self, rv: int, call: str) -> None:
+        super().__init__(f"{call}: {_RV_NAMES.get(rv, f'CKR_0x{rv:x}')}")
+        self.rv = rv
+
+
+# Faults after which a fresh session, a new login or a re-initialized library may succeed.
+_RV_TRANSIENT = {
+    0x2: "CKR_HOST_MEMORY", 0x3: "CKR_SLOT_ID_INVALID", 0x5: "CKR_GENERAL_ERROR",
+    0x6: "CKR_FUNCTION_FAILED", 0x30: "CKR_DEVICE_ERROR", 0x31: "CKR_DEVICE_MEMORY",
+    0x32: "CKR_DEVICE_REMOVED", 0x60: "CKR_KEY_HANDLE_INVALID", 0x82: "CKR_OBJECT_HANDLE_INVALID",
+    0x90: "CKR_OPERATION_ACTIVE", 0xB0: "CKR_SESSION_CLOSED", 0xB3: "CKR_SESSION_HANDLE_INVALID",
+    0xE0: "CKR_TOKEN_NOT_PRESENT", 0xE1: "CKR_TOKEN_NOT_RECOGNIZED",
+    0x101: "CKR_USER_NOT_LOGGED_IN", 0x190: "CKR_CRYPTOKI_NOT_INITIALIZED",
+}
+# The key may not do this: no retry will help.
+_RV_REFUSED = {0x63: "CKR_KEY_TYPE_INCONSISTENT", 0x68: "CKR_KEY_FUNCTION_NOT_PERMITTED",
+               0x70: "CKR_MECHANISM_INVALID", 0x71: "CKR_MECHANISM_PARAM_INVALID"}
+_RV_NAMES = {**_RV_TRANSIENT, **_RV_REFUSED}
 
 
 _PIN_REFUSED = {0xA0: "PIN incorrect", 0xA3: "PIN expired", 0xA4: "PIN locked"}
@@ -560,7 +618,6 @@ class Pkcs11Backend:
     def sign_digest(self, digest: bytes, timeout: float | None) -> bytes:
         """One C_Sign on a pooled session; after a fault, recover and retry once."""
         import pkcs11
-        from pkcs11 import Mechanism
 
         if len(digest) != 32:  # SoftHSM signs any length: never let a non-digest through
             raise ValueError("sign_digest takes exactly 32 bytes")
@@ -573,12 +630,10 @@ class Pkcs11Backend:
                 with library.gate.shared():
                     slot = self._fresh(slot)
                     generation = slot.generation
-                    signature: bytes = slot.key.sign(digest, mechanism=Mechanism.ECDSA)
-            except (pkcs11.PKCS11Error, _KeyMissing) as exc:
+                    signature = library.raw.sign_ecdsa(slot.session.handle, slot.key.handle, digest)
+            except (pkcs11.PKCS11Error, CryptokiFault, _KeyMissing) as exc:
                 self._discard(slot)
-                error = exc if isinstance(exc, _KeyMissing) else translate(
-                    exc, f"key {self.key_id!r}: sign"
-                )
+                error = self._signer_error(exc)
                 if not isinstance(error, BackendUnavailable) or attempt == 2:
                     raise error from None
                 log.warning("key %r: %s; recovering", self.key_id, error)
@@ -590,6 +645,14 @@ class Pkcs11Backend:
             self._pool.put(slot)
             return signature
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _signer_error(self, exc: Exception) -> SignerError:
+        if isinstance(exc, _KeyMissing):
+            return exc
+        if isinstance(exc, CryptokiFault):
+            what = f"pkcs11: key {self.key_id!r}: {exc}"
+            return FailedPrecondition(what) if exc.rv in _RV_REFUSED else BackendUnavailable(what)
+        return translate(exc, f"key {self.key_id!r}: sign")
 
     def close(self) -> None:
         if self._closed:
