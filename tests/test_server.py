@@ -169,8 +169,13 @@ def test_request_id_is_echoed_and_logged(env_server, caplog):
     _, call = env_server.stub.ListKeys.with_call(
         pb.ListKeysRequest(), metadata=(("x-request-id", "abc-123"),), timeout=5
     )
-    assert ("x-request-id", "abc-123") in call.initial_metadata()
+    assert ("x-request-id", "abc-123") in call.trailing_metadata()
     assert "request_id=abc-123 status=OK" in caplog.text
     _, call = env_server.stub.ListKeys.with_call(pb.ListKeysRequest(), timeout=5)
-    generated = dict(call.initial_metadata())["x-request-id"]
+    generated = dict(call.trailing_metadata())["x-request-id"]
     assert len(generated) == 32 and generated in caplog.text
+    with pytest.raises(grpc.RpcError) as caught:
+        env_server.stub.GetAddress(pb.GetAddressRequest(key_id="cold"),
+                                   metadata=(("x-request-id", "err-1"),), timeout=5)
+    assert ("x-request-id", "err-1") in caught.value.trailing_metadata()
+    assert "request_id=err-1 status=NOT_FOUND" in caplog.text

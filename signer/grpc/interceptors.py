@@ -23,37 +23,51 @@ _MAX_REQUEST_ID = 64
 
 
 class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
-    """Turns SignerError into its status; anything else into UNAVAILABLE, logged with trace."""
+    """Turns SignerError into its status; anything else into UNAVAILABLE, logged with trace.
+
+    grpc asks for the handler on every call: the wrapped handler is built once per method.
+    """
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, Handler] = {}
 
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], "Handler | None"],
         details: grpc.HandlerCallDetails,
     ) -> "Handler | None":
-        handler = continuation(details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        inner = handler.unary_unary
-        parse = handler.request_deserializer
-        assert parse is not None  # generated handlers always carry their deserializer
-        method = details.method
-        request_id = _request_id(details.invocation_metadata)
+        wrapped = self._wrapped.get(details.method)
+        if wrapped is None:
+            handler = continuation(details)
+            if handler is None or handler.unary_unary is None:
+                return handler
+            wrapped = self._wrapped[details.method] = _wrap(details.method, handler)
+        return wrapped
 
-        def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            message = ""
-            try:
-                context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
-                if isinstance(request, _Undecodable):
-                    raise InvalidRequest(f"request is not a valid {request.what} message")
-                return inner(request, context)
-            except SignerError as exc:
-                code, message = status_for(exc), str(exc)
-            except Exception:
-                log.exception("unexpected fault in %s (request %s)", method, request_id)
-                code, message = UNEXPECTED
-            finally:
+
+def _wrap(method: str, handler: "Handler") -> "Handler":
+    inner = handler.unary_unary
+    parse = handler.request_deserializer
+    assert inner is not None and parse is not None  # generated unary handlers carry both
+    what = method.rsplit("/", 1)[-1] + " request"
+
+    def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
+        started = time.perf_counter()
+        request_id = _request_id(context.invocation_metadata())
+        code = grpc.StatusCode.OK
+        message = ""
+        try:
+            context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+            if isinstance(request, _Undecodable):
+                raise InvalidRequest(f"request is not a valid {what} message")
+            return inner(request, context)
+        except SignerError as exc:
+            code, message = status_for(exc), str(exc)
+        except Exception:
+            log.exception("unexpected fault in %s (request %s)", method, request_id)
+            code, message = UNEXPECTED
+        finally:
+            if log.isEnabledFor(logging.INFO):
                 log.info(
                     "%s peer=%s request_id=%s status=%s ms=%.2f",
                     method,
@@ -62,25 +76,27 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                     code.name,
                     (time.perf_counter() - started) * 1000,
                 )
-            context.abort(code, message)
+        context.abort(code, message)
 
-        def deserialize(data: bytes) -> Any:
-            # grpc answers INTERNAL when a deserializer raises; bad bytes are the caller's fault.
-            try:
-                return parse(data)
-            except Exception:
-                return _Undecodable(method.rsplit("/", 1)[-1] + " request")
+    def deserialize(data: bytes) -> Any:
+        # grpc answers INTERNAL when a deserializer raises; bad bytes are the caller's fault.
+        try:
+            return parse(data)
+        except Exception:
+            return _UNDECODABLE
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary,
-            request_deserializer=deserialize,
-            response_serializer=handler.response_serializer,
-        )
+    return grpc.unary_unary_rpc_method_handler(
+        unary_unary,
+        request_deserializer=deserialize,
+        response_serializer=handler.response_serializer,
+    )
 
 
 class _Undecodable:
-    def __init__(self, what: str) -> None:
-        self.what = what
+    """Stands in for a request whose bytes did not parse."""
+
+
+_UNDECODABLE = _Undecodable()
 
 
 def _request_id(metadata: Any) -> str:
