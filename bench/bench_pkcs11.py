@@ -161,7 +161,7 @@ def main() -> None:
                     signer, threads, whole_transaction=False)
             results[f"WalletSigner.sign_transaction, {cores} thr"] = backend_rate(
                 signer, cores, whole_transaction=True)
-            server = SignerServer(KeyRing({"bench": signer}), ServerConfig(listen="127.0.0.1:0"))
+            server = SignerServer(KeyRing([signer]), ServerConfig(listen="127.0.0.1:0"))
             server.self_test_and_mark_ready()
             try:
                 for callers in (1, 4, 16):

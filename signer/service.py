@@ -1,7 +1,7 @@
 """The key ring the API serves from: configured keys by key_id, opened once at start-up."""
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from signer.backends.base import DigestBackend
 from signer.config import Config, EnvKeyConfig, KeyConfig, KmsKeyConfig, Pkcs11KeyConfig
@@ -33,8 +33,14 @@ def open_backend(key_id: str, config: KeyConfig) -> DigestBackend:
 
 
 class KeyRing:
-    def __init__(self, signers: dict[str, WalletSigner]) -> None:
-        self._signers = dict(signers)
+    """Signers by their own key_id: a name and the key_id it reports cannot disagree."""
+
+    def __init__(self, signers: Iterable[WalletSigner]) -> None:
+        self._signers: dict[str, WalletSigner] = {}
+        for signer in signers:
+            if signer.key_id in self._signers:
+                raise ValueError(f"two signers named {signer.key_id!r}")
+            self._signers[signer.key_id] = signer
 
     @classmethod
     def from_config(cls, config: Config) -> "KeyRing":
@@ -52,7 +58,7 @@ class KeyRing:
             for signer in signers.values():
                 signer.backend.close()
             raise
-        return cls(signers)
+        return cls(signers.values())
 
     def get(self, key_id: str) -> WalletSigner:
         signer = self._signers.get(key_id)

@@ -98,4 +98,4 @@ def serve() -> Iterator[object]:
 @pytest.fixture
 def env_server(serve, env_signer: WalletSigner) -> RunningServer:  # type: ignore[no-untyped-def]
     """A server with one env key named "hot"."""
-    return serve(KeyRing({"hot": env_signer}))
+    return serve(KeyRing([env_signer]))

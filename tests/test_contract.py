@@ -42,10 +42,9 @@ def chain() -> Iterator[EthereumTester]:
 
 @pytest.fixture
 def server(serve, any_signer: WalletSigner) -> RunningServer:  # type: ignore[no-untyped-def]
-    """The key served as "k". KeyRing does not check that its names match the signers' own
-    key_id (which ListKeys and GetAddress report), so the signer is renamed to match."""
+    """The backend's key served as "k", whatever the fixture named it."""
     signer = WalletSigner("k", any_signer.backend)
-    running: RunningServer = serve(KeyRing({"k": signer}))
+    running: RunningServer = serve(KeyRing([signer]))
     return running
 
 

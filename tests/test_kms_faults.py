@@ -29,7 +29,7 @@ def _status(running, key_id, timeout=10.0):
 def two_keys(kms_faults, serve, open_kms_signer):
     """(server, emulator, KMS key id of "bad", of "good") with max_attempts = 3."""
     bad, good = open_kms_signer("bad"), open_kms_signer("good")
-    running = serve(KeyRing({"bad": bad, "good": good}))
+    running = serve(KeyRing([bad, good]))
     kms_faults.clear()  # forget the start-up self-test's Sign calls
     kms_ids = {name: s.backend.key_arn for name, s in (("bad", bad), ("good", good))}
     return running, kms_faults, kms_ids["bad"], kms_ids["good"]
@@ -73,7 +73,7 @@ def test_transient_faults_are_retried_to_success(two_keys):
 
 def test_slow_responses_past_the_read_timeout_are_unavailable(kms_faults, serve, open_kms_signer):
     signer = open_kms_signer("slow", read_timeout_seconds=0.3, max_attempts=2)
-    running = serve(KeyRing({"slow": signer}))
+    running = serve(KeyRing([signer]))
     kms_faults.clear()
     kms_faults.add_fault(latency=0.6)
     started = time.monotonic()
@@ -106,7 +106,7 @@ def test_deadline_is_honored_and_frees_the_worker(kms_faults, serve, open_kms_si
     """Two workers, both taken by calls on a 3 s KMS: after their 0.3 s deadlines the server
     must give the workers back, or the next key's call would wait 3 s."""
     slow, fast = open_kms_signer("slow"), open_kms_signer("fast")
-    running = serve(KeyRing({"slow": slow, "fast": fast}), max_workers=2)
+    running = serve(KeyRing([slow, fast]), max_workers=2)
     kms_faults.clear()
     kms_faults.add_fault(key=slow.backend.key_arn, latency=3.0)
     outcomes = []

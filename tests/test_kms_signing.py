@@ -14,7 +14,7 @@ from signer.v1 import signer_pb2 as pb
 
 def test_concurrent_calls_on_two_keys_never_cross(serve, open_kms_signer):
     signers = {"a": open_kms_signer("a"), "b": open_kms_signer("b")}
-    running = serve(KeyRing(signers))
+    running = serve(KeyRing(signers.values()))
     addresses = {k: running.stub.GetAddress(pb.GetAddressRequest(key_id=k), timeout=10).address
                  for k in signers}
     assert addresses["a"] != addresses["b"]

@@ -58,7 +58,7 @@ def test_raw_backend_gives_high_s_sometimes(pkcs11_signer):
 
 
 def test_sign_message_and_typed_data_recover_to_address(serve, pkcs11_signer):
-    server = serve(KeyRing({"hsm": pkcs11_signer}))
+    server = serve(KeyRing([pkcs11_signer]))
     address = server.stub.GetAddress(pb.GetAddressRequest(key_id="hsm")).address
     reply = server.stub.SignMessage(pb.SignMessageRequest(key_id="hsm", message=b"hi"))
     assert Account.recover_message(encode_defunct(b"hi"), signature=reply.signature) == address

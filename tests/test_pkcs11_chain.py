@@ -18,7 +18,7 @@ def chain():
 
 
 def test_every_tx_type_mined(serve, pkcs11_signer, chain):
-    server = serve(KeyRing({"hsm": pkcs11_signer}))
+    server = serve(KeyRing([pkcs11_signer]))
     account = RemoteAccount(grpc.insecure_channel(server.target), "hsm")
     address = server.stub.GetAddress(pb.GetAddressRequest(key_id="hsm")).address
     assert account.address == address == pkcs11_signer.address

@@ -102,7 +102,7 @@ def test_pool_never_shares_a_session(softhsm_token, monkeypatch):
 def test_sixteen_grpc_callers(serve, softhsm_token):
     generate_key(softhsm_token, "k")
     signer = open_signer(softhsm_token, "k", pool_size=4)
-    server = serve(KeyRing({"hsm": signer}))
+    server = serve(KeyRing([signer]))
 
     def call(i):
         message = f"message {i}".encode()

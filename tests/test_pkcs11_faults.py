@@ -86,7 +86,7 @@ def wait_until_ok(server, seconds=5.0):
 def served(serve, softhsm_token):
     generate_key(softhsm_token, "k")
     signer = open_signer(softhsm_token, "k", pool_size=4)
-    return serve(KeyRing({"hsm": signer})), signer
+    return serve(KeyRing([signer])), signer
 
 
 def test_sessions_closed_underneath(served, caplog):
@@ -162,7 +162,7 @@ def recreate_token_in_other_process(token, label, secret):
 def test_token_recreated_with_same_key_recovers(serve, softhsm_token):
     import_key(softhsm_token, "k", SECRET)
     signer = open_signer(softhsm_token, "k")
-    server = serve(KeyRing({"hsm": signer}))
+    server = serve(KeyRing([signer]))
     with Hammer(server.stub, signer.address) as hammer:
         time.sleep(0.1)
         recreate_token_in_other_process(softhsm_token, "k", SECRET)
@@ -175,7 +175,7 @@ def test_token_recreated_with_same_key_recovers(serve, softhsm_token):
 def test_token_recreated_with_different_key_is_refused(serve, softhsm_token):
     import_key(softhsm_token, "k", SECRET)
     signer = open_signer(softhsm_token, "k")
-    server = serve(KeyRing({"hsm": signer}))
+    server = serve(KeyRing([signer]))
     other = bytes.fromhex("11" * 32)
     with Hammer(server.stub, signer.address) as hammer:
         time.sleep(0.1)

@@ -54,7 +54,7 @@ def health_status(channel: grpc.Channel) -> int:
 
 
 def test_not_serving_until_self_test_passes(env_key):
-    server = SignerServer(KeyRing({"hot": env_wallet(env_key)}), ServerConfig(listen="127.0.0.1:0"))
+    server = SignerServer(KeyRing([env_wallet(env_key)]), ServerConfig(listen="127.0.0.1:0"))
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
         assert health_status(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -67,7 +67,7 @@ def test_not_serving_until_self_test_passes(env_key):
 def test_failed_self_test_keeps_not_serving(env_key):
     other = env_wallet("0x" + "11" * 32).backend
     signer = faulty_signer(env_key, lambda digest: other.sign_digest(digest, None))
-    server = SignerServer(KeyRing({"hot": signer}), ServerConfig(listen="127.0.0.1:0"))
+    server = SignerServer(KeyRing([signer]), ServerConfig(listen="127.0.0.1:0"))
     try:
         with pytest.raises(BackendUnavailable, match="does not recover to the key's public key"):
             server.self_test_and_mark_ready()
@@ -85,7 +85,7 @@ def test_wrong_key_signature_never_leaves(serve, env_key):
         calls.append(digest)
         return other.sign_digest(digest, None) if len(calls) > 1 else None
 
-    running = serve(KeyRing({"hot": faulty_signer(env_key, swap_after_self_test)}))
+    running = serve(KeyRing([faulty_signer(env_key, swap_after_self_test)]))
     with pytest.raises(grpc.RpcError) as caught:
         running.stub.SignMessage(pb.SignMessageRequest(key_id="hot", message=b"hi"), timeout=5)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -106,7 +106,7 @@ def test_backend_faults_map_to_precise_status(serve, env_key, error, status, cap
         if len(calls) > 1:
             raise error
 
-    running = serve(KeyRing({"hot": faulty_signer(env_key, fail_after_self_test)}))
+    running = serve(KeyRing([faulty_signer(env_key, fail_after_self_test)]))
     with pytest.raises(grpc.RpcError) as caught:
         running.stub.SignMessage(pb.SignMessageRequest(key_id="hot", message=b"hi"), timeout=5)
     assert caught.value.code() == status
@@ -129,7 +129,7 @@ def test_sigterm_style_stop_lets_in_flight_calls_finish(env_key):
             assert release.wait(10)
 
     signer = faulty_signer(env_key, block_after_self_test)
-    server = SignerServer(KeyRing({"hot": signer}), ServerConfig(listen="127.0.0.1:0"))
+    server = SignerServer(KeyRing([signer]), ServerConfig(listen="127.0.0.1:0"))
     server.self_test_and_mark_ready()
     stub = pb_grpc.SignerServiceStub(grpc.insecure_channel(f"127.0.0.1:{server.port}"))
     with ThreadPoolExecutor(2) as pool:
@@ -156,7 +156,7 @@ def test_backend_gets_the_callers_remaining_deadline(serve, env_key):
         return original(digest, timeout)
 
     backend.sign_digest = recording  # type: ignore[method-assign]
-    running = serve(KeyRing({"hot": WalletSigner("hot", backend)}))
+    running = serve(KeyRing([WalletSigner("hot", backend)]))
     running.stub.SignMessage(pb.SignMessageRequest(key_id="hot", message=b"a"))
     running.stub.SignMessage(pb.SignMessageRequest(key_id="hot", message=b"b"), timeout=7)
     assert seen[0] is None  # the start-up self-test
@@ -179,3 +179,10 @@ def test_request_id_is_echoed_and_logged(env_server, caplog):
                                    metadata=(("x-request-id", "err-1"),), timeout=5)
     assert ("x-request-id", "err-1") in caught.value.trailing_metadata()
     assert "request_id=err-1 status=NOT_FOUND" in caplog.text
+
+
+def test_key_ring_names_signers_by_their_own_key_id(env_key):
+    signer = env_wallet(env_key, key_id="ops")
+    assert KeyRing([signer]).get("ops") is signer
+    with pytest.raises(ValueError, match="two signers named 'ops'"):
+        KeyRing([signer, env_wallet(env_key, key_id="ops")])
