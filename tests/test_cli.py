@@ -157,7 +157,7 @@ def test_production_refuses_env_keys(tmp_path, env_key, monkeypatch, capsys):
 def test_missing_key_source_fails_fast_naming_it(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("HOT_WALLET_KEY", raising=False)
     assert cli.main(["serve", "--config", str(env_config(tmp_path))]) == 2
-    assert "keys.hot: environment variable HOT_WALLET_KEY is not set" in capsys.readouterr().err
+    assert "keys.hot: environment variable HOT_WALLET_KEY (private key) is not set" in capsys.readouterr().err
 
 
 def test_invalid_config_fails_fast(tmp_path, capsys):

@@ -1,7 +1,6 @@
 """Development-only backend: a hex private key from an environment variable or a secret file."""
 
 import logging
-import os
 import re
 from pathlib import Path
 from typing import ClassVar
@@ -10,6 +9,7 @@ from coincurve import PrivateKey
 
 from signer.errors import ConfigError
 from signer.eth.signature import SECP256K1_N, SignatureFormat
+from signer.secret_sources import read_secret
 
 log = logging.getLogger(__name__)
 
@@ -27,22 +27,10 @@ class EnvBackend:
     @classmethod
     def from_source(cls, key_id: str, env: str | None, file: Path | None) -> "EnvBackend":
         """Load from `env` (an environment variable name) or `file`; errors name the source only."""
-        if env is not None:
-            source = f"environment variable {env}"
-            text = os.environ.get(env)
-            if text is None:
-                raise ConfigError(f"keys.{key_id}: {source} is not set")
-        elif file is not None:
-            source = f"file {file}"
-            try:
-                text = file.read_text(encoding="ascii")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError(
-                    f"keys.{key_id}: cannot read {source}: {type(exc).__name__}"
-                ) from None
-        else:  # pragma: no cover - the config model requires one of them
-            raise ConfigError(f"keys.{key_id}: no private key source")
-        backend = cls(parse_private_key(text, f"keys.{key_id}: {source}"))
+        where = f"keys.{key_id}"
+        text = read_secret(where, "private key", env, file)
+        source = f"environment variable {env}" if env is not None else f"file {file}"
+        backend = cls(parse_private_key(text, f"{where}: {source}"))
         log.warning(
             "key %r uses the env backend: the private key sits in this process's memory and "
             "environment. For development only; use pkcs11 or kms in production.",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import queue
 import threading
 import time
@@ -36,6 +35,7 @@ from signer.errors import (
     SignerError,
 )
 from signer.eth.signature import SignatureFormat
+from signer.secret_sources import read_secret
 
 log = logging.getLogger(__name__)
 
@@ -744,20 +744,4 @@ class Pkcs11Backend:
 
 def read_pin(key_id: str, pin_env: str | None, pin_file: Path | None) -> str:
     """The user PIN from an environment variable or a file; errors name the source only."""
-    if pin_env is not None:
-        pin = os.environ.get(pin_env)
-        if pin is None:
-            raise ConfigError(f"keys.{key_id}: environment variable {pin_env} (PIN) is not set")
-    elif pin_file is not None:
-        try:
-            pin = pin_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"keys.{key_id}: cannot read PIN file {pin_file}: {type(exc).__name__}"
-            ) from None
-    else:  # pragma: no cover - the config model requires one
-        raise ConfigError(f"keys.{key_id}: no PIN source")
-    pin = pin.strip()
-    if not pin:
-        raise ConfigError(f"keys.{key_id}: the PIN is empty")
-    return pin
+    return read_secret(f"keys.{key_id}", "PIN", pin_env, pin_file)
