@@ -57,9 +57,9 @@ def main() -> None:
     backend = EnvBackend(parse_private_key(KEY, "bench key"))
     digest = bytes(32)
     raw_digest = closed_loop("raw: env backend sign_digest", 1, SECONDS,
-                             lambda i: backend.sign_digest(digest, None))
+                             lambda caller, n: backend.sign_digest(digest, None))
     raw_eth = closed_loop("raw: eth-account sign_transaction", 1, SECONDS,
-                          lambda i: Account.sign_transaction(TX, KEY))
+                          lambda caller, n: Account.sign_transaction(TX, KEY))
     with tempfile.TemporaryDirectory() as workdir:
         proc, target = start_server(Path(workdir))
         try:
@@ -72,7 +72,7 @@ def main() -> None:
                 stubs = [pb_grpc.SignerServiceStub(channel) for _ in range(callers)]
                 served.append(closed_loop(
                     "gRPC SignTransaction (env key)", callers, SECONDS,
-                    lambda i, s=stubs: s[(i // 1_000_000) % len(s)].SignTransaction(REQUEST),
+                    lambda caller, n, s=stubs: s[caller].SignTransaction(REQUEST),
                 ))
         finally:
             proc.terminate()

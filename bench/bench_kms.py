@@ -12,7 +12,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from bench.common import closed_loop
 from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
 from tests.kms_emulator import REPO_ROOT, Emulator, emulator_environment
@@ -94,37 +94,16 @@ def _median(runs: list["Run"]) -> "Run":
 
 
 def _run(call: Callable[[], None], callers: int, seconds: float, pids: tuple[int, int]) -> Run:
-    """`callers` threads calling `call` back to back for `seconds`."""
-    latencies: list[list[float]] = [[] for _ in range(callers)]
-    start = threading.Barrier(callers + 1)
-    stop_at = [0.0]
-
-    def loop(mine: list[float]) -> None:
-        start.wait()
-        while True:
-            began = time.perf_counter()
-            if began >= stop_at[0]:
-                return
-            call()
-            mine.append(time.perf_counter() - began)
-
-    threads = [threading.Thread(target=loop, args=(mine,)) for mine in latencies]
-    for thread in threads:
-        thread.start()
+    """`callers` threads calling `call` back to back for `seconds`, with the CPU each process
+    spent per call (emulator, service, this process)."""
     cpu_before = (*(_process_cpu(pid) for pid in pids), time.process_time())
-    began = time.perf_counter()
-    stop_at[0] = began + seconds
-    start.wait()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - began
+    result = closed_loop("kms", callers, seconds, lambda caller, n: call())
     cpu_after = (*(_process_cpu(pid) for pid in pids), time.process_time())
-    every = [x for mine in latencies for x in mine]
-    calls = max(len(every), 1)
+    calls = max(result.operations, 1)
     emulator, service, caller = (1000 * (after - before) / calls
                                  for before, after in zip(cpu_before, cpu_after, strict=True))
-    median_ms = statistics.median(every) * 1000 if every else float("nan")
-    return Run(len(every) / elapsed, median_ms, (emulator, service, caller))
+    median_ms = statistics.median(result.latencies_ms) if result.operations else float("nan")
+    return Run(result.per_second, median_ms, (emulator, service, caller))
 
 
 def _process_cpu(pid: int) -> float:

@@ -11,10 +11,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
+
+from bench.common import closed_loop
 
 DURATION = float(os.environ.get("BENCH_SECONDS", "3"))
 # Optional: the server process's GIL switch interval (seconds), to measure its effect.
@@ -26,25 +26,6 @@ TX_TEMPLATE = {"type": 2, "chain_id": 1, "to": "0x" + "35" * 20, "value": "1",
                "max_priority_fee_per_gas": "1000000000"}
 
 
-def rate(threads: int, work: Any) -> float:
-    """Signatures per second of `threads` threads calling work(thread_index, stop_event)."""
-    stop = threading.Event()
-    counts = [0] * threads
-
-    def run(i: int) -> None:
-        counts[i] = work(i, stop)
-
-    pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
-    start = time.perf_counter()
-    for thread in pool:
-        thread.start()
-    time.sleep(DURATION)
-    stop.set()
-    for thread in pool:
-        thread.join()
-    return sum(counts) / (time.perf_counter() - start)
-
-
 def raw_rate(connection: Any, sessions: int) -> float:
     from pkcs11 import Mechanism, ObjectClass
 
@@ -52,15 +33,11 @@ def raw_rate(connection: Any, sessions: int) -> float:
     keys = [s.get_key(object_class=ObjectClass.PRIVATE_KEY, label="bench") for s in opened]
     digest = bytes(range(32))
 
-    def work(i: int, stop: threading.Event) -> int:
-        n = 0
-        while not stop.is_set():
-            keys[i].sign(digest, mechanism=Mechanism.ECDSA)
-            n += 1
-        return n
+    def sign(caller: int, n: int) -> None:
+        keys[caller].sign(digest, mechanism=Mechanism.ECDSA)
 
     try:
-        return rate(sessions, work)
+        return closed_loop("raw", sessions, DURATION, sign).per_second
     finally:
         for session in opened:
             connection.library.raw.close_session(session.handle)
@@ -75,17 +52,13 @@ def backend_rate(signer: Any, threads: int, whole_transaction: bool) -> float:
         key_id="bench", transaction=pb.Transaction(**TX_TEMPLATE)))
     digest = bytes(range(32))
 
-    def work(i: int, stop: threading.Event) -> int:
-        n = 0
-        while not stop.is_set():
-            if whole_transaction:
-                signer.sign_transaction(tx)
-            else:
-                signer.backend.sign_digest(digest, None)
-            n += 1
-        return n
+    def sign(caller: int, n: int) -> None:
+        if whole_transaction:
+            signer.sign_transaction(tx)
+        else:
+            signer.backend.sign_digest(digest, None)
 
-    return rate(threads, work)
+    return closed_loop("backend", threads, DURATION, sign).per_second
 
 
 def _callers(target: str, callers: int, duration: float, out: Any) -> None:
@@ -94,31 +67,15 @@ def _callers(target: str, callers: int, duration: float, out: Any) -> None:
     from signer.v1 import signer_pb2 as pb
     from signer.v1 import signer_pb2_grpc as pb_grpc
 
-    stop = threading.Event()
-    counts = [0] * callers
-    channel = grpc.insecure_channel(target)
-    stub = pb_grpc.SignerServiceStub(channel)
+    stub = pb_grpc.SignerServiceStub(grpc.insecure_channel(target))
 
-    def run(i: int) -> None:
-        nonce = 0
-        while not stop.is_set():
-            request = pb.SignTransactionRequest(
-                key_id="bench", transaction=pb.Transaction(nonce=nonce, **TX_TEMPLATE))
-            stub.SignTransaction(request, timeout=30)
-            nonce += 1
-        counts[i] = nonce
+    def sign(caller: int, n: int) -> None:
+        # a distinct transaction per call: nonce n of this caller
+        tx = pb.Transaction(nonce=caller * 1_000_000 + n, **TX_TEMPLATE)
+        stub.SignTransaction(pb.SignTransactionRequest(key_id="bench", transaction=tx), timeout=30)
 
-    stub.SignTransaction(pb.SignTransactionRequest(  # warm the channel up
-        key_id="bench", transaction=pb.Transaction(**TX_TEMPLATE)), timeout=30)
-    pool = [threading.Thread(target=run, args=(i,)) for i in range(callers)]
-    start = time.perf_counter()
-    for thread in pool:
-        thread.start()
-    time.sleep(duration)
-    stop.set()
-    for thread in pool:
-        thread.join()
-    out.put(sum(counts) / (time.perf_counter() - start))
+    sign(0, 0)  # warm the channel up
+    out.put(closed_loop("gRPC", callers, duration, sign).per_second)
 
 
 def grpc_rate(target: str, callers: int) -> float:

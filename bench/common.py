@@ -24,8 +24,11 @@ class Result:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def closed_loop(label: str, callers: int, seconds: float, call: Callable[[int], object]) -> Result:
-    """`callers` threads each call `call(i)` back to back for `seconds`; every call is timed."""
+def closed_loop(
+    label: str, callers: int, seconds: float, call: Callable[[int, int], object]
+) -> Result:
+    """`callers` threads each call `call(caller, n)` back to back for `seconds` (n counts that
+    caller's calls); every call is timed."""
     latencies: list[list[float]] = [[] for _ in range(callers)]
     start_gate = threading.Barrier(callers + 1)
     stop_at = [0.0]
@@ -38,7 +41,7 @@ def closed_loop(label: str, callers: int, seconds: float, call: Callable[[int], 
             begun = time.perf_counter()
             if begun >= stop_at[0]:
                 return
-            call(index * 1_000_000 + n)
+            call(index, n)
             mine.append((time.perf_counter() - begun) * 1000)
             n += 1
 
