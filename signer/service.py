@@ -44,21 +44,24 @@ class KeyRing:
 
     @classmethod
     def from_config(cls, config: Config) -> "KeyRing":
-        signers: dict[str, WalletSigner] = {}
+        """Open every configured key; on any failure close what was opened, then raise."""
+        opened: list[DigestBackend] = []
+        signers: list[WalletSigner] = []
         try:
             for key_id, key_config in config.keys.items():
-                signers[key_id] = WalletSigner(key_id, open_backend(key_id, key_config))
+                opened.append(open_backend(key_id, key_config))
+                signers.append(WalletSigner(key_id, opened[-1]))
                 log.info(
                     "key %r: backend %s, address %s",
                     key_id,
                     key_config.backend,
-                    signers[key_id].address,
+                    signers[-1].address,
                 )
         except BaseException:
-            for signer in signers.values():
-                signer.backend.close()
+            for backend in opened:
+                backend.close()
             raise
-        return cls(signers.values())
+        return cls(signers)
 
     def get(self, key_id: str) -> WalletSigner:
         signer = self._signers.get(key_id)
