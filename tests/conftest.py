@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import grpc
 import pytest
 from eth_account import Account
+from hypothesis import HealthCheck, settings
 
 from signer.backends.env import EnvBackend, parse_private_key
 from signer.config import ServerConfig
@@ -23,6 +24,16 @@ from signer.v1 import signer_pb2_grpc as pb_grpc
 from signer.wallet import WalletSigner
 
 pytest_plugins = ["tests.fixtures_pkcs11", "tests.fixtures_kms"]
+
+# Property tests talk to real servers: timing varies with the machine's load, and CI (CI=true)
+# replays the same examples every run so that main stays reproducibly green.
+settings.register_profile(
+    "wallet-signer",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    derandomize=bool(os.environ.get("CI")),
+)
+settings.load_profile("wallet-signer")
 
 BACKENDS = ("env", "pkcs11", "kms")
 REQUIRED_BACKENDS = {
