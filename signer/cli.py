@@ -206,12 +206,17 @@ def _address(args: argparse.Namespace) -> int:
 def _sign(args: argparse.Namespace) -> int:
     import grpc
 
-    from signer.client import RemoteAccount
+    from signer.client import RemoteAccount, transaction_to_proto
 
-    text = sys.stdin.read() if str(args.tx) == "-" else args.tx.read_text(encoding="utf-8")
-    tx = json.loads(text)
-    if not isinstance(tx, dict):
-        raise SystemExit("wallet-signer: --tx must hold a JSON object")
+    try:
+        text = sys.stdin.read() if str(args.tx) == "-" else args.tx.read_text(encoding="utf-8")
+        tx = json.loads(text)
+        if not isinstance(tx, dict):
+            raise ValueError("expected a JSON object")
+        transaction_to_proto(tx)  # a malformed dict fails here, before any network call
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
+        print(f"wallet-signer: --tx {args.tx}: {exc}", file=sys.stderr)
+        return 2
     try:
         account = RemoteAccount(grpc.insecure_channel(args.server), args.key, timeout=args.timeout)
         signed = account.sign_transaction(tx)

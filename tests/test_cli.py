@@ -127,6 +127,21 @@ def test_cli_sign_reports_grpc_errors(served: ServeProcess, tmp_path):
     assert "INVALID_ARGUMENT: chain_id: required" in done.stderr
 
 
+@pytest.mark.parametrize(("content", "fragment"), [
+    ("not json", "Expecting value"),
+    ("[1, 2]", "expected a JSON object"),
+    ('{"type": 2, "gasPrise": 1}', "unsupported transaction fields: ['gasPrise']"),
+    ('{"type": 2, "value": "lots"}', "invalid literal for int()"),
+])
+def test_cli_sign_refuses_a_bad_tx_file_before_calling(tmp_path, capsys, content, fragment):
+    tx_path = tmp_path / "tx.json"
+    tx_path.write_text(content)
+    # no server at this address: the file is judged before any connection is made
+    assert cli.main(["sign", "--key", "hot", "--tx", str(tx_path), "--server", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"wallet-signer: --tx {tx_path}: ") and fragment in err
+
+
 def test_local_keys_list_and_address(tmp_path, env_key, monkeypatch, capsys):
     monkeypatch.setenv("HOT_WALLET_KEY", env_key)
     config = env_config(tmp_path)
