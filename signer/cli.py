@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from signer import config as config_module
 from signer.config import Config
 from signer.errors import SignerError
@@ -33,6 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SignerError as exc:
         print(f"wallet-signer: {exc}", file=sys.stderr)
         return 2
+    except grpc.RpcError as exc:  # a client command whose server refused or is unreachable
+        print(f"wallet-signer: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -204,8 +209,6 @@ def _address(args: argparse.Namespace) -> int:
 
 
 def _sign(args: argparse.Namespace) -> int:
-    import grpc
-
     from signer.client import RemoteAccount, transaction_to_proto
 
     try:
@@ -217,12 +220,8 @@ def _sign(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
         print(f"wallet-signer: --tx {args.tx}: {exc}", file=sys.stderr)
         return 2
-    try:
-        account = RemoteAccount(grpc.insecure_channel(args.server), args.key, timeout=args.timeout)
-        signed = account.sign_transaction(tx)
-    except grpc.RpcError as exc:
-        print(f"wallet-signer: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 1
+    account = RemoteAccount(grpc.insecure_channel(args.server), args.key, timeout=args.timeout)
+    signed = account.sign_transaction(tx)
     print(
         json.dumps(
             {
@@ -240,7 +239,6 @@ def _sign(args: argparse.Namespace) -> int:
 
 
 def _health(args: argparse.Namespace) -> int:
-    import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from signer.grpc.server import SERVICE_NAME
@@ -259,8 +257,6 @@ def _health(args: argparse.Namespace) -> int:
 
 
 def _stub(target: str) -> Any:
-    import grpc
-
     from signer.v1 import signer_pb2_grpc as pb_grpc
 
     return pb_grpc.SignerServiceStub(grpc.insecure_channel(target))

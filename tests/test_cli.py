@@ -112,6 +112,13 @@ def test_cli_sign_keys_list_and_address_against_server(served: ServeProcess, tmp
     assert _run(["address", "hot", "--server", served.target]).strip() == Account.from_key(env_key).address
 
 
+def test_client_commands_report_an_unreachable_server(capsys):
+    for args in (["keys", "list", "--server", "127.0.0.1:1"], ["address", "hot", "--server",
+                 "127.0.0.1:1"]):
+        assert cli.main(args) == 1
+        assert capsys.readouterr().err.startswith("wallet-signer: UNAVAILABLE: ")
+
+
 def test_health_command_fails_without_server(capsys):
     assert cli.main(["health", "--server", "127.0.0.1:1", "--timeout", "0.5"]) == 1
     err = capsys.readouterr().err
