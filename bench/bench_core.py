@@ -6,11 +6,7 @@ own sign_transaction for the same transaction. Ratios put the service's overhead
 """
 
 import os
-import re
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import grpc
@@ -20,6 +16,7 @@ from bench.common import Result, closed_loop, print_table
 from signer.backends.env import EnvBackend, parse_private_key
 from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
+from tests.serve_process import ServeProcess, start_serve
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
 KEY = "0x" + "46" * 32
@@ -31,26 +28,11 @@ REQUEST = pb.SignTransactionRequest(key_id="bench", transaction=pb.Transaction(
 ))
 
 
-def start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """`wallet-signer serve` as operators run it (default INFO logging, one access line a call)."""
+def start_server(workdir: Path) -> ServeProcess:
     config = workdir / "bench.toml"
     config.write_text('[server]\nlisten = "127.0.0.1:0"\nmax_workers = 32\n'
                       '[keys.bench]\nbackend = "env"\nprivate_key_env = "BENCH_KEY"\n')
-    log = workdir / "serve.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "signer.cli", "serve", "--config", str(config)],
-        stderr=log.open("w"), env={**os.environ, "BENCH_KEY": KEY},
-    )
-    for _ in range(600):
-        text = log.read_text()
-        port = re.search(r"listening on \S+ \(port (\d+)\)", text)
-        if port and "SERVING" in text:
-            return proc, f"127.0.0.1:{port.group(1)}"
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"server did not start: {log.read_text()}")
+    return start_serve(workdir, config, {"BENCH_KEY": KEY})
 
 
 def main() -> None:
@@ -61,7 +43,8 @@ def main() -> None:
     raw_eth = closed_loop("raw: eth-account sign_transaction", 1, SECONDS,
                           lambda caller, n: Account.sign_transaction(TX, KEY))
     with tempfile.TemporaryDirectory() as workdir:
-        proc, target = start_server(Path(workdir))
+        served = start_server(Path(workdir))
+        proc, target = served.proc, served.target
         try:
             channel = grpc.insecure_channel(target)
             stub = pb_grpc.SignerServiceStub(channel)

@@ -7,7 +7,6 @@ shows whether the service keeps KMS calls concurrent (it must not serialize them
 """
 
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,8 @@ import grpc
 from bench.common import closed_loop
 from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
-from tests.kms_emulator import REPO_ROOT, Emulator, emulator_environment
+from tests.kms_emulator import Emulator, emulator_environment
+from tests.serve_process import start_serve
 
 LATENCY_SECONDS = float(os.environ.get("BENCH_KMS_LATENCY_MS", "20")) / 1000
 CONCURRENCY = (1, 8, 32)
@@ -141,20 +141,15 @@ def _boto3_client(endpoint_url: str) -> Any:
                                           config=config)
 
 
-def _start_service(endpoint_url: str, key_id: str) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = Path(tempfile.mkdtemp(prefix="bench-kms-")) / "signer.toml"
+def _start_service(endpoint_url: str, key_id: str) -> tuple[subprocess.Popen[str], str]:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-kms-"))
+    config = workdir / "signer.toml"
     config.write_text(
-        f'[server]\nlisten = "127.0.0.1:{port}"\nmax_workers = 32\n'
+        '[server]\nlisten = "127.0.0.1:0"\nmax_workers = 32\n'
         f'[keys.bench]\nbackend = "kms"\nkms_key_id = "{key_id}"\nregion = "{REGION}"\n'
         f'endpoint_url = "{endpoint_url}"\n', encoding="utf-8")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "signer.cli", "serve", "--config", str(config)],
-        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    return server, f"127.0.0.1:{port}"
+    served = start_serve(workdir, config, {})
+    return served.proc, served.target
 
 
 if __name__ == "__main__":

@@ -1,14 +1,10 @@
 """The command line as operators use it: a real `wallet-signer serve` process, SIGTERM, keys."""
 
 import json
-import os
-import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -20,18 +16,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from signer import cli
 from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
+from tests.serve_process import ServeProcess, start_serve
 
 EXE = [sys.executable, "-m", "signer.cli"]
-
-
-@dataclass
-class ServeProcess:
-    proc: subprocess.Popen[str]
-    target: str
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text()
 
 
 def env_config(tmp_path: Path, listen: str = "127.0.0.1:0", extra: str = "") -> Path:
@@ -41,26 +28,6 @@ def env_config(tmp_path: Path, listen: str = "127.0.0.1:0", extra: str = "") -> 
         '[keys.hot]\nbackend = "env"\nprivate_key_env = "HOT_WALLET_KEY"\n'
     )
     return path
-
-
-def start_serve(tmp_path: Path, config: Path, env: dict[str, str]) -> ServeProcess:
-    log_path = tmp_path / "serve.log"
-    out = log_path.open("w")
-    proc = subprocess.Popen(
-        [*EXE, "serve", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT,
-        env={**os.environ, **env}, text=True, cwd=tmp_path,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        text = log_path.read_text()
-        port = re.search(r"listening on \S+ \(port (\d+)\)", text)
-        if port and "SERVING" in text:
-            return ServeProcess(proc, f"127.0.0.1:{port.group(1)}", log_path)
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError(f"server did not start:\n{log_path.read_text()}")
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from signer.errors import ConfigError
 from signer.service import KeyRing
 from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
-from tests.test_cli import env_config, start_serve
+from tests.serve_process import start_serve
+from tests.test_cli import env_config
 
 SECRET_HEX = "c0ffee" * 10 + "beef"  # a valid key whose text is easy to grep for
 

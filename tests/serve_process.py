@@ -1,0 +1,44 @@
+"""`wallet-signer serve` as operators run it, in a subprocess: for CLI tests and benchmarks."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_LISTENING = re.compile(r"listening on \S+ \(port (\d+)\)")
+
+
+@dataclass
+class ServeProcess:
+    proc: subprocess.Popen[str]
+    target: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+def start_serve(workdir: Path, config: Path, env: dict[str, str], timeout: float = 30) -> ServeProcess:
+    """Start the server with `config` (listen on port 0) and wait until it is SERVING; its log
+    (default INFO: one access line a call) goes to workdir/serve.log."""
+    log_path = workdir / "serve.log"
+    with log_path.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "signer.cli", "serve", "--config", str(config)],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}, text=True,
+            cwd=workdir,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log_path.read_text()
+        port = _LISTENING.search(text)
+        if port and "SERVING" in text:
+            return ServeProcess(proc, f"127.0.0.1:{port.group(1)}", log_path)
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"server did not start:\n{log_path.read_text()}")
