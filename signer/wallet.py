@@ -8,7 +8,7 @@ from eth_utils.crypto import keccak
 from signer.backends.base import DigestBackend
 from signer.errors import ConfigError
 from signer.eth import messages, signature, transactions
-from signer.eth.fields import address_from_public_key, checksum
+from signer.eth.fields import address_of
 from signer.eth.signature import RecoverableSignature
 
 SELF_TEST_DIGEST = keccak(b"wallet-signer start-up self-test")
@@ -36,7 +36,7 @@ class WalletSigner:
         self.key_id = key_id
         self.backend = backend
         self.public_key = _checked_public_key(key_id, backend.public_key)
-        self.address = checksum(address_from_public_key(self.public_key))
+        self.address = address_of(self.public_key)
 
     @property
     def backend_name(self) -> str:

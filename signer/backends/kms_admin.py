@@ -21,7 +21,7 @@ from signer.backends.kms import (
 )
 from signer.config import KEY_ID_PATTERN, Config, KmsKeyConfig
 from signer.errors import ConfigError, FailedPrecondition
-from signer.eth.fields import address_from_public_key, checksum
+from signer.eth.fields import address_of
 
 TAGS = [{"TagKey": "wallet-signer", "TagValue": "ethereum-signing"}]
 DESCRIPTION = ("wallet-signer Ethereum signing key (secp256k1). Deleting it makes its address's "
@@ -131,7 +131,7 @@ def _refuse_existing_alias(client: Any, alias: str) -> None:
 def _address(client: Any, key_id: str, subject: str) -> str:
     reply = _call(client.get_public_key, subject, "GetPublicKey", KeyId=key_id)
     _, public_key = parse_public_key_reply(reply, subject)
-    return checksum(address_from_public_key(public_key))
+    return address_of(public_key)
 
 
 def _aliases_by_key(client: Any) -> dict[str, list[str]]:

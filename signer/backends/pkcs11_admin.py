@@ -27,7 +27,7 @@ from signer.backends.pkcs11 import (
 )
 from signer.config import SOFTHSM_MODULE, Config, Pkcs11KeyConfig
 from signer.errors import ConfigError, InvalidRequest
-from signer.eth.fields import address_from_public_key, checksum
+from signer.eth.fields import address_of
 
 _HEX_KEY = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 
@@ -80,7 +80,7 @@ def list_keys(args: argparse.Namespace, config: Config | None) -> int:
         rows = list(token_keys(session))
     print("label\tid\taddress\torigin")
     for label, key_id, public_key, origin in rows:
-        address = checksum(address_from_public_key(public_key)) if public_key else "(no public key)"
+        address = address_of(public_key) if public_key else "(no public key)"
         print(f"{label}\t{key_id.hex()}\t{address}\t{origin}")
     return 0
 
@@ -226,7 +226,7 @@ def _required_label(args: argparse.Namespace) -> str:
 
 
 def _report(target: Target, label: str, key_id: bytes, public_key: bytes, origin: str) -> None:
-    address = checksum(address_from_public_key(public_key))
+    address = address_of(public_key)
     pin = f'pin_env = "{target.pin_env}"' if target.pin_env else f'pin_file = "{target.pin_file}"'
     print(f"{origin}: key {label!r} id {key_id.hex()} address {address}")
     print(f'\n[keys.{label}]\nbackend = "pkcs11"\nmodule = "{target.module}"\n'

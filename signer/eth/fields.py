@@ -60,13 +60,9 @@ def check_uint64(value: int, field: str) -> int:
     return value
 
 
-def checksum(address: bytes) -> str:
-    return to_checksum_address(address)
-
-
-def address_from_public_key(public_key: bytes) -> bytes:
-    """The 20-byte address of a 65-byte uncompressed SEC1 public key."""
-    return keccak(public_key[1:])[-20:]
+def address_of(public_key: bytes) -> str:
+    """The EIP-55 address of a 65-byte uncompressed SEC1 public key."""
+    return to_checksum_address(keccak(public_key[1:])[-20:])
 
 
 def _show(text: str) -> str:
