@@ -95,6 +95,7 @@ def main() -> None:
     from signer.grpc.server import SignerServer
     from signer.service import KeyRing
     from signer.wallet import WalletSigner
+    from tests.conftest import open_app
 
     cores = os.cpu_count() or 1
     if SWITCH_INTERVAL:
@@ -118,7 +119,7 @@ def main() -> None:
                     signer, threads, whole_transaction=False)
             results[f"WalletSigner.sign_transaction, {cores} thr"] = backend_rate(
                 signer, cores, whole_transaction=True)
-            server = SignerServer(KeyRing([signer]), ServerConfig(listen="127.0.0.1:0"))
+            server = SignerServer(open_app(KeyRing([signer])), ServerConfig(listen="127.0.0.1:0"))
             server.self_test_and_mark_ready()
             try:
                 for callers in (1, 4, 16):

@@ -137,6 +137,7 @@ def load_config(path: Path | None) -> Config:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from signer.app.application import Application
     from signer.grpc.server import SignerServer, serve_forever
     from signer.service import KeyRing
 
@@ -145,9 +146,15 @@ def _serve(args: argparse.Namespace) -> int:
     if len(keyring) == 0:
         log.warning("no keys configured: every signing request will answer NOT_FOUND")
     try:
-        server = SignerServer(keyring, config.server, allow_insecure=args.insecure_listen)
+        app = Application.open(config, keyring)
     except BaseException:
         keyring.close()
+        raise
+    try:
+        server = SignerServer(app, config.server, allow_insecure=args.insecure_listen)
+    except BaseException:
+        keyring.close()
+        app.close()
         raise
     serve_forever(server)
     return 0

@@ -30,6 +30,11 @@ class _Strict(BaseModel):
 
 class ServerConfig(_Strict):
     listen: str = DEFAULT_LISTEN
+    # TLS: the server's certificate chain and key (PEM); with client_ca_file, clients must
+    # present a certificate from that CA (mTLS). Re-read on SIGHUP.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    client_ca_file: Path | None = None
     # Threads serving requests; a KMS call holds one for its whole round trip.
     max_workers: int = Field(default=32, ge=1, le=1024)
     max_request_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
@@ -41,6 +46,18 @@ class ServerConfig(_Strict):
     def _host_port(cls, value: str) -> str:
         split_listen(value)
         return value
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> "ServerConfig":
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both tls_cert_file and tls_key_file, or neither")
+        if self.client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("client_ca_file (mTLS) needs tls_cert_file and tls_key_file")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
 
     def is_loopback(self) -> bool:
         host, _ = split_listen(self.listen)
@@ -97,6 +114,41 @@ class KmsKeyConfig(_Strict):
 
 KeyConfig = Annotated[EnvKeyConfig | Pkcs11KeyConfig | KmsKeyConfig, Field(discriminator="backend")]
 
+# The SignerService methods a client may be allowed (`[clients.NAME] methods`).
+Method = Literal["ListKeys", "GetAddress", "SignTransaction", "SignMessage", "SignTypedData"]
+METHODS: tuple[Method, ...] = (
+    "ListKeys", "GetAddress", "SignTransaction", "SignMessage", "SignTypedData"
+)
+
+
+class ClientConfig(_Strict):
+    # Matched against the client certificate: URI SAN, else DNS SAN, else subject CN.
+    identity: str = Field(min_length=1, max_length=1024)
+    # key_ids this client may use; ["*"] for all.
+    keys: list[str] = Field(min_length=1)
+    methods: list[Method] = Field(default_factory=lambda: list(METHODS), min_length=1)
+
+
+DEFAULT_STORE_URL = "sqlite://.wallet-signer/state.db"
+
+
+class StoreConfig(_Strict):
+    # sqlite:///ABSOLUTE/PATH, sqlite://RELATIVE/PATH, or postgresql://USER@HOST[:PORT]/DB
+    url: str = DEFAULT_STORE_URL
+    password_file: Path | None = None  # PostgreSQL password (else libpq's PGPASSFILE)
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgresql://", "postgres://")):
+            raise ValueError("expected sqlite://PATH or postgresql://USER@HOST/DB")
+        if value.startswith("sqlite://") and not value.removeprefix("sqlite://"):
+            raise ValueError("sqlite:// needs a path, e.g. sqlite:///var/lib/wallet-signer/state.db")
+        if "@" in value.partition("://")[2] and ":" in value.partition("://")[2].rpartition("@")[0]:
+            raise ValueError("no password in the URL: use password_file or PGPASSFILE")
+        return value
+
 
 class Config(_Strict):
     environment: Literal["development", "production"] = "development"
@@ -104,6 +156,32 @@ class Config(_Strict):
     keys: dict[Annotated[str, Field(pattern=KEY_ID_PATTERN)], KeyConfig] = Field(
         default_factory=dict
     )
+    clients: dict[Annotated[str, Field(pattern=KEY_ID_PATTERN)], ClientConfig] = Field(
+        default_factory=dict
+    )
+    store: StoreConfig = StoreConfig()
+
+    @model_validator(mode="after")
+    def _clients(self) -> "Config":
+        seen: dict[str, str] = {}
+        for name, client in self.clients.items():
+            if client.identity in seen:
+                raise ValueError(
+                    f"clients.{name}.identity: {client.identity!r} is also the identity of "
+                    f"clients.{seen[client.identity]}"
+                )
+            seen[client.identity] = name
+            unknown = sorted(k for k in client.keys if k != "*" and k not in self.keys)
+            if unknown:
+                raise ValueError(f"clients.{name}.keys: no such keys {unknown}")
+            if "*" in client.keys and len(client.keys) > 1:
+                raise ValueError(f'clients.{name}.keys: "*" already means every key')
+        if self.clients and self.server.client_ca_file is None:
+            raise ValueError(
+                "clients are identified by their TLS certificate: set server.client_ca_file "
+                "(and server.tls_cert_file, server.tls_key_file)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _production_rules(self) -> "Config":
@@ -113,6 +191,20 @@ class Config(_Strict):
                 raise ValueError(
                     f"environment is production but keys {env_keys} use the development-only "
                     "env backend; move them to pkcs11 or kms"
+                )
+            missing = [
+                what
+                for what, absent in (
+                    ("server.tls_cert_file and server.tls_key_file", not self.server.tls),
+                    ("server.client_ca_file (mTLS)", self.server.client_ca_file is None),
+                    ("at least one [clients.NAME] entry", not self.clients),
+                )
+                if absent
+            ]
+            if missing:
+                raise ValueError(
+                    "environment is production, which requires every caller to be identified: "
+                    "missing " + ", ".join(missing)
                 )
         return self
 
@@ -169,7 +261,7 @@ def _apply_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
             node = child
 
 
-_TOP_LEVEL = {"environment", "server", "keys"}
+_TOP_LEVEL = {"environment", "server", "keys", "clients", "store"}
 
 
 def _parse_value(text: str) -> Any:

@@ -1,5 +1,6 @@
 """WalletSigner: one key, every kind of Ethereum signature, through one digest-signing path."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -12,6 +13,10 @@ from signer.eth.fields import address_of
 from signer.eth.signature import RecoverableSignature
 
 SELF_TEST_DIGEST = keccak(b"wallet-signer start-up self-test")
+
+# Called with the digest after every check and right before the backend is asked to sign it
+# (the audit's intent record); raising stops the signature.
+BeforeSign = Callable[[bytes], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,34 +42,52 @@ class WalletSigner:
         self.backend = backend
         self.public_key = _checked_public_key(key_id, backend.public_key)
         self.address = address_of(self.public_key)
+        self.address_bytes = bytes.fromhex(self.address[2:])
 
     @property
     def backend_name(self) -> str:
         return self.backend.name
 
     def sign_transaction(
-        self, tx: transactions.UnsignedTransaction, timeout: float | None = None
+        self,
+        tx: transactions.UnsignedTransaction,
+        timeout: float | None = None,
+        before_sign: BeforeSign | None = None,
     ) -> SignedTransaction:
-        sig = self._sign_digest(transactions.signing_hash(tx), timeout)
+        sig = self._sign_digest(transactions.signing_hash(tx), timeout, before_sign)
         raw = transactions.encode_signed(tx, sig.recovery_id, sig.r, sig.s)
         v = transactions.signature_v(tx, sig.recovery_id)
         return SignedTransaction(raw, keccak(raw), sig.r, sig.s, v)
 
-    def sign_message(self, message: bytes, timeout: float | None = None) -> SignedDigest:
-        return self._sign_prepared(messages.personal_message_digest(message), timeout)
+    def sign_message(
+        self, message: bytes, timeout: float | None = None, before_sign: BeforeSign | None = None
+    ) -> SignedDigest:
+        return self.sign_prepared(messages.personal_message_digest(message), timeout, before_sign)
 
-    def sign_typed_data(self, typed_data_json: str, timeout: float | None = None) -> SignedDigest:
-        return self._sign_prepared(messages.typed_data_digest(typed_data_json), timeout)
+    def sign_typed_data(
+        self,
+        typed_data_json: str,
+        timeout: float | None = None,
+        before_sign: BeforeSign | None = None,
+    ) -> SignedDigest:
+        return self.sign_prepared(messages.typed_data_digest(typed_data_json), timeout, before_sign)
 
     def self_test(self) -> None:
         """Sign a fixed digest and recover this key's own public key, or raise."""
         self._sign_digest(SELF_TEST_DIGEST, None)
 
-    def _sign_prepared(self, digest: bytes, timeout: float | None) -> SignedDigest:
-        return SignedDigest(self._sign_digest(digest, timeout).to_rsv(), digest)
+    def sign_prepared(
+        self, digest: bytes, timeout: float | None, before_sign: BeforeSign | None = None
+    ) -> SignedDigest:
+        """Sign an EIP-191 or EIP-712 digest that `signer.eth.messages` computed."""
+        return SignedDigest(self._sign_digest(digest, timeout, before_sign).to_rsv(), digest)
 
-    def _sign_digest(self, digest: bytes, timeout: float | None) -> RecoverableSignature:
+    def _sign_digest(
+        self, digest: bytes, timeout: float | None, before_sign: BeforeSign | None = None
+    ) -> RecoverableSignature:
         assert len(digest) == 32  # every caller passes a keccak-256 output
+        if before_sign is not None:
+            before_sign(digest)
         der_or_raw = self.backend.sign_digest(digest, timeout)
         r, s = signature.decode(der_or_raw, self.backend.signature_format)
         return signature.normalize(digest, r, s, self.public_key)

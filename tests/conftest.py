@@ -8,18 +8,23 @@ becomes a failure.
 """
 
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
 from eth_account import Account
 from hypothesis import HealthCheck, settings
 
+from signer.app.access import AccessControl
+from signer.app.application import Application
 from signer.backends.env import EnvBackend, parse_private_key
 from signer.config import ServerConfig
 from signer.grpc.server import SignerServer
 from signer.service import KeyRing
+from signer.store import open_store
 from signer.v1 import signer_pb2_grpc as pb_grpc
 from signer.wallet import WalletSigner
 
@@ -80,10 +85,23 @@ class RunningServer:
     stub: pb_grpc.SignerServiceStub
 
 
-def start_server(keyring: KeyRing, **server_options: object) -> RunningServer:
+def open_app(keyring: KeyRing, state_dir: Path | None = None, **config: object) -> Application:
+    """The application path over `keyring`, with a SQLite store in `state_dir` (a fresh
+    temporary directory by default) and `config` (e.g. clients=...) on top."""
+    state_dir = Path(tempfile.mkdtemp(prefix="ws-state-")) if state_dir is None else state_dir
+    store = open_store(f"sqlite://{state_dir / 'state.db'}")
+    store.migrate()
+    clients = config.pop("clients", {})
+    app = Application(keyring, store, access=AccessControl(clients))  # type: ignore[arg-type]
+    app.audit.start()
+    return app
+
+
+def start_server(keyring: KeyRing | Application, **server_options: object) -> RunningServer:
     """A real server on 127.0.0.1 with an ephemeral port, self-tested and SERVING."""
     config = ServerConfig(listen="127.0.0.1:0", **server_options)  # type: ignore[arg-type]
-    server = SignerServer(keyring, config)
+    app = keyring if isinstance(keyring, Application) else open_app(keyring)
+    server = SignerServer(app, config)
     server.self_test_and_mark_ready()
     target = f"127.0.0.1:{server.port}"
     channel = grpc.insecure_channel(target)

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-_LISTENING = re.compile(r"listening on \S+ \(port (\d+)\)")
+_LISTENING = re.compile(r"listening on \S+ \(port (\d+)")
 
 
 @dataclass

@@ -20,7 +20,7 @@ from signer.service import KeyRing
 from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
 from signer.wallet import WalletSigner
-from tests.conftest import env_wallet
+from tests.conftest import env_wallet, open_app
 
 
 class FaultyBackend:
@@ -54,7 +54,7 @@ def health_status(channel: grpc.Channel) -> int:
 
 
 def test_not_serving_until_self_test_passes(env_key):
-    server = SignerServer(KeyRing([env_wallet(env_key)]), ServerConfig(listen="127.0.0.1:0"))
+    server = SignerServer(open_app(KeyRing([env_wallet(env_key)])), ServerConfig(listen="127.0.0.1:0"))
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
         assert health_status(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -67,7 +67,7 @@ def test_not_serving_until_self_test_passes(env_key):
 def test_failed_self_test_keeps_not_serving(env_key):
     other = env_wallet("0x" + "11" * 32).backend
     signer = faulty_signer(env_key, lambda digest: other.sign_digest(digest, None))
-    server = SignerServer(KeyRing([signer]), ServerConfig(listen="127.0.0.1:0"))
+    server = SignerServer(open_app(KeyRing([signer])), ServerConfig(listen="127.0.0.1:0"))
     try:
         with pytest.raises(BackendUnavailable, match="does not recover to the key's public key"):
             server.self_test_and_mark_ready()
@@ -129,7 +129,7 @@ def test_sigterm_style_stop_lets_in_flight_calls_finish(env_key):
             assert release.wait(10)
 
     signer = faulty_signer(env_key, block_after_self_test)
-    server = SignerServer(KeyRing([signer]), ServerConfig(listen="127.0.0.1:0"))
+    server = SignerServer(open_app(KeyRing([signer])), ServerConfig(listen="127.0.0.1:0"))
     server.self_test_and_mark_ready()
     stub = pb_grpc.SignerServiceStub(grpc.insecure_channel(f"127.0.0.1:{server.port}"))
     with ThreadPoolExecutor(2) as pool:

@@ -7,6 +7,7 @@ from signer.eth.fields import (
     parse_uint256_bytes,
     parse_uint256_decimal,
 )
+from signer.store import FrozenKey
 from signer.v1 import signer_pb2 as pb
 from signer.wallet import SignedDigest, SignedTransaction, WalletSigner
 
@@ -66,12 +67,14 @@ def transaction_from_request(request: pb.SignTransactionRequest) -> txs.Unsigned
     raise InvalidRequest("payload: set either transaction or unsigned_transaction")
 
 
-def key_info(signer: WalletSigner) -> pb.KeyInfo:
+def key_info(signer: WalletSigner, frozen: FrozenKey | None = None) -> pb.KeyInfo:
     return pb.KeyInfo(
         key_id=signer.key_id,
         address=signer.address,
         backend=signer.backend_name,
         public_key=signer.public_key,
+        frozen=frozen is not None,
+        frozen_reason=frozen.reason if frozen else "",
     )
 
 

@@ -3,6 +3,7 @@
 The log line carries the method, peer, status and duration; never a payload, key or signature.
 """
 
+import contextvars
 import logging
 import time
 import uuid
@@ -20,6 +21,13 @@ REQUEST_ID_HEADER = "x-request-id"
 if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
 _MAX_REQUEST_ID = 64
+
+# The request id of the call this thread is serving (set before the handler runs).
+_request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+
+def current_request_id() -> str:
+    return _request_id_var.get() or uuid.uuid4().hex
 
 
 class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
@@ -54,6 +62,7 @@ def _wrap(method: str, handler: "Handler") -> "Handler":
     def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
         started = time.perf_counter()
         request_id = _request_id(context.invocation_metadata())
+        _request_id_var.set(request_id)
         code = grpc.StatusCode.OK
         message = ""
         try:

@@ -10,11 +10,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from signer.app.application import Application
 from signer.config import ServerConfig
 from signer.errors import ConfigError
 from signer.grpc.interceptors import ErrorMappingInterceptor
 from signer.grpc.servicer import SignerServicer
-from signer.service import KeyRing
+from signer.tls import ReloadableTls, TlsMaterial
 from signer.v1 import signer_pb2, signer_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -27,15 +28,33 @@ _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class SignerServer:
     """A started server. Health stays NOT_SERVING until `mark_ready` (after the self-test)."""
 
-    def __init__(self, keyring: KeyRing, config: ServerConfig, *, allow_insecure: bool = False):
-        if not config.is_loopback() and not allow_insecure:
-            raise ConfigError(
-                f"server.listen {config.listen} is not a loopback address and TLS is not "
-                "configured: callers' requests would cross the network in plaintext. Bind to "
-                "127.0.0.1, or pass --insecure-listen if a trusted proxy terminates TLS."
+    def __init__(
+        self,
+        app: Application,
+        config: ServerConfig,
+        *,
+        tls: ReloadableTls | None = None,
+        allow_insecure: bool = False,
+    ):
+        if tls is None and config.tls:
+            tls = ReloadableTls(config)
+        if tls is None and not config.is_loopback():
+            if not allow_insecure:
+                raise ConfigError(
+                    f"server.listen {config.listen} is not a loopback address and TLS is not "
+                    "configured: callers' requests would cross the network in plaintext. Set "
+                    "server.tls_cert_file and server.tls_key_file (and client_ca_file for mTLS), "
+                    "bind to 127.0.0.1, or pass --insecure-listen if a trusted mesh encrypts "
+                    "and authenticates every connection."
+                )
+            log.warning(
+                "INSECURE: --insecure-listen: serving plaintext on non-loopback %s; every "
+                "caller that can reach it is trusted", config.listen,
             )
-        self.keyring = keyring
+        self.app = app
+        self.keyring = app.keyring
         self.config = config
+        self.tls = tls
         self.health = health.HealthServicer(experimental_non_blocking=True)
         for service in ("", SERVICE_NAME):
             self.health.set(service, _NOT_SERVING)
@@ -47,16 +66,20 @@ class SignerServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        signer_pb2_grpc.add_SignerServiceServicer_to_server(SignerServicer(keyring), self._server)
+        signer_pb2_grpc.add_SignerServiceServicer_to_server(SignerServicer(app), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
-        self.port = self._server.add_insecure_port(config.listen)
+        if tls is None:
+            self.port = self._server.add_insecure_port(config.listen)
+        else:
+            self.port = self._server.add_secure_port(config.listen, _credentials(tls))
         if self.port == 0:
             raise ConfigError(f"server.listen: cannot bind {config.listen}")
         self._server.start()
-        log.info("listening on %s (port %d)", config.listen, self.port)
+        security = "plaintext" if tls is None else ("mTLS" if tls.current.mtls else "TLS")
+        log.info("listening on %s (port %d, %s)", config.listen, self.port, security)
 
     def self_test_and_mark_ready(self) -> None:
         self.keyring.self_test()
@@ -70,21 +93,58 @@ class SignerServer:
         grace = self.config.shutdown_grace_seconds if grace is None else grace
         self._server.stop(grace).wait()
         self.keyring.close()
+        self.app.close()
+
+    def reload(self) -> None:
+        """Re-read what can change without a restart (TLS files); bad files keep the old."""
+        if self.tls is not None:
+            self.tls.reload()
 
     def wait(self) -> None:
         self._server.wait_for_termination()
 
 
+def _credentials(tls: ReloadableTls) -> grpc.ServerCredentials:
+    """Credentials that pick up reloaded material at each new handshake; established
+    connections keep theirs."""
+
+    def configuration(material: TlsMaterial) -> grpc.ServerCertificateConfiguration:
+        return grpc.ssl_server_certificate_configuration(
+            [(material.private_key, material.certificate_chain)],
+            root_certificates=material.client_ca,
+        )
+
+    served = tls.generation
+
+    def fetch() -> grpc.ServerCertificateConfiguration | None:
+        nonlocal served
+        if tls.generation == served:
+            return None  # unchanged
+        served = tls.generation
+        return configuration(tls.current)
+
+    return grpc.dynamic_ssl_server_credentials(
+        configuration(tls.current),
+        fetch,  # type: ignore[arg-type]  # grpc takes None for "unchanged"; its stub omits it
+        require_client_authentication=tls.current.mtls,
+    )
+
+
 def serve_forever(server: SignerServer) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down cleanly."""
+    """Serve until SIGTERM or SIGINT, then shut down cleanly; SIGHUP re-reads TLS files."""
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("received %s: finishing in-flight calls", signal.Signals(signum).name)
         stopping.set()
 
+    def on_hangup(signum: int, frame: FrameType | None) -> None:
+        log.info("received SIGHUP: reloading")
+        server.reload()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     try:
         server.self_test_and_mark_ready()
     except BaseException:

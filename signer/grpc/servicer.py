@@ -1,26 +1,33 @@
-"""SignerService handlers: proto in, key ring, proto out. Errors are mapped by the interceptor."""
+"""SignerService handlers: proto in, the application path, proto out.
+
+Errors are mapped by the interceptor; who the caller is comes from the TLS handshake (the
+client certificate grpc verified) and the interceptor's request id.
+"""
 
 import grpc
 
+from signer.app.application import Application
+from signer.app.caller import Caller
 from signer.grpc import convert
-from signer.service import KeyRing
+from signer.grpc.interceptors import current_request_id
 from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
 
 
 class SignerServicer(pb_grpc.SignerServiceServicer):  # type: ignore[misc]
-    def __init__(self, keyring: KeyRing) -> None:
-        self._keys = keyring
+    def __init__(self, app: Application) -> None:
+        self._app = app
 
     def ListKeys(
         self, request: pb.ListKeysRequest, context: grpc.ServicerContext
     ) -> pb.ListKeysResponse:
-        return pb.ListKeysResponse(keys=[convert.key_info(s) for s in self._keys])
+        keys = self._app.list_keys(caller_of(context))
+        return pb.ListKeysResponse(keys=[convert.key_info(k.signer, k.frozen) for k in keys])
 
     def GetAddress(
         self, request: pb.GetAddressRequest, context: grpc.ServicerContext
     ) -> pb.GetAddressResponse:
-        signer = self._keys.get(request.key_id)
+        signer = self._app.get_key(caller_of(context), request.key_id)
         return pb.GetAddressResponse(
             key_id=signer.key_id, address=signer.address, public_key=signer.public_key
         )
@@ -28,24 +35,34 @@ class SignerServicer(pb_grpc.SignerServiceServicer):  # type: ignore[misc]
     def SignTransaction(
         self, request: pb.SignTransactionRequest, context: grpc.ServicerContext
     ) -> pb.SignTransactionResponse:
-        signer = self._keys.get(request.key_id)
-        tx = convert.transaction_from_request(request)
-        signed = signer.sign_transaction(tx, _remaining(context))
-        return convert.sign_transaction_response(signer, signed)
+        with self._app.signing(caller_of(context), "SignTransaction", request.key_id) as signing:
+            tx = convert.transaction_from_request(request)
+            signed = signing.sign_transaction(tx, _remaining(context))
+        return convert.sign_transaction_response(signing.signer, signed)
 
     def SignMessage(
         self, request: pb.SignMessageRequest, context: grpc.ServicerContext
     ) -> pb.SignMessageResponse:
-        signer = self._keys.get(request.key_id)
-        signed = signer.sign_message(request.message, _remaining(context))
+        with self._app.signing(caller_of(context), "SignMessage", request.key_id) as signing:
+            signed = signing.sign_message(request.message, _remaining(context))
         return pb.SignMessageResponse(**convert.signed_digest_fields(signed))
 
     def SignTypedData(
         self, request: pb.SignTypedDataRequest, context: grpc.ServicerContext
     ) -> pb.SignTypedDataResponse:
-        signer = self._keys.get(request.key_id)
-        signed = signer.sign_typed_data(request.typed_data_json, _remaining(context))
+        with self._app.signing(caller_of(context), "SignTypedData", request.key_id) as signing:
+            signed = signing.sign_typed_data(request.typed_data_json, _remaining(context))
         return pb.SignTypedDataResponse(**convert.signed_digest_fields(signed))
+
+
+def caller_of(context: grpc.ServicerContext) -> Caller:
+    """The caller as the application sees it: peer, request id, verified client certificate."""
+    certificates = context.auth_context().get("x509_pem_cert")
+    return Caller(
+        peer=context.peer(),
+        request_id=current_request_id(),
+        certificate_pem=bytes(certificates[0]) if certificates else None,
+    )
 
 
 # grpc reports "no deadline" as a remaining time of ~9.2e18 s; backends take None for that.

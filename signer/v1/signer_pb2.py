@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16signer/v1/signer.proto\x12\tsigner.v1\"\x11\n\x0fListKeysRequest\"O\n\x07KeyInfo\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x12\n\npublic_key\x18\x04 \x01(\x0c\"4\n\x10ListKeysResponse\x12 \n\x04keys\x18\x01 \x03(\x0b\x32\x12.signer.v1.KeyInfo\"#\n\x11GetAddressRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"I\n\x12GetAddressResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\"8\n\x0f\x41\x63\x63\x65ssListEntry\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x14\n\x0cstorage_keys\x18\x02 \x03(\x0c\"i\n\rAuthorization\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\x04\x12\x10\n\x08y_parity\x18\x04 \x01(\r\x12\t\n\x01r\x18\x05 \x01(\x0c\x12\t\n\x01s\x18\x06 \x01(\x0c\"\xad\x02\n\x0bTransaction\x12\x0c\n\x04type\x18\x01 \x01(\r\x12\x10\n\x08\x63hain_id\x18\x02 \x01(\x04\x12\r\n\x05nonce\x18\x03 \x01(\x04\x12\n\n\x02to\x18\x04 \x01(\t\x12\r\n\x05value\x18\x05 \x01(\t\x12\x11\n\tgas_limit\x18\x06 \x01(\x04\x12\x11\n\tgas_price\x18\x07 \x01(\t\x12\x17\n\x0fmax_fee_per_gas\x18\x08 \x01(\t\x12 \n\x18max_priority_fee_per_gas\x18\t \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\n \x01(\x0c\x12/\n\x0b\x61\x63\x63\x65ss_list\x18\x0b \x03(\x0b\x32\x1a.signer.v1.AccessListEntry\x12\x34\n\x12\x61uthorization_list\x18\x0c \x03(\x0b\x32\x18.signer.v1.Authorization\"\x82\x01\n\x16SignTransactionRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12-\n\x0btransaction\x18\x02 \x01(\x0b\x32\x16.signer.v1.TransactionH\x00\x12\x1e\n\x14unsigned_transaction\x18\x03 \x01(\x0cH\x00\x42\t\n\x07payload\",\n\tSignature\x12\t\n\x01r\x18\x01 \x01(\x0c\x12\t\n\x01s\x18\x02 \x01(\x0c\x12\t\n\x01v\x18\x03 \x01(\x04\"\x85\x01\n\x17SignTransactionResponse\x12\x17\n\x0fraw_transaction\x18\x01 \x01(\x0c\x12\x18\n\x10transaction_hash\x18\x02 \x01(\x0c\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\'\n\tsignature\x18\x04 \x01(\x0b\x32\x14.signer.v1.Signature\"5\n\x12SignMessageRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\x0c\"8\n\x13SignMessageResponse\x12\x11\n\tsignature\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"?\n\x14SignTypedDataRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x17\n\x0ftyped_data_json\x18\x02 \x01(\t\":\n\x15SignTypedDataResponse\x12\x11\n\tsignature\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x32\x9b\x03\n\rSignerService\x12\x43\n\x08ListKeys\x12\x1a.signer.v1.ListKeysRequest\x1a\x1b.signer.v1.ListKeysResponse\x12I\n\nGetAddress\x12\x1c.signer.v1.GetAddressRequest\x1a\x1d.signer.v1.GetAddressResponse\x12X\n\x0fSignTransaction\x12!.signer.v1.SignTransactionRequest\x1a\".signer.v1.SignTransactionResponse\x12L\n\x0bSignMessage\x12\x1d.signer.v1.SignMessageRequest\x1a\x1e.signer.v1.SignMessageResponse\x12R\n\rSignTypedData\x12\x1f.signer.v1.SignTypedDataRequest\x1a .signer.v1.SignTypedDataResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16signer/v1/signer.proto\x12\tsigner.v1\"\x11\n\x0fListKeysRequest\"v\n\x07KeyInfo\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x12\n\npublic_key\x18\x04 \x01(\x0c\x12\x0e\n\x06\x66rozen\x18\x05 \x01(\x08\x12\x15\n\rfrozen_reason\x18\x06 \x01(\t\"4\n\x10ListKeysResponse\x12 \n\x04keys\x18\x01 \x03(\x0b\x32\x12.signer.v1.KeyInfo\"#\n\x11GetAddressRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"I\n\x12GetAddressResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\"8\n\x0f\x41\x63\x63\x65ssListEntry\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x14\n\x0cstorage_keys\x18\x02 \x03(\x0c\"i\n\rAuthorization\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\x04\x12\x10\n\x08y_parity\x18\x04 \x01(\r\x12\t\n\x01r\x18\x05 \x01(\x0c\x12\t\n\x01s\x18\x06 \x01(\x0c\"\xad\x02\n\x0bTransaction\x12\x0c\n\x04type\x18\x01 \x01(\r\x12\x10\n\x08\x63hain_id\x18\x02 \x01(\x04\x12\r\n\x05nonce\x18\x03 \x01(\x04\x12\n\n\x02to\x18\x04 \x01(\t\x12\r\n\x05value\x18\x05 \x01(\t\x12\x11\n\tgas_limit\x18\x06 \x01(\x04\x12\x11\n\tgas_price\x18\x07 \x01(\t\x12\x17\n\x0fmax_fee_per_gas\x18\x08 \x01(\t\x12 \n\x18max_priority_fee_per_gas\x18\t \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\n \x01(\x0c\x12/\n\x0b\x61\x63\x63\x65ss_list\x18\x0b \x03(\x0b\x32\x1a.signer.v1.AccessListEntry\x12\x34\n\x12\x61uthorization_list\x18\x0c \x03(\x0b\x32\x18.signer.v1.Authorization\"\x82\x01\n\x16SignTransactionRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12-\n\x0btransaction\x18\x02 \x01(\x0b\x32\x16.signer.v1.TransactionH\x00\x12\x1e\n\x14unsigned_transaction\x18\x03 \x01(\x0cH\x00\x42\t\n\x07payload\",\n\tSignature\x12\t\n\x01r\x18\x01 \x01(\x0c\x12\t\n\x01s\x18\x02 \x01(\x0c\x12\t\n\x01v\x18\x03 \x01(\x04\"\x85\x01\n\x17SignTransactionResponse\x12\x17\n\x0fraw_transaction\x18\x01 \x01(\x0c\x12\x18\n\x10transaction_hash\x18\x02 \x01(\x0c\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\'\n\tsignature\x18\x04 \x01(\x0b\x32\x14.signer.v1.Signature\"5\n\x12SignMessageRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\x0c\"8\n\x13SignMessageResponse\x12\x11\n\tsignature\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"?\n\x14SignTypedDataRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x17\n\x0ftyped_data_json\x18\x02 \x01(\t\":\n\x15SignTypedDataResponse\x12\x11\n\tsignature\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x32\x9b\x03\n\rSignerService\x12\x43\n\x08ListKeys\x12\x1a.signer.v1.ListKeysRequest\x1a\x1b.signer.v1.ListKeysResponse\x12I\n\nGetAddress\x12\x1c.signer.v1.GetAddressRequest\x1a\x1d.signer.v1.GetAddressResponse\x12X\n\x0fSignTransaction\x12!.signer.v1.SignTransactionRequest\x1a\".signer.v1.SignTransactionResponse\x12L\n\x0bSignMessage\x12\x1d.signer.v1.SignMessageRequest\x1a\x1e.signer.v1.SignMessageResponse\x12R\n\rSignTypedData\x12\x1f.signer.v1.SignTypedDataRequest\x1a .signer.v1.SignTypedDataResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,33 +34,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTKEYSREQUEST']._serialized_start=37
   _globals['_LISTKEYSREQUEST']._serialized_end=54
   _globals['_KEYINFO']._serialized_start=56
-  _globals['_KEYINFO']._serialized_end=135
-  _globals['_LISTKEYSRESPONSE']._serialized_start=137
-  _globals['_LISTKEYSRESPONSE']._serialized_end=189
-  _globals['_GETADDRESSREQUEST']._serialized_start=191
-  _globals['_GETADDRESSREQUEST']._serialized_end=226
-  _globals['_GETADDRESSRESPONSE']._serialized_start=228
-  _globals['_GETADDRESSRESPONSE']._serialized_end=301
-  _globals['_ACCESSLISTENTRY']._serialized_start=303
-  _globals['_ACCESSLISTENTRY']._serialized_end=359
-  _globals['_AUTHORIZATION']._serialized_start=361
-  _globals['_AUTHORIZATION']._serialized_end=466
-  _globals['_TRANSACTION']._serialized_start=469
-  _globals['_TRANSACTION']._serialized_end=770
-  _globals['_SIGNTRANSACTIONREQUEST']._serialized_start=773
-  _globals['_SIGNTRANSACTIONREQUEST']._serialized_end=903
-  _globals['_SIGNATURE']._serialized_start=905
-  _globals['_SIGNATURE']._serialized_end=949
-  _globals['_SIGNTRANSACTIONRESPONSE']._serialized_start=952
-  _globals['_SIGNTRANSACTIONRESPONSE']._serialized_end=1085
-  _globals['_SIGNMESSAGEREQUEST']._serialized_start=1087
-  _globals['_SIGNMESSAGEREQUEST']._serialized_end=1140
-  _globals['_SIGNMESSAGERESPONSE']._serialized_start=1142
-  _globals['_SIGNMESSAGERESPONSE']._serialized_end=1198
-  _globals['_SIGNTYPEDDATAREQUEST']._serialized_start=1200
-  _globals['_SIGNTYPEDDATAREQUEST']._serialized_end=1263
-  _globals['_SIGNTYPEDDATARESPONSE']._serialized_start=1265
-  _globals['_SIGNTYPEDDATARESPONSE']._serialized_end=1323
-  _globals['_SIGNERSERVICE']._serialized_start=1326
-  _globals['_SIGNERSERVICE']._serialized_end=1737
+  _globals['_KEYINFO']._serialized_end=174
+  _globals['_LISTKEYSRESPONSE']._serialized_start=176
+  _globals['_LISTKEYSRESPONSE']._serialized_end=228
+  _globals['_GETADDRESSREQUEST']._serialized_start=230
+  _globals['_GETADDRESSREQUEST']._serialized_end=265
+  _globals['_GETADDRESSRESPONSE']._serialized_start=267
+  _globals['_GETADDRESSRESPONSE']._serialized_end=340
+  _globals['_ACCESSLISTENTRY']._serialized_start=342
+  _globals['_ACCESSLISTENTRY']._serialized_end=398
+  _globals['_AUTHORIZATION']._serialized_start=400
+  _globals['_AUTHORIZATION']._serialized_end=505
+  _globals['_TRANSACTION']._serialized_start=508
+  _globals['_TRANSACTION']._serialized_end=809
+  _globals['_SIGNTRANSACTIONREQUEST']._serialized_start=812
+  _globals['_SIGNTRANSACTIONREQUEST']._serialized_end=942
+  _globals['_SIGNATURE']._serialized_start=944
+  _globals['_SIGNATURE']._serialized_end=988
+  _globals['_SIGNTRANSACTIONRESPONSE']._serialized_start=991
+  _globals['_SIGNTRANSACTIONRESPONSE']._serialized_end=1124
+  _globals['_SIGNMESSAGEREQUEST']._serialized_start=1126
+  _globals['_SIGNMESSAGEREQUEST']._serialized_end=1179
+  _globals['_SIGNMESSAGERESPONSE']._serialized_start=1181
+  _globals['_SIGNMESSAGERESPONSE']._serialized_end=1237
+  _globals['_SIGNTYPEDDATAREQUEST']._serialized_start=1239
+  _globals['_SIGNTYPEDDATAREQUEST']._serialized_end=1302
+  _globals['_SIGNTYPEDDATARESPONSE']._serialized_start=1304
+  _globals['_SIGNTYPEDDATARESPONSE']._serialized_end=1362
+  _globals['_SIGNERSERVICE']._serialized_start=1365
+  _globals['_SIGNERSERVICE']._serialized_end=1776
 # @@protoc_insertion_point(module_scope)

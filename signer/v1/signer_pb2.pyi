@@ -11,16 +11,20 @@ class ListKeysRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class KeyInfo(_message.Message):
-    __slots__ = ("key_id", "address", "backend", "public_key")
+    __slots__ = ("key_id", "address", "backend", "public_key", "frozen", "frozen_reason")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    FROZEN_FIELD_NUMBER: _ClassVar[int]
+    FROZEN_REASON_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     address: str
     backend: str
     public_key: bytes
-    def __init__(self, key_id: _Optional[str] = ..., address: _Optional[str] = ..., backend: _Optional[str] = ..., public_key: _Optional[bytes] = ...) -> None: ...
+    frozen: bool
+    frozen_reason: str
+    def __init__(self, key_id: _Optional[str] = ..., address: _Optional[str] = ..., backend: _Optional[str] = ..., public_key: _Optional[bytes] = ..., frozen: _Optional[bool] = ..., frozen_reason: _Optional[str] = ...) -> None: ...
 
 class ListKeysResponse(_message.Message):
     __slots__ = ("keys",)

@@ -1,0 +1,285 @@
+"""The application path: every request, from any door, passes here and only here.
+
+    with app.signing(caller, "SignTransaction", key_id) as request:   # identify, key access,
+        signed = request.sign_transaction(tx, timeout)                 # freeze; intent, sign
+    # leaving the block writes the outcome record; only then may the door answer
+
+Every signing request that reaches `signing` gets exactly one intent and one outcome record in
+the audit log, whatever happens: denied, invalid, failed or signed. The intent is durable
+before the backend is asked to sign; the outcome is durable before the door sends the
+signature. If either cannot be written the request fails with StoreUnavailable, and a
+signature produced before the outcome failed is never released.
+"""
+
+import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+
+from signer.app.access import AccessControl, Client
+from signer.app.audit import AuditLog
+from signer.app.caller import Caller
+from signer.app.freeze import FreezeState
+from signer.config import Config
+from signer.errors import AccessDenied, KeyNotFound, SignerError, Unauthenticated
+from signer.eth import transactions
+from signer.service import KeyRing
+from signer.store import FrozenKey, Store, open_store
+from signer.wallet import SignedDigest, SignedTransaction, WalletSigner
+
+log = logging.getLogger(__name__)
+
+_DENIALS = (Unauthenticated, AccessDenied)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStatus:
+    signer: WalletSigner
+    frozen: FrozenKey | None
+
+
+class Application:
+    def __init__(
+        self,
+        keyring: KeyRing,
+        store: Store,
+        *,
+        access: AccessControl,
+        audit: AuditLog | None = None,
+        freeze: FreezeState | None = None,
+    ) -> None:
+        self.keyring = keyring
+        self.store = store
+        self.access = access
+        self.audit = audit or AuditLog(store)
+        self.freeze = freeze or FreezeState(store)
+
+    @classmethod
+    def open(cls, config: Config, keyring: KeyRing) -> "Application":
+        """Open the configured store, migrate its schema and begin this replica's audit
+        chain; raises StoreUnavailable when the store cannot be reached."""
+        store = open_store(
+            config.store.url,
+            password_file=config.store.password_file,
+            connect_timeout=config.store.connect_timeout_seconds,
+        )
+        try:
+            store.migrate()
+            app = cls(keyring, store, access=AccessControl(config.clients))
+            app.audit.start()
+        except BaseException:
+            store.close()
+            raise
+        log.info("state store: %s (schema migrated); audit writer %s", store.url, app.audit.writer)
+        if app.access.open:
+            log.warning(
+                "no [clients] configured: every caller may use every key (development mode)"
+            )
+        return app
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def list_keys(self, caller: Caller) -> list[KeyStatus]:
+        """The keys this caller may use, with their freeze state ("ListKeys")."""
+        client = self._identify_for_read(caller, "ListKeys", None)
+        frozen = self.freeze.current()
+        return [
+            KeyStatus(s, frozen.get(s.key_id))
+            for s in self.keyring
+            if self.access.may_use(client, s.key_id)
+        ]
+
+    def get_key(self, caller: Caller, key_id: str) -> WalletSigner:
+        """One key's identity ("GetAddress"); a key the caller may not use is not found."""
+        client = self._identify_for_read(caller, "GetAddress", key_id)
+        return self._key_for(client, "GetAddress", key_id)
+
+    def _identify_for_read(self, caller: Caller, method: str, key_id: str | None) -> Client | None:
+        try:
+            client, _ = self.access.identify(caller)
+            self.access.check(client, method, key_id)
+        except _DENIALS as exc:
+            self._audit_denied_read(caller, method, key_id, exc)
+            raise
+        return client
+
+    def _key_for(self, client: Client | None, method: str, key_id: str) -> WalletSigner:
+        signer = self.keyring.get(key_id)
+        self.access.check(client, method, signer.key_id)
+        return signer
+
+    # -- signing --------------------------------------------------------------------------
+
+    @contextmanager
+    def signing(
+        self,
+        caller: Caller,
+        method: str,
+        key_id: str | None = None,
+        *,
+        address: bytes | None = None,
+    ) -> Iterator["SigningRequest"]:
+        """One signing request by `key_id` (gRPC) or by the key's `address` (JSON-RPC)."""
+        request = SigningRequest(self, caller, method, key_id)
+        try:
+            client, identity = self.access.identify(caller)
+            request.client, request.identity = client, identity
+            signer = (
+                self._key_for(client, method, key_id or "")
+                if address is None
+                else self._key_by_address(client, method, address)
+            )
+            request.signer = signer
+            request.record["key_id"] = signer.key_id
+            self.freeze.check(signer.key_id)
+            yield request
+        except BaseException as exc:
+            request.fail(exc)
+            raise
+        request.succeed()
+
+    def _key_by_address(self, client: Client | None, method: str, address: bytes) -> WalletSigner:
+        for signer in self.keyring:
+            if signer.address_bytes == address and self.access.may_use(client, signer.key_id):
+                self.access.check(client, method, signer.key_id)
+                return signer
+        raise KeyNotFound(f"no key for {to_checksum_address(address)} is available to this client")
+
+    def sign_transaction(
+        self, caller: Caller, key_id: str, tx: transactions.UnsignedTransaction,
+        timeout: float | None,
+    ) -> SignedTransaction:
+        with self.signing(caller, "SignTransaction", key_id) as request:
+            return request.sign_transaction(tx, timeout)
+
+    def sign_message(
+        self, caller: Caller, key_id: str, message: bytes, timeout: float | None
+    ) -> SignedDigest:
+        with self.signing(caller, "SignMessage", key_id) as request:
+            return request.sign_message(message, timeout)
+
+    def sign_typed_data(
+        self, caller: Caller, key_id: str, typed_data_json: str, timeout: float | None
+    ) -> SignedDigest:
+        with self.signing(caller, "SignTypedData", key_id) as request:
+            return request.sign_typed_data(typed_data_json, timeout)
+
+    def _audit_denied_read(
+        self, caller: Caller, method: str, key_id: str | None, exc: SignerError
+    ) -> None:
+        request = SigningRequest(self, caller, method, key_id)
+        request.fail(exc)
+
+
+class SigningRequest:
+    """One request on its way through the path; the door holds it inside `Application.signing`."""
+
+    def __init__(self, app: Application, caller: Caller, method: str, key_id: str | None) -> None:
+        self._app = app
+        self.client: Client | None = None
+        self.identity: str | None = None
+        self.signer: WalletSigner
+        self._intent_written = False
+        self._signed = False
+        self.record: dict[str, Any] = {
+            "event": uuid.uuid4().hex,
+            "request_id": caller.request_id,
+            "peer": caller.peer,
+            "method": method,
+            "key_id": key_id,
+        }
+
+    @property
+    def client_name(self) -> str | None:
+        return self.client.name if self.client else None
+
+    def sign_transaction(
+        self, tx: transactions.UnsignedTransaction, timeout: float | None
+    ) -> SignedTransaction:
+        self.record["transaction"] = _summary(tx)
+        signed = self.signer.sign_transaction(tx, timeout, self._write_intent)
+        self._signed_result(signed.transaction_hash)
+        return signed
+
+    def sign_message(self, message: bytes, timeout: float | None) -> SignedDigest:
+        signed = self.signer.sign_message(message, timeout, self._write_intent)
+        self._signed_result(keccak(signed.signature))
+        return signed
+
+    def sign_typed_data(self, typed_data_json: str, timeout: float | None) -> SignedDigest:
+        signed = self.signer.sign_typed_data(typed_data_json, timeout, self._write_intent)
+        self._signed_result(keccak(signed.signature))
+        return signed
+
+    def note(self, **fields: str) -> None:
+        """Add facts to the outcome record (e.g. the JSON-RPC door's submission result)."""
+        self.record.update(fields)
+
+    def _write_intent(self, digest: bytes) -> None:
+        self.record["digest"] = "0x" + digest.hex()
+        self._app.audit.write([self._body("intent")])
+        self._intent_written = True
+
+    def _signed_result(self, result: bytes) -> None:
+        self._signed = True
+        self.record["result"] = "0x" + result.hex()
+
+    def _body(self, kind: str, **extra: Any) -> dict[str, Any]:
+        return {
+            **self.record,
+            "kind": kind,
+            "client": self.client_name,
+            "identity": self.identity,
+            **extra,
+        }
+
+    def succeed(self) -> None:
+        outcome = self._body("outcome", decision="allow", status="OK", reason="")
+        self._app.audit.write(self._bodies_with(outcome))
+
+    def fail(self, exc: BaseException) -> None:
+        """Record the outcome of a request that raised; never masks the original error."""
+        if isinstance(exc, SignerError):
+            status, reason = exc.code, str(exc)
+        else:
+            status, reason = "UNAVAILABLE", "signer fault"
+        decision = "deny" if isinstance(exc, _DENIALS) or status == "FAILED_PRECONDITION" else (
+            "allow" if self._intent_written else "none"
+        )
+        outcome = self._body(
+            "outcome", decision=decision, status=status, reason=reason[:1024],
+            signed=self._signed,
+        )
+        try:
+            self._app.audit.write(self._bodies_with(outcome))
+        except SignerError:
+            log.error(
+                "audit: outcome of request %s (%s) could not be recorded",
+                self.record["request_id"], status,
+            )
+
+    def _bodies_with(self, outcome: dict[str, Any]) -> list[dict[str, Any]]:
+        if self._intent_written:
+            return [outcome]
+        return [self._body("intent"), outcome]
+
+
+def _summary(tx: transactions.UnsignedTransaction) -> dict[str, Any]:
+    """What an operator reads in the audit log: never the calldata itself."""
+    return {
+        "type": tx.type,
+        "chain_id": tx.chain_id,
+        "nonce": tx.nonce,
+        "to": to_checksum_address(tx.to) if tx.to else None,
+        "value": str(tx.value),
+        "data_bytes": len(tx.data),
+        "data_keccak": "0x" + keccak(tx.data).hex() if tx.data else None,
+    }

@@ -1,0 +1,217 @@
+"""The tamper-evident audit log: hash-chained records, one chain per writer, group commit.
+
+Every process that writes (a serving replica, a `keys freeze` command) is a writer with its own
+chain: record n carries the hash of record n-1, and the hash covers the writer, the sequence
+number, the predecessor's hash and the record's canonical JSON. A chain starts with a
+`chain_start` record that witnesses the heads of every other chain at that moment, so deleting
+the tail of one replica's chain is caught by a later chain's witness. `verify` walks every chain.
+
+Durability: `write` returns only when the records are committed (SQLite: WAL with
+synchronous=FULL, fsync'd; PostgreSQL: a committed transaction). Concurrent writers share one
+commit: whoever finds no flush in progress becomes the leader and commits everything queued, so
+audit does not serialize signing.
+"""
+
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from signer.errors import StoreUnavailable
+from signer.store import AuditRow, Store
+
+log = logging.getLogger(__name__)
+
+GENESIS = "0" * 64
+DEFAULT_COMMIT_TIMEOUT = 10.0
+
+Record = Mapping[str, Any]
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def canonical(body: Record) -> str:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def record_hash(writer: str, seq: int, prev_hash: str, body: str) -> str:
+    return hashlib.sha256(f"{writer}\n{seq}\n{prev_hash}\n{body}".encode()).hexdigest()
+
+
+@dataclass
+class _Pending:
+    bodies: list[dict[str, Any]]
+    done: bool = False
+    error: BaseException | None = None
+
+
+class AuditLog:
+    """One writer's chain. `write` blocks until its records are durable, or raises
+    StoreUnavailable (the caller then signs nothing / releases nothing)."""
+
+    def __init__(
+        self, store: Store, *, clock: Callable[[], str] = utc_now, role: str = "serve"
+    ) -> None:
+        self.store = store
+        self.writer = uuid.uuid4().hex
+        self._clock = clock
+        self._role = role
+        self._cond = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._flushing = False
+        self._head: tuple[int, str] | None = None  # our last durable (seq, hash)
+
+    def start(self) -> None:
+        """Begin this writer's chain now (else it begins with the first record)."""
+        self.write([])
+
+    def write(self, bodies: Iterable[Record], timeout: float | None = None) -> None:
+        stamped = [{"at": self._clock(), **body} for body in bodies]
+        entry = _Pending(stamped)
+        deadline = time.monotonic() + (DEFAULT_COMMIT_TIMEOUT if timeout is None else timeout)
+        with self._cond:
+            self._queue.append(entry)
+            while not entry.done and self._flushing:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    if entry in self._queue:  # not taken by a leader yet: never written
+                        self._queue.remove(entry)
+                    raise StoreUnavailable("audit log: commit did not finish in time")
+                self._cond.wait(remaining)
+            if not entry.done:  # no flush in progress: lead one for everything queued
+                batch, self._queue = self._queue, []
+                self._flushing = True
+        if not entry.done:
+            try:
+                self._flush(batch)
+            finally:
+                with self._cond:
+                    self._flushing = False
+                    self._cond.notify_all()
+        if entry.error is not None:
+            raise StoreUnavailable(str(entry.error)) from None
+
+    def _flush(self, batch: list[_Pending]) -> None:
+        try:
+            new_writer = None
+            if self._head is None:
+                self._head = self.store.chain_head(self.writer)
+            if self._head is None:
+                new_writer = (self.writer, self._clock())
+                witness = {w: [s, h] for w, (s, h) in self.store.chain_heads().items()}
+                start = {"at": new_writer[1], "kind": "chain_start", "role": self._role,
+                         "witness": witness}
+                batch = [_Pending([start]), *batch]
+            seq, prev = self._head or (0, GENESIS)
+            rows = []
+            for entry in batch:
+                for body in entry.bodies:
+                    seq += 1
+                    text = canonical(body)
+                    digest = record_hash(self.writer, seq, prev, text)
+                    rows.append(AuditRow(self.writer, seq, str(body["at"]), text, prev, digest))
+                    prev = digest
+            if rows:
+                self.store.append_audit(rows, new_writer=new_writer)
+                self._head = (seq, prev)
+        except StoreUnavailable as exc:
+            self._head = None  # the commit may or may not have landed: re-read the head
+            for entry in batch:
+                entry.error = exc
+        except Exception as exc:  # a bug: fail closed all the same
+            log.exception("audit log: unexpected failure writing records")
+            self._head = None
+            for entry in batch:
+                entry.error = StoreUnavailable("audit log: records could not be written")
+            del exc
+        finally:
+            for entry in batch:
+                entry.done = True
+
+    def __repr__(self) -> str:
+        return f"AuditLog(writer={self.writer}, {self.store!r})"
+
+
+@dataclass
+class VerifyReport:
+    records: int = 0
+    chains: int = 0
+    incomplete: list[str] = field(default_factory=list)  # request ids of intents with no outcome
+    problem: str | None = None  # the first bad record, if any
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def verify(store: Store) -> VerifyReport:
+    """Walk every chain; stop at the first record that was edited, deleted or reordered."""
+    report = VerifyReport()
+    witnessed: list[tuple[str, str, int, str]] = []  # (by writer, of writer, seq, hash)
+    registered = store.writers()
+    for writer in registered + sorted(set(store.audit_writers_in_log()) - set(registered)):
+        report.chains += 1
+        problem = (
+            _verify_chain(store, writer, report, witnessed)
+            if writer in registered
+            else f"writer {writer}: records from a writer that never registered (inserted)"
+        )
+        if problem:
+            report.problem = problem
+            return report
+    for by, of, seq, expected in witnessed:
+        row = store.audit_row(of, seq)
+        if row is None or row.hash != expected:
+            report.problem = (
+                f"writer {of} record {seq}: missing or changed, though writer {by} "
+                "witnessed it when its chain started (records were deleted or edited)"
+            )
+            return report
+    return report
+
+
+def _verify_chain(
+    store: Store,
+    writer: str,
+    report: VerifyReport,
+    witnessed: list[tuple[str, str, int, str]],
+) -> str | None:
+    prev, expected_seq = GENESIS, 1
+    open_intents: dict[str, str] = {}
+    for row in store.audit_rows(writer):
+        where = f"writer {writer} record {row.seq}"
+        if row.seq != expected_seq:
+            return f"writer {writer} record {expected_seq}: missing (deleted or reordered)"
+        if row.prev_hash != prev:
+            return f"{where}: does not follow record {row.seq - 1} (deleted or reordered)"
+        if record_hash(writer, row.seq, row.prev_hash, row.body) != row.hash:
+            return f"{where}: contents do not match its hash (edited)"
+        try:
+            body = json.loads(row.body)
+        except ValueError:
+            return f"{where}: not valid JSON (edited)"
+        if not isinstance(body, dict) or body.get("at") != row.at:
+            return f"{where}: time column does not match the record (edited)"
+        if row.seq == 1 and body.get("kind") != "chain_start":
+            return f"{where}: a chain must begin with chain_start (records deleted)"
+        if body.get("kind") == "chain_start":
+            for of, (seq, digest) in dict(body.get("witness") or {}).items():
+                witnessed.append((writer, str(of), int(seq), str(digest)))
+        elif body.get("kind") == "intent":
+            open_intents[str(body.get("event"))] = str(body.get("request_id"))
+        elif body.get("kind") == "outcome":
+            open_intents.pop(str(body.get("event")), None)
+        prev, expected_seq = row.hash, expected_seq + 1
+        report.records += 1
+    if expected_seq == 1:
+        return f"writer {writer}: registered but has no records (its chain was deleted)"
+    report.incomplete.extend(open_intents.values())
+    return None

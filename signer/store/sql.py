@@ -1,0 +1,409 @@
+"""One store, two databases: the same SQL on SQLite (embedded) and PostgreSQL (replicas).
+
+Every public method is one short transaction; any database fault becomes `StoreUnavailable`
+(callers fail closed), and the broken connection is dropped so the next call reconnects: a
+database that comes back is used again without a restart. Connection strings and passwords
+never appear in errors or logs.
+"""
+
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from signer.errors import ConfigError, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+# (version, statements): applied in order by `migrate`, each version once.
+_MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        1,
+        (
+            """CREATE TABLE audit_log (
+                writer TEXT NOT NULL,
+                seq BIGINT NOT NULL,
+                at TEXT NOT NULL,
+                body TEXT NOT NULL,
+                prev_hash TEXT NOT NULL,
+                hash TEXT NOT NULL,
+                PRIMARY KEY (writer, seq))""",
+            "CREATE INDEX audit_log_at ON audit_log (at)",
+            """CREATE TABLE audit_writers (
+                writer TEXT PRIMARY KEY,
+                started_at TEXT NOT NULL,
+                ordinal BIGINT NOT NULL UNIQUE)""",
+            """CREATE TABLE frozen_keys (
+                key_id TEXT PRIMARY KEY,
+                reason TEXT NOT NULL,
+                frozen_at TEXT NOT NULL)""",
+        ),
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    writer: str
+    seq: int
+    at: str  # ISO 8601 UTC, also inside body (where the hash covers it)
+    body: str  # canonical JSON of the record
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class FrozenKey:
+    key_id: str
+    reason: str
+    frozen_at: str
+
+
+def _audit_row(row: Sequence[Any]) -> AuditRow:
+    return AuditRow(str(row[0]), int(row[1]), str(row[2]), str(row[3]), str(row[4]), str(row[5]))
+
+
+class _Connection(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+    def close(self) -> None: ...
+
+
+class Store:
+    """Audit rows, frozen keys (and, as they arrive, budgets and nonces) in one database."""
+
+    def __init__(self, url: str, dialect: "_Dialect", pool_size: int = 4) -> None:
+        self.url = url
+        self._dialect = dialect
+        self._idle: queue.LifoQueue[_Connection] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(pool_size)
+
+    @property
+    def kind(self) -> str:
+        return self._dialect.name
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Create or upgrade the schema; returns the version now in place. Safe to run from
+        several processes at once (the dialect serializes migrations)."""
+        with self._transaction(lock=True) as tx:
+            tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+            row = tx.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = int(row[0]) if row and row[0] is not None else 0
+            for version, statements in _MIGRATIONS:
+                if version <= current:
+                    continue
+                for statement in statements:
+                    tx.execute(statement)
+                tx.execute(self._sql("INSERT INTO schema_version (version) VALUES (?)"), (version,))
+                current = version
+        if current > SCHEMA_VERSION:
+            raise ConfigError(
+                f"store schema version {current} is newer than this wallet-signer "
+                f"({SCHEMA_VERSION}): upgrade the service"
+            )
+        return current
+
+    def schema_version(self) -> int:
+        with self._transaction() as tx:
+            try:
+                row = tx.execute("SELECT max(version) FROM schema_version").fetchone()
+            except self._dialect.programming_errors:
+                return 0
+        return int(row[0]) if row and row[0] is not None else 0
+
+    # -- audit ----------------------------------------------------------------------------
+
+    def append_audit(
+        self, rows: Sequence[AuditRow], new_writer: tuple[str, str] | None = None
+    ) -> None:
+        """Append rows in one transaction (registering `new_writer` = (writer, started_at)
+        first, when given): all of it is durable on return, or none of it."""
+        with self._transaction(lock=new_writer is not None) as tx:
+            if new_writer is not None:
+                row = tx.execute("SELECT coalesce(max(ordinal), 0) FROM audit_writers").fetchone()
+                tx.execute(
+                    self._sql(
+                        "INSERT INTO audit_writers (writer, started_at, ordinal) VALUES (?, ?, ?)"
+                    ),
+                    (*new_writer, int(row[0]) + 1),
+                )
+            for row in rows:
+                tx.execute(
+                    self._sql(
+                        "INSERT INTO audit_log (writer, seq, at, body, prev_hash, hash) "
+                        "VALUES (?, ?, ?, ?, ?, ?)"
+                    ),
+                    (row.writer, row.seq, row.at, row.body, row.prev_hash, row.hash),
+                )
+
+    def chain_head(self, writer: str) -> tuple[int, str] | None:
+        with self._transaction() as tx:
+            row = tx.execute(
+                self._sql(
+                    "SELECT seq, hash FROM audit_log WHERE writer = ? ORDER BY seq DESC LIMIT 1"
+                ),
+                (writer,),
+            ).fetchone()
+        return (int(row[0]), str(row[1])) if row else None
+
+    def chain_heads(self) -> dict[str, tuple[int, str]]:
+        """The last (seq, hash) of every writer's chain."""
+        with self._transaction() as tx:
+            rows = tx.execute(
+                "SELECT a.writer, a.seq, a.hash FROM audit_log a JOIN "
+                "(SELECT writer, max(seq) AS seq FROM audit_log GROUP BY writer) h "
+                "ON a.writer = h.writer AND a.seq = h.seq"
+            ).fetchall()
+        return {str(w): (int(s), str(h)) for w, s, h in rows}
+
+    def writers(self) -> list[str]:
+        """Every writer that ever registered, in registration order."""
+        with self._transaction() as tx:
+            rows = tx.execute("SELECT writer FROM audit_writers ORDER BY ordinal").fetchall()
+        return [str(r[0]) for r in rows]
+
+    def audit_writers_in_log(self) -> list[str]:
+        """Every writer that has rows (a writer with rows but no registration was inserted)."""
+        with self._transaction() as tx:
+            rows = tx.execute("SELECT DISTINCT writer FROM audit_log").fetchall()
+        return [str(r[0]) for r in rows]
+
+    def audit_row(self, writer: str, seq: int) -> AuditRow | None:
+        with self._transaction() as tx:
+            row = tx.execute(
+                self._sql(
+                    "SELECT writer, seq, at, body, prev_hash, hash FROM audit_log "
+                    "WHERE writer = ? AND seq = ?"
+                ),
+                (writer, seq),
+            ).fetchone()
+        return _audit_row(row) if row else None
+
+    def audit_rows(self, writer: str, batch: int = 5000) -> Iterator[AuditRow]:
+        """One writer's rows in stored order (by seq), fetched in batches."""
+        after = -1
+        while True:
+            with self._transaction() as tx:
+                rows = tx.execute(
+                    self._sql(
+                        "SELECT writer, seq, at, body, prev_hash, hash FROM audit_log "
+                        "WHERE writer = ? AND seq > ? ORDER BY seq LIMIT ?"
+                    ),
+                    (writer, after, batch),
+                ).fetchall()
+            for row in rows:
+                yield _audit_row(row)
+            if len(rows) < batch:
+                return
+            after = int(rows[-1][1])
+
+    def recent_audit(self, limit: int) -> list[AuditRow]:
+        """The newest `limit` rows of every writer (the caller orders them by time)."""
+        with self._transaction() as tx:
+            rows = tx.execute(
+                self._sql(
+                    "SELECT writer, seq, at, body, prev_hash, hash FROM audit_log "
+                    "ORDER BY at DESC, writer, seq DESC LIMIT ?"
+                ),
+                (limit,),
+            ).fetchall()
+        return [_audit_row(r) for r in reversed(rows)]
+
+    # -- freeze ---------------------------------------------------------------------------
+
+    def freeze(self, key_id: str, reason: str, frozen_at: str) -> None:
+        with self._transaction() as tx:
+            tx.execute(
+                self._sql(
+                    "INSERT INTO frozen_keys (key_id, reason, frozen_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (key_id) DO UPDATE SET reason = excluded.reason, "
+                    "frozen_at = excluded.frozen_at"
+                ),
+                (key_id, reason, frozen_at),
+            )
+
+    def unfreeze(self, key_id: str) -> bool:
+        with self._transaction() as tx:
+            cursor = tx.execute(self._sql("DELETE FROM frozen_keys WHERE key_id = ?"), (key_id,))
+            return bool(cursor.rowcount)
+
+    def frozen_keys(self) -> dict[str, FrozenKey]:
+        with self._transaction() as tx:
+            rows = tx.execute("SELECT key_id, reason, frozen_at FROM frozen_keys").fetchall()
+        return {str(r[0]): FrozenKey(str(r[0]), str(r[1]), str(r[2])) for r in rows}
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+    def _sql(self, statement: str) -> str:
+        return self._dialect.placeholders(statement)
+
+    @contextmanager
+    def _transaction(self, lock: bool = False) -> Iterator[_Connection]:
+        """A connection inside one transaction, committed on success and rolled back on error.
+        A database error drops the connection and raises StoreUnavailable."""
+        if not self._slots.acquire(timeout=self._dialect.acquire_timeout):
+            raise StoreUnavailable("state store: no connection free in time")
+        connection: _Connection | None = None
+        try:
+            try:
+                connection = self._idle.get_nowait()
+            except queue.Empty:
+                connection = self._dialect.connect()
+            self._dialect.begin(connection, lock)
+            try:
+                yield connection
+            except BaseException:
+                self._dialect.rollback(connection)
+                raise
+            self._dialect.commit(connection)
+            self._idle.put(connection)
+            connection = None
+        except self._dialect.operational_errors as exc:
+            log.warning("state store (%s) fault: %s", self._dialect.name, type(exc).__name__)
+            raise StoreUnavailable(
+                f"state store ({self._dialect.name}) unavailable: nothing was signed"
+            ) from None
+        finally:
+            if connection is not None:
+                try:
+                    connection.close()
+                except Exception:  # noqa: S110 - a broken connection may fail to close too
+                    pass
+            self._slots.release()
+
+    def __repr__(self) -> str:
+        return f"Store({self._dialect.name})"
+
+
+class _Dialect:
+    name: str
+    operational_errors: tuple[type[BaseException], ...]
+    programming_errors: tuple[type[BaseException], ...]
+    acquire_timeout = 10.0
+
+    def connect(self) -> _Connection:
+        raise NotImplementedError
+
+    def placeholders(self, statement: str) -> str:
+        return statement
+
+    def begin(self, connection: _Connection, lock: bool) -> None:
+        connection.execute("BEGIN")
+
+    def commit(self, connection: _Connection) -> None:
+        connection.execute("COMMIT")
+
+    def rollback(self, connection: _Connection) -> None:
+        try:
+            connection.execute("ROLLBACK")
+        except Exception:  # noqa: S110 - the connection may already be gone
+            pass
+
+
+class _Sqlite(_Dialect):
+    """WAL journal, synchronous=FULL: a commit is on disk (fsync) before it returns, so an
+    audit record survives a power loss, not only a process kill."""
+
+    name = "sqlite"
+    operational_errors = (sqlite3.OperationalError, sqlite3.DatabaseError)
+    programming_errors = (sqlite3.OperationalError,)
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def connect(self) -> _Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        connection = sqlite3.connect(
+            self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+        )
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA busy_timeout=10000")
+        return connection
+
+    def begin(self, connection: _Connection, lock: bool) -> None:
+        # IMMEDIATE takes the write lock up front: no deadlock upgrading a read to a write
+        connection.execute("BEGIN IMMEDIATE")
+
+
+class _Postgres(_Dialect):
+    name = "postgresql"
+
+    def __init__(self, url: str, password: str | None, connect_timeout: float) -> None:
+        import psycopg
+
+        self._psycopg = psycopg
+        self.url = url
+        self.password = password
+        self.connect_timeout = connect_timeout
+        self.operational_errors = (psycopg.OperationalError, psycopg.InterfaceError)
+        self.programming_errors = (psycopg.errors.UndefinedTable,)
+
+    def connect(self) -> _Connection:
+        extra: dict[str, Any] = {"connect_timeout": max(1, round(self.connect_timeout))}
+        if self.password is not None:
+            extra["password"] = self.password
+        connection: _Connection = self._psycopg.connect(
+            self.url, autocommit=True, application_name="wallet-signer", **extra
+        )
+        return connection
+
+    def placeholders(self, statement: str) -> str:
+        return statement.replace("?", "%s")
+
+    def begin(self, connection: _Connection, lock: bool) -> None:
+        connection.execute("BEGIN")
+        if lock:  # migrations and writer ordinals: one replica at a time
+            connection.execute("SELECT pg_advisory_xact_lock(7361626)")
+
+
+def open_store(
+    url: str, *, password_file: Path | None = None, connect_timeout: float = 5.0
+) -> Store:
+    """A store for `url`: `sqlite:///ABSOLUTE/PATH`, `sqlite://RELATIVE/PATH` or
+    `postgresql://USER@HOST[:PORT]/DB` (password from PGPASSFILE or `password_file`)."""
+    if url.startswith("sqlite://"):
+        path = url.removeprefix("sqlite://")
+        if not path:
+            raise ConfigError("store.url: sqlite:// needs a path, e.g. sqlite:///var/lib/ws/state.db")
+        return Store(url, _Sqlite(Path(path)), pool_size=4)
+    if url.startswith(("postgresql://", "postgres://")):
+        password = None
+        if password_file is not None:
+            from signer.secret_sources import read_secret
+
+            password = read_secret("store", "password", None, password_file)
+        try:
+            dialect = _Postgres(url, password, connect_timeout)
+        except ImportError:
+            raise ConfigError(
+                "store.url is PostgreSQL but psycopg is not installed: "
+                "pip install 'wallet-signer[postgres]'"
+            ) from None
+        return Store(_redacted(url), dialect, pool_size=8)
+    raise ConfigError("store.url: expected sqlite://PATH or postgresql://USER@HOST/DB")
+
+
+def _redacted(url: str) -> str:
+    """The URL with any inline password removed (it is never shown)."""
+    scheme, _, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    return f"{scheme}://{userinfo}{at}{host}"
+
