@@ -14,7 +14,7 @@ import grpc
 
 from signer import config as config_module
 from signer.config import Config
-from signer.errors import SignerError
+from signer.errors import InvalidRequest, SignerError
 
 log = logging.getLogger("signer")
 
@@ -65,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _config_arg(listing)
     listing.add_argument("--server", help="ask a running server (HOST:PORT) instead")
+    _tls_args(listing)
     listing.add_argument("--backend", choices=["pkcs11", "kms"], help="list a backend's keys")
     _backend_args(listing)
     listing.set_defaults(run=_keys_list)
@@ -84,15 +85,49 @@ def _parser() -> argparse.ArgumentParser:
     _backend_args(imp)
     imp.set_defaults(run=_keys_import)
 
+    freeze = key_commands.add_parser(
+        "freeze", help="refuse every signing request for a key, on every replica (audited)"
+    )
+    _config_arg(freeze)
+    freeze.add_argument("key_id")
+    freeze.add_argument("--reason", required=True, help="why (shown to callers and audited)")
+    freeze.set_defaults(run=_keys_freeze)
+
+    unfreeze = key_commands.add_parser("unfreeze", help="let a frozen key sign again (audited)")
+    _config_arg(unfreeze)
+    unfreeze.add_argument("key_id")
+    unfreeze.set_defaults(run=_keys_unfreeze)
+
+    audit = commands.add_parser("audit", help="verify or read the audit log")
+    audit_commands = audit.add_subparsers(required=True, metavar="ACTION")
+    verify = audit_commands.add_parser(
+        "verify", help="check every record's hash chain: exit 0 if intact, 1 at the first bad one"
+    )
+    _config_arg(verify)
+    verify.set_defaults(run=_audit_verify)
+    tail = audit_commands.add_parser("tail", help="show the most recent records")
+    _config_arg(tail)
+    tail.add_argument("-n", type=int, default=20, help="how many records (default 20)")
+    tail.add_argument("--json", action="store_true", help="one JSON object per line")
+    tail.set_defaults(run=_audit_tail)
+
+    store = commands.add_parser("store", help="the shared state store")
+    store_commands = store.add_subparsers(required=True, metavar="ACTION")
+    migrate = store_commands.add_parser("migrate", help="create or upgrade the schema")
+    _config_arg(migrate)
+    migrate.set_defaults(run=_store_migrate)
+
     address = commands.add_parser("address", help="print the address of a configured key")
     _config_arg(address)
     address.add_argument("key_id")
     address.add_argument("--server", help="ask a running server (HOST:PORT) instead")
+    _tls_args(address)
     address.set_defaults(run=_address)
 
     health = commands.add_parser("health", help="exit 0 if a running server is SERVING")
     health.add_argument("--server", default=config_module.DEFAULT_LISTEN, help="HOST:PORT")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds")
+    _tls_args(health)
     health.set_defaults(run=_health)
 
     sign = commands.add_parser("sign", help="ask a running server to sign a transaction")
@@ -102,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sign.add_argument("--server", default=config_module.DEFAULT_LISTEN, help="HOST:PORT")
     sign.add_argument("--timeout", type=float, default=30.0, help="seconds")
+    _tls_args(sign)
     sign.set_defaults(run=_sign)
     return parser
 
@@ -113,6 +149,26 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(CONFIG_ENV),
         help=f"TOML config file (default: ${CONFIG_ENV}, else the embedded development default)",
     )
+
+
+def _tls_args(parser: argparse.ArgumentParser) -> None:
+    """How a client command reaches the server: plaintext, TLS (--tls-ca) or mTLS."""
+    parser.add_argument("--tls-ca", type=Path, help="CA certificate that signed the server's")
+    parser.add_argument("--tls-cert", type=Path, help="client certificate (mTLS)")
+    parser.add_argument("--tls-key", type=Path, help="client private key (mTLS)")
+    parser.add_argument(
+        "--tls-server-name", help="name to expect in the server certificate (default: the host)"
+    )
+
+
+def _channel(args: argparse.Namespace, target: str) -> grpc.Channel:
+    from signer.client import TlsFiles, open_channel
+
+    tls = TlsFiles(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
+    try:
+        return open_channel(target, tls)
+    except (OSError, ValueError) as exc:
+        raise InvalidRequest(f"TLS options: {exc}") from None
 
 
 def _backend_args(parser: argparse.ArgumentParser) -> None:
@@ -166,18 +222,97 @@ def _keys_list(args: argparse.Namespace) -> int:
     if args.server:
         from signer.v1 import signer_pb2 as pb
 
-        reply = _stub(args.server).ListKeys(pb.ListKeysRequest(), timeout=10)
-        rows = [(k.key_id, k.backend, k.address) for k in reply.keys]
+        reply = _stub(_channel(args, args.server)).ListKeys(pb.ListKeysRequest(), timeout=10)
+        rows = [
+            (k.key_id, k.backend, k.address, _frozen_column(k.frozen_reason if k.frozen else None))
+            for k in reply.keys
+        ]
     else:
+        from signer.admin.state import frozen_keys
         from signer.service import KeyRing
 
-        keyring = KeyRing.from_config(load_config(args.config))
+        config = load_config(args.config)
+        frozen = frozen_keys(config)
+        keyring = KeyRing.from_config(config)
         try:
-            rows = [(s.key_id, s.backend_name, s.address) for s in keyring]
+            rows = [
+                (
+                    s.key_id, s.backend_name, s.address,
+                    _frozen_column(frozen[s.key_id].reason if s.key_id in frozen else None),
+                )
+                for s in keyring
+            ]
         finally:
             keyring.close()
-    for key_id, backend, address in rows:
-        print(f"{key_id}\t{backend}\t{address}")
+    for key_id, backend, address, state in rows:
+        print(f"{key_id}\t{backend}\t{address}\t{state}")
+    return 0
+
+
+def _frozen_column(reason: str | None) -> str:
+    return "active" if reason is None else f"FROZEN: {reason}"
+
+
+def _keys_freeze(args: argparse.Namespace) -> int:
+    from signer.admin.state import freeze_key
+
+    freeze_key(load_config(args.config), args.key_id, args.reason)
+    print(f"key {args.key_id!r} is frozen on every replica sharing the store (within 1 s)")
+    return 0
+
+
+def _keys_unfreeze(args: argparse.Namespace) -> int:
+    from signer.admin.state import unfreeze_key
+
+    if unfreeze_key(load_config(args.config), args.key_id):
+        print(f"key {args.key_id!r} is no longer frozen")
+    else:
+        print(f"key {args.key_id!r} was not frozen")
+    return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from signer.admin.state import verify_audit
+
+    report = verify_audit(load_config(args.config))
+    if not report.ok:
+        print(f"audit log TAMPERED: {report.problem} ({report.records} records intact before it)")
+        return 1
+    print(f"audit log intact: {report.records} records in {report.chains} chains")
+    if report.incomplete:
+        shown = ", ".join(report.incomplete[:10]) + (" ..." if len(report.incomplete) > 10 else "")
+        print(
+            f"{len(report.incomplete)} incomplete: an intent without an outcome (the process "
+            f"stopped while signing; the caller got no signature from it): {shown}"
+        )
+    return 0
+
+
+def _audit_tail(args: argparse.Namespace) -> int:
+    from signer.admin.state import tail_audit
+
+    if not 1 <= args.n <= 100_000:
+        raise InvalidRequest("-n: between 1 and 100000")
+    for item in tail_audit(load_config(args.config), args.n):
+        if args.json:
+            print(json.dumps({"writer": item.writer, "seq": item.seq, **item.record}))
+        else:
+            print(_audit_line(item.record))
+    return 0
+
+
+def _audit_line(record: dict[str, Any]) -> str:
+    fields = ("kind", "method", "key_id", "client", "decision", "status", "request_id")
+    text = " ".join(f"{f}={record[f]}" for f in fields if record.get(f) not in (None, ""))
+    reason = f" reason={json.dumps(record['reason'])}" if record.get("reason") else ""
+    return f"{record.get('at', '?')} {text}{reason}"
+
+
+def _store_migrate(args: argparse.Namespace) -> int:
+    from signer.admin.state import migrate_store
+
+    version = migrate_store(load_config(args.config))
+    print(f"store schema at version {version}")
     return 0
 
 
@@ -203,7 +338,7 @@ def _address(args: argparse.Namespace) -> int:
         from signer.v1 import signer_pb2 as pb
 
         request = pb.GetAddressRequest(key_id=args.key_id)
-        print(_stub(args.server).GetAddress(request, timeout=10).address)
+        print(_stub(_channel(args, args.server)).GetAddress(request, timeout=10).address)
         return 0
     from signer.service import KeyRing
 
@@ -227,7 +362,7 @@ def _sign(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
         print(f"wallet-signer: --tx {args.tx}: {exc}", file=sys.stderr)
         return 2
-    account = RemoteAccount(grpc.insecure_channel(args.server), args.key, timeout=args.timeout)
+    account = RemoteAccount(_channel(args, args.server), args.key, timeout=args.timeout)
     signed = account.sign_transaction(tx)
     print(
         json.dumps(
@@ -250,7 +385,7 @@ def _health(args: argparse.Namespace) -> int:
 
     from signer.grpc.server import SERVICE_NAME
 
-    stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(args.server))
+    stub = health_pb2_grpc.HealthStub(_channel(args, args.server))
     try:
         reply = stub.Check(
             health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=args.timeout
@@ -263,10 +398,10 @@ def _health(args: argparse.Namespace) -> int:
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
-def _stub(target: str) -> Any:
+def _stub(channel: grpc.Channel) -> Any:
     from signer.v1 import signer_pb2_grpc as pb_grpc
 
-    return pb_grpc.SignerServiceStub(grpc.insecure_channel(target))
+    return pb_grpc.SignerServiceStub(channel)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ installed), so the middleware takes it wherever it takes a LocalAccount.
 """
 
 import json
+import os
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -25,6 +28,43 @@ from signer.v1 import signer_pb2_grpc as pb_grpc
 
 DEFAULT_TIMEOUT = 30.0
 
+PemSource = str | os.PathLike[str] | bytes
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """How a client reaches the server: the CA that signed the server's certificate and, for
+    mTLS, the client's own certificate and key (paths or PEM bytes). All None: plaintext."""
+
+    ca: PemSource | None = None
+    cert: PemSource | None = None
+    key: PemSource | None = None
+    server_name: str | None = None  # when the certificate names another host than the target
+
+    def __repr__(self) -> str:  # never show key material, even as bytes
+        return f"TlsFiles(tls={self.ca is not None}, client_cert={self.cert is not None})"
+
+
+def open_channel(target: str, tls: TlsFiles | None = None) -> grpc.Channel:
+    """A channel to `target` as `tls` says: plaintext, TLS, or mTLS."""
+    if tls is None or (tls.ca is None and tls.cert is None and tls.key is None):
+        return grpc.insecure_channel(target)
+    if tls.ca is None:
+        raise ValueError("tls_ca is required for TLS (the CA that signed the server certificate)")
+    if (tls.cert is None) != (tls.key is None):
+        raise ValueError("give both tls_cert and tls_key (mTLS), or neither")
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_pem(tls.ca),
+        private_key=_pem(tls.key) if tls.key is not None else None,
+        certificate_chain=_pem(tls.cert) if tls.cert is not None else None,
+    )
+    options = [("grpc.ssl_target_name_override", tls.server_name)] if tls.server_name else []
+    return grpc.secure_channel(target, credentials, options=options)
+
+
+def _pem(source: PemSource) -> bytes:
+    return source if isinstance(source, bytes) else Path(source).read_bytes()
+
 
 class RemoteAccount(BaseAccount):
     def __init__(
@@ -38,9 +78,21 @@ class RemoteAccount(BaseAccount):
         self.public_key = reply.public_key
 
     @classmethod
-    def connect(cls, target: str, key_id: str, **kwargs: Any) -> "RemoteAccount":
-        """Open an insecure channel to `target` (use a loopback address or a TLS proxy)."""
-        return cls(grpc.insecure_channel(target), key_id, **kwargs)
+    def connect(
+        cls,
+        target: str,
+        key_id: str,
+        *,
+        tls_ca: PemSource | None = None,
+        tls_cert: PemSource | None = None,
+        tls_key: PemSource | None = None,
+        tls_server_name: str | None = None,
+        **kwargs: Any,
+    ) -> "RemoteAccount":
+        """Connect to `target`: plaintext without `tls_ca`, TLS with it, mTLS with the client's
+        own `tls_cert` and `tls_key` too (file paths or PEM bytes)."""
+        tls = TlsFiles(tls_ca, tls_cert, tls_key, tls_server_name)
+        return cls(open_channel(target, tls), key_id, **kwargs)
 
     @property
     def address(self) -> ChecksumAddress:

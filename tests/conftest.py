@@ -41,6 +41,8 @@ settings.register_profile(
 settings.load_profile("wallet-signer")
 
 BACKENDS = ("env", "pkcs11", "kms")
+# Shared-state stores every store test runs on: each has a `<name>_store_url` fixture.
+STORES = ("sqlite",)
 REQUIRED_BACKENDS = {
     b.strip() for b in os.environ.get("WALLET_SIGNER_REQUIRE_BACKENDS", "").split(",") if b.strip()
 }
@@ -64,6 +66,11 @@ def env_wallet(private_key_hex: str, key_id: str = "hot") -> WalletSigner:
 def env_key() -> str:
     """A fresh random private key as 0x-hex."""
     return "0x" + Account.create().key.hex().removeprefix("0x")
+
+
+@pytest.fixture
+def sqlite_store_url(tmp_path: Path) -> str:
+    return f"sqlite://{tmp_path / 'state.db'}"
 
 
 @pytest.fixture

@@ -26,7 +26,13 @@ from signer.app.audit import AuditLog
 from signer.app.caller import Caller
 from signer.app.freeze import FreezeState
 from signer.config import Config
-from signer.errors import AccessDenied, KeyNotFound, SignerError, Unauthenticated
+from signer.errors import (
+    AccessDenied,
+    KeyNotFound,
+    SignerError,
+    StoreUnavailable,
+    Unauthenticated,
+)
 from signer.eth import transactions
 from signer.service import KeyRing
 from signer.store import FrozenKey, Store, open_store
@@ -243,7 +249,13 @@ class SigningRequest:
 
     def succeed(self) -> None:
         outcome = self._body("outcome", decision="allow", status="OK", reason="")
-        self._app.audit.write(self._bodies_with(outcome))
+        try:
+            self._app.audit.write(self._bodies_with(outcome))
+        except StoreUnavailable:
+            raise StoreUnavailable(
+                "audit log unavailable: a signature was made but is not released because its "
+                "record could not be written; retry"
+            ) from None
 
     def fail(self, exc: BaseException) -> None:
         """Record the outcome of a request that raised; never masks the original error."""

@@ -1,0 +1,1 @@
+"""Operator commands (provisioning, freeze, audit): the CLI calls these; serving never does."""

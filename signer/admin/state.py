@@ -1,0 +1,104 @@
+"""Operator actions on the shared store: freeze and thaw keys, verify and read the audit log,
+migrate the schema. Each opens the configured store, acts, and closes it."""
+
+import getpass
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from signer.app.audit import AuditLog, VerifyReport, utc_now, verify
+from signer.config import Config
+from signer.errors import InvalidRequest
+from signer.store import FrozenKey, Store, open_store
+
+MAX_REASON = 512
+
+
+@contextmanager
+def configured_store(config: Config, *, migrate: bool = True) -> Iterator[Store]:
+    store = open_store(
+        config.store.url,
+        password_file=config.store.password_file,
+        connect_timeout=config.store.connect_timeout_seconds,
+    )
+    try:
+        if migrate:
+            store.migrate()
+        yield store
+    finally:
+        store.close()
+
+
+def migrate_store(config: Config) -> int:
+    with configured_store(config) as store:
+        return store.schema_version()
+
+
+def freeze_key(config: Config, key_id: str, reason: str) -> None:
+    """Freeze `key_id` on every replica sharing the store; audited."""
+    _check_key(config, key_id)
+    reason = reason.strip()
+    if not reason or len(reason) > MAX_REASON or not reason.isprintable():
+        raise InvalidRequest(f"--reason: 1 to {MAX_REASON} printable characters")
+    with configured_store(config) as store:
+        audit = AuditLog(store, role="cli")
+        store.freeze(key_id, reason, utc_now())
+        audit.write([_admin_record("freeze", key_id, reason=reason)])
+
+
+def unfreeze_key(config: Config, key_id: str) -> bool:
+    """Thaw `key_id`; False if it was not frozen. Audited either way."""
+    _check_key(config, key_id)
+    with configured_store(config) as store:
+        audit = AuditLog(store, role="cli")
+        was_frozen = store.unfreeze(key_id)
+        audit.write([_admin_record("unfreeze", key_id, was_frozen=was_frozen)])
+        return was_frozen
+
+
+def frozen_keys(config: Config) -> dict[str, FrozenKey]:
+    with configured_store(config) as store:
+        return store.frozen_keys()
+
+
+def verify_audit(config: Config) -> VerifyReport:
+    with configured_store(config, migrate=False) as store:
+        return verify(store)
+
+
+@dataclass(frozen=True)
+class TailRecord:
+    writer: str
+    seq: int
+    record: dict[str, Any]
+
+
+def tail_audit(config: Config, count: int) -> list[TailRecord]:
+    with configured_store(config, migrate=False) as store:
+        rows = store.recent_audit(count)
+    return [TailRecord(r.writer, r.seq, json.loads(r.body)) for r in rows]
+
+
+def _admin_record(action: str, key_id: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "kind": "admin",
+        "action": action,
+        "key_id": key_id,
+        "operator": _operator(),
+        **fields,
+    }
+
+
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _check_key(config: Config, key_id: str) -> None:
+    if key_id not in config.keys:
+        known = ", ".join(sorted(config.keys)) or "none"
+        raise InvalidRequest(f"no key {key_id!r} in the configuration (keys: {known})")
