@@ -24,7 +24,7 @@ EXE = [sys.executable, "-m", "signer.cli"]
 def env_config(tmp_path: Path, listen: str = "127.0.0.1:0", extra: str = "") -> Path:
     path = tmp_path / "signer.toml"
     path.write_text(
-        f'{extra}[server]\nlisten = "{listen}"\n'
+        f'{extra}[server]\nlisten = "{listen}"\n[store]\nurl = "sqlite://{tmp_path / "state.db"}"\n'
         '[keys.hot]\nbackend = "env"\nprivate_key_env = "HOT_WALLET_KEY"\n'
     )
     return path
@@ -75,7 +75,7 @@ def test_cli_sign_keys_list_and_address_against_server(served: ServeProcess, tmp
     assert result["sender"] == Account.from_key(env_key).address
 
     assert _run(["keys", "list", "--server", served.target]).split() == [
-        "hot", "env", Account.from_key(env_key).address]
+        "hot", "env", Account.from_key(env_key).address, "active"]
     assert _run(["address", "hot", "--server", served.target]).strip() == Account.from_key(env_key).address
 
 
@@ -120,7 +120,8 @@ def test_local_keys_list_and_address(tmp_path, env_key, monkeypatch, capsys):
     monkeypatch.setenv("HOT_WALLET_KEY", env_key)
     config = env_config(tmp_path)
     assert cli.main(["keys", "list", "--config", str(config)]) == 0
-    assert capsys.readouterr().out.split() == ["hot", "env", Account.from_key(env_key).address]
+    assert capsys.readouterr().out.split() == [
+        "hot", "env", Account.from_key(env_key).address, "active"]
     assert cli.main(["address", "hot", "--config", str(config)]) == 0
     assert capsys.readouterr().out.strip() == Account.from_key(env_key).address
     assert cli.main(["address", "cold", "--config", str(config)]) == 2
@@ -154,6 +155,50 @@ def test_invalid_config_fails_fast(tmp_path, capsys):
     path.write_text("[server]\nlisten = 'nope'\n")
     assert cli.main(["serve", "--config", str(path)]) == 2
     assert "server.listen" in capsys.readouterr().err
+
+
+def test_freeze_audit_and_migrate_commands(served: ServeProcess, tmp_path, env_key, capsys):
+    config = str(tmp_path / "signer.toml")
+    stub = pb_grpc.SignerServiceStub(grpc.insecure_channel(served.target))
+    stub.SignMessage(pb.SignMessageRequest(key_id="hot", message=b"before"), timeout=5)
+    assert _run(["keys", "freeze", "hot", "--reason", "agent compromised", "--config", config])
+    assert _run(["keys", "list", "--server", served.target]).split("\t")[-1].strip() == (
+        "FROZEN: agent compromised")
+    assert _run(["keys", "unfreeze", "hot", "--config", config]).strip() == (
+        "key 'hot' is no longer frozen")
+    assert _run(["keys", "unfreeze", "hot", "--config", config]).strip() == (
+        "key 'hot' was not frozen")
+    assert cli.main(["keys", "freeze", "cold", "--reason", "x", "--config", config]) == 2
+    assert "no key 'cold' in the configuration (keys: hot)" in capsys.readouterr().err
+    assert cli.main(["keys", "freeze", "hot", "--reason", " ", "--config", config]) == 2
+    assert "--reason: 1 to 512 printable characters" in capsys.readouterr().err
+
+    verified = _run(["audit", "verify", "--config", config])
+    assert verified.startswith("audit log intact: ") and "records in 4 chains" in verified
+    lines = _run(["audit", "tail", "-n", "3", "--json", "--config", config]).splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [(r["kind"], r.get("action"), r.get("was_frozen")) for r in records] == [
+        ("admin", "unfreeze", True), ("chain_start", None, None), ("admin", "unfreeze", False)]
+    assert records[0]["key_id"] == "hot" and records[0]["operator"]
+    text = _run(["audit", "tail", "--config", config])
+    assert "kind=outcome method=SignMessage key_id=hot decision=allow status=OK" in text
+    assert "kind=admin" in text
+    assert _run(["store", "migrate", "--config", config]).strip() == "store schema at version 1"
+
+    # tampering: edit one stored record, and verify names it and exits 1
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        writer, seq = db.execute(
+            "SELECT writer, seq FROM audit_log WHERE body LIKE '%\"kind\":\"outcome\"%'"
+        ).fetchone()
+        db.execute("UPDATE audit_log SET body = replace(body, 'SignMessage', 'SignTypedData') "
+                   "WHERE writer = ? AND seq = ?", (writer, seq))
+    done = subprocess.run([*EXE, "audit", "verify", "--config", config], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stdout.startswith(
+        f"audit log TAMPERED: writer {writer} record {seq}: contents do not match its hash")
 
 
 def _run(args: list[str]) -> str:

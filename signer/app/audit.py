@@ -105,7 +105,9 @@ class AuditLog:
             if self._head is None:
                 self._head = self.store.chain_head(self.writer)
             if self._head is None:
-                new_writer = (self.writer, self._clock())
+                # the chain's first record sorts first: it is no younger than what follows
+                first = next((b["at"] for e in batch for b in e.bodies), None)
+                new_writer = (self.writer, first or self._clock())
                 witness = {w: [s, h] for w, (s, h) in self.store.chain_heads().items()}
                 start = {"at": new_writer[1], "kind": "chain_start", "role": self._role,
                          "witness": witness}
