@@ -108,6 +108,12 @@ class Application:
         client = self._identify_for_read(caller, "GetAddress", key_id)
         return self._key_for(client, "GetAddress", key_id)
 
+    def key_for_address(self, caller: Caller, address: bytes, method: str) -> WalletSigner:
+        """The caller's key whose address is `address` (the JSON-RPC door selects keys by
+        `from`); any other address is not found."""
+        client = self._identify_for_read(caller, method, None)
+        return self._key_by_address(client, method, address)
+
     def _identify_for_read(self, caller: Caller, method: str, key_id: str | None) -> Client | None:
         try:
             client, _ = self.access.identify(caller)

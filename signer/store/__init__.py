@@ -1,5 +1,21 @@
 """Shared state behind one interface: SQLite embedded, PostgreSQL for several replicas."""
 
-from signer.store.sql import AuditRow, FrozenKey, Store, open_store
+from signer.store.sql import (
+    AuditRow,
+    BudgetClaim,
+    BudgetExceeded,
+    BudgetUse,
+    FrozenKey,
+    Store,
+    open_store,
+)
 
-__all__ = ["AuditRow", "FrozenKey", "Store", "open_store"]
+__all__ = [
+    "AuditRow",
+    "BudgetClaim",
+    "BudgetExceeded",
+    "BudgetUse",
+    "FrozenKey",
+    "Store",
+    "open_store",
+]

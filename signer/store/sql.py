@@ -10,7 +10,7 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ from signer.errors import ConfigError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # (version, statements): applied in order by `migrate`, each version once.
 _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
@@ -46,7 +46,50 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 frozen_at TEXT NOT NULL)""",
         ),
     ),
+    (
+        2,
+        (
+            # amount: {numeric} is NUMERIC(78,0) on PostgreSQL (sums in SQL), TEXT on SQLite
+            # (summed exactly in Python: SQLite's integers stop at 2**63)
+            """CREATE TABLE budget_spend (
+                reservation TEXT NOT NULL,
+                scope TEXT NOT NULL,
+                amount {numeric} NOT NULL,
+                at DOUBLE PRECISION NOT NULL,
+                state TEXT NOT NULL,
+                PRIMARY KEY (reservation, scope))""",
+            "CREATE INDEX budget_spend_scope_at ON budget_spend (scope, at)",
+        ),
+    ),
 )
+
+# Reservations older than this are deleted as they are met (windows are at most 31 days).
+BUDGET_RETENTION_SECONDS = 32 * 86400
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetClaim:
+    scope: str  # what is counted, e.g. "trader/eth_daily"
+    amount: int
+    limit: int
+    window_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetUse:
+    scope: str
+    spent: int  # within the window, this request included when it was reserved
+    limit: int
+    window_seconds: int
+
+
+class BudgetExceeded(Exception):
+    """A claim would take a budget over its limit; nothing was reserved."""
+
+    def __init__(self, use: BudgetUse, amount: int) -> None:
+        super().__init__(use.scope)
+        self.use = use
+        self.amount = amount
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +144,7 @@ class Store:
                 if version <= current:
                     continue
                 for statement in statements:
-                    tx.execute(statement)
+                    tx.execute(statement.format(numeric=self._dialect.numeric_type))
                 tx.execute(self._sql("INSERT INTO schema_version (version) VALUES (?)"), (version,))
                 current = version
         if current > SCHEMA_VERSION:
@@ -240,6 +283,63 @@ class Store:
             rows = tx.execute("SELECT key_id, reason, frozen_at FROM frozen_keys").fetchall()
         return {str(r[0]): FrozenKey(str(r[0]), str(r[1]), str(r[2])) for r in rows}
 
+    # -- budgets --------------------------------------------------------------------------
+
+    def reserve(
+        self, reservation: str, claims: Sequence[BudgetClaim], now: float
+    ) -> list[BudgetUse]:
+        """Reserve every claim or none, atomically across replicas: each budget is locked
+        (SQLite: the write lock; PostgreSQL: an advisory lock per budget) while its window is
+        summed and the claim inserted. Raises BudgetExceeded naming the first budget that
+        would go over its limit."""
+        uses: list[BudgetUse] = []
+        with self._transaction() as tx:
+            for claim in sorted(claims, key=lambda c: c.scope):  # one lock order: no deadlock
+                self._dialect.lock_key(tx, "budget:" + claim.scope)
+                tx.execute(
+                    self._sql("DELETE FROM budget_spend WHERE scope = ? AND at < ?"),
+                    (claim.scope, now - BUDGET_RETENTION_SECONDS),
+                )
+                spent = self._dialect.window_total(
+                    tx, self._sql, claim.scope, now - claim.window_seconds
+                )
+                use = BudgetUse(
+                    claim.scope, spent + claim.amount, claim.limit, claim.window_seconds
+                )
+                if use.spent > claim.limit:
+                    raise BudgetExceeded(
+                        BudgetUse(claim.scope, spent, claim.limit, claim.window_seconds),
+                        claim.amount,
+                    )
+                tx.execute(
+                    self._sql(
+                        "INSERT INTO budget_spend (reservation, scope, amount, at, state) "
+                        "VALUES (?, ?, ?, ?, 'reserved')"
+                    ),
+                    (reservation, claim.scope, self._dialect.to_numeric(claim.amount), now),
+                )
+                uses.append(use)
+        return uses
+
+    def settle(self, reservation: str) -> None:
+        """A signature exists: the reservation is spent for good."""
+        with self._transaction() as tx:
+            tx.execute(
+                self._sql("UPDATE budget_spend SET state = 'spent' WHERE reservation = ?"),
+                (reservation,),
+            )
+
+    def release(self, reservation: str) -> None:
+        """No signature was made: give the reservation back."""
+        with self._transaction() as tx:
+            tx.execute(
+                self._sql("DELETE FROM budget_spend WHERE reservation = ?"), (reservation,)
+            )
+
+    def budget_spent(self, scope: str, window_seconds: int, now: float) -> int:
+        with self._transaction() as tx:
+            return self._dialect.window_total(tx, self._sql, scope, now - window_seconds)
+
     # -- plumbing -------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -295,6 +395,21 @@ class _Dialect:
     operational_errors: tuple[type[BaseException], ...]
     programming_errors: tuple[type[BaseException], ...]
     acquire_timeout = 10.0
+    numeric_type = "TEXT"
+
+    def lock_key(self, connection: _Connection, key: str) -> None:
+        """Serialize transactions on `key` until this one ends (SQLite: already serialized)."""
+
+    def to_numeric(self, value: int) -> Any:
+        return str(value)
+
+    def window_total(
+        self, connection: _Connection, sql: Callable[[str], str], scope: str, since: float
+    ) -> int:
+        rows = connection.execute(
+            sql("SELECT amount FROM budget_spend WHERE scope = ? AND at > ?"), (scope, since)
+        ).fetchall()
+        return sum(int(r[0]) for r in rows)
 
     def connect(self) -> _Connection:
         raise NotImplementedError
@@ -363,8 +478,27 @@ class _Postgres(_Dialect):
         )
         return connection
 
+    numeric_type = "NUMERIC(78,0)"
+
     def placeholders(self, statement: str) -> str:
         return statement.replace("?", "%s")
+
+    def lock_key(self, connection: _Connection, key: str) -> None:
+        connection.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+
+    def to_numeric(self, value: int) -> Any:
+        from decimal import Decimal
+
+        return Decimal(value)
+
+    def window_total(
+        self, connection: _Connection, sql: Callable[[str], str], scope: str, since: float
+    ) -> int:
+        row = connection.execute(
+            sql("SELECT coalesce(sum(amount), 0) FROM budget_spend WHERE scope = ? AND at > ?"),
+            (scope, since),
+        ).fetchone()
+        return int(row[0])
 
     def begin(self, connection: _Connection, lock: bool) -> None:
         connection.execute("BEGIN")
