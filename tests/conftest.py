@@ -23,7 +23,8 @@ from signer.service import KeyRing
 from signer.v1 import signer_pb2_grpc as pb_grpc
 from signer.wallet import WalletSigner
 
-pytest_plugins = ["tests.fixtures_pkcs11", "tests.fixtures_kms"]
+pytest_plugins = ["tests.fixtures_pkcs11", "tests.fixtures_kms", "tests.fixtures_postgres",
+                  "tests.fixtures_tls"]
 
 # Property tests talk to real servers: timing varies with the machine's load, and CI (CI=true)
 # replays the same examples every run so that main stays reproducibly green.
