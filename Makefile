@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := softhsm2 opensc
+APT_PACKAGES := softhsm2 opensc postgresql
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: serve test bench lint proto system-deps clean
@@ -25,7 +25,7 @@ serve: $(STAMP) system-deps
 test: $(STAMP) system-deps
 	$(BIN)/ruff check signer tests bench
 	$(BIN)/mypy signer
-	WALLET_SIGNER_REQUIRE_BACKENDS=env,pkcs11,kms $(BIN)/pytest -q
+	WALLET_SIGNER_REQUIRE_BACKENDS=env,pkcs11,kms,postgres $(BIN)/pytest -q
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench

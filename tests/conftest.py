@@ -28,7 +28,7 @@ from signer.store import open_store
 from signer.v1 import signer_pb2_grpc as pb_grpc
 from signer.wallet import WalletSigner
 
-pytest_plugins = ["tests.fixtures_pkcs11", "tests.fixtures_kms"]
+pytest_plugins = ["tests.fixtures_pkcs11", "tests.fixtures_kms", "tests.fixtures_postgres"]
 
 # Property tests talk to real servers: timing varies with the machine's load, and CI (CI=true)
 # replays the same examples every run so that main stays reproducibly green.
@@ -42,7 +42,7 @@ settings.load_profile("wallet-signer")
 
 BACKENDS = ("env", "pkcs11", "kms")
 # Shared-state stores every store test runs on: each has a `<name>_store_url` fixture.
-STORES = ("sqlite",)
+STORES = ("sqlite", "postgres")
 REQUIRED_BACKENDS = {
     b.strip() for b in os.environ.get("WALLET_SIGNER_REQUIRE_BACKENDS", "").split(",") if b.strip()
 }
@@ -71,6 +71,11 @@ def env_key() -> str:
 @pytest.fixture
 def sqlite_store_url(tmp_path: Path) -> str:
     return f"sqlite://{tmp_path / 'state.db'}"
+
+
+@pytest.fixture
+def postgres_store_url(postgres_db) -> str:  # type: ignore[no-untyped-def]
+    return str(postgres_db.url)
 
 
 @pytest.fixture
