@@ -114,7 +114,7 @@ def main() -> None:
         ]
         cluster = _postgres(directory)
         if cluster is not None:
-            setups.append(("(c) mTLS + audit, PostgreSQL", cluster.create_database("bench"),
+            setups.append(("(c) mTLS + audit, PostgreSQL", cluster.create_database().url,
                            tls_files, client_tls, True))
         try:
             for label, url, server_tls, caller_tls, audit in setups:
@@ -125,7 +125,7 @@ def main() -> None:
                     server.stop(0)
         finally:
             if cluster is not None:
-                cluster.stop()
+                cluster.destroy()
     print_ratios(results)
 
 
@@ -136,7 +136,7 @@ def _postgres(directory: Path) -> Any:
         print("# (c) skipped: no PostgreSQL helper")
         return None
     try:
-        return PostgresCluster.start(directory / "pg")
+        return PostgresCluster.create()
     except PostgresUnavailable as exc:
         print(f"# (c) skipped: {exc}")
         return None

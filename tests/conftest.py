@@ -24,7 +24,7 @@ from signer.backends.env import EnvBackend, parse_private_key
 from signer.config import ServerConfig
 from signer.grpc.server import SignerServer
 from signer.service import KeyRing
-from signer.store import open_store
+from signer.store import Store, open_store
 from signer.v1 import signer_pb2_grpc as pb_grpc
 from signer.wallet import WalletSigner
 
@@ -97,12 +97,16 @@ class RunningServer:
     stub: pb_grpc.SignerServiceStub
 
 
-def open_app(keyring: KeyRing, state_dir: Path | None = None, **config: object) -> Application:
-    """The application path over `keyring`, with a SQLite store in `state_dir` (a fresh
-    temporary directory by default) and `config` (e.g. clients=...) on top."""
-    state_dir = Path(tempfile.mkdtemp(prefix="ws-state-")) if state_dir is None else state_dir
-    store = open_store(f"sqlite://{state_dir / 'state.db'}")
-    store.migrate()
+def open_app(
+    keyring: KeyRing, state_dir: Path | None = None, *, store: Store | None = None,
+    **config: object,
+) -> Application:
+    """The application path over `keyring`, with `store` or a SQLite store in `state_dir` (a
+    fresh temporary directory by default), and `config` (e.g. clients=...) on top."""
+    if store is None:
+        state_dir = Path(tempfile.mkdtemp(prefix="ws-state-")) if state_dir is None else state_dir
+        store = open_store(f"sqlite://{state_dir / 'state.db'}")
+        store.migrate()
     clients = config.pop("clients", {})
     app = Application(keyring, store, access=AccessControl(clients))  # type: ignore[arg-type]
     app.audit.start()
