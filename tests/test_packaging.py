@@ -41,7 +41,7 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 def test_dockerfile_runs_as_non_root_with_grpc_health_check():
     instructions = dockerfile_instructions()
     known = {"FROM", "RUN", "COPY", "ENV", "USER", "EXPOSE", "HEALTHCHECK", "ENTRYPOINT", "CMD",
-             "WORKDIR", "ARG", "LABEL"}
+             "WORKDIR", "ARG", "LABEL", "VOLUME"}
     assert {name for name, _ in instructions} <= known
     final_stage = instructions[max(i for i, (n, _) in enumerate(instructions) if n == "FROM"):]
     assert final_stage[0][1].startswith("python:3.11-slim")
