@@ -4,7 +4,8 @@
 and `pg_ctl` starts it on a free loopback port; `destroy()` stops it and removes the directory
 (also at interpreter exit, so a crashed session leaves nothing running). PostgreSQL refuses to
 run as root, so as root every server command runs as the `postgres` user (`runuser -u postgres`)
-in a 0700 directory that user owns; as any other user it runs directly.
+in a 0700 directory that user owns; as any other user it runs directly. A cluster left behind by
+a killed run (its owner.pid no longer alive) is removed by the next `create()`.
 
 Access (pg_hba.conf), all on loopback or the cluster's own unix socket:
 
@@ -40,6 +41,8 @@ SIGNER_ROLE = "signer"
 PASSWORD_ROLE = "signer_pw"
 SUPERUSER = "postgres"
 START_SECONDS = 30.0
+DIR_PREFIX = "wallet-signer-pg-"
+OWNER_FILE = "owner.pid"
 COMMAND_SECONDS = 60.0
 
 
@@ -94,6 +97,34 @@ def _owner_ids() -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_orphaned_clusters(bin_dir: Path, run_as: list[str]) -> None:
+    """Stop and remove clusters whose creating process is gone (a SIGKILLed test run skips
+    atexit). Clusters of live processes, such as a parallel test run, are left alone."""
+    for base in glob.glob(f"/tmp/{DIR_PREFIX}*"):
+        try:
+            owner = int((Path(base) / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours to judge, or still being created
+        if _alive(owner):
+            continue
+        data = Path(base) / "data"
+        if (data / "postmaster.pid").exists():
+            subprocess.run([*run_as, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate",
+                            "-w", "-t", "20", "stop"], capture_output=True, cwd=base,
+                           timeout=COMMAND_SECONDS, stdin=subprocess.DEVNULL, check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -120,9 +151,10 @@ class PostgresCluster:
         """
         bin_dir = find_bin_dir()
         run_as = _run_as()
+        remove_orphaned_clusters(bin_dir, run_as)
         # /tmp itself is world-traversable; the cluster directory is 0700 and owned by the
         # server's user, so the password file and socket are private to it (and root).
-        base_dir = Path(tempfile.mkdtemp(prefix="wallet-signer-pg-", dir="/tmp"))
+        base_dir = Path(tempfile.mkdtemp(prefix=DIR_PREFIX, dir="/tmp"))
         cluster = cls(bin_dir, base_dir, free_port(), secrets.token_urlsafe(18), run_as, durable)
         atexit.register(cluster.destroy)
         try:
@@ -154,6 +186,7 @@ class PostgresCluster:
         return self.base_dir / "server.log"
 
     def _init(self) -> None:
+        (self.base_dir / OWNER_FILE).write_text(f"{os.getpid()}\n")
         uid, gid = _owner_ids()
         os.chown(self.base_dir, uid, gid)
         os.chmod(self.base_dir, 0o700)

@@ -1,10 +1,20 @@
 """The PostgreSQL test cluster itself: reachable as documented, durable, stoppable, private."""
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.postgres_cluster import PASSWORD_ROLE, SIGNER_ROLE, PostgresDatabase
+from tests.postgres_cluster import (
+    OWNER_FILE,
+    PASSWORD_ROLE,
+    SIGNER_ROLE,
+    PostgresCluster,
+    PostgresDatabase,
+    PostgresUnavailable,
+    find_bin_dir,
+    remove_orphaned_clusters,
+)
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -127,3 +137,34 @@ def test_left_down_cluster_is_restarted_for_the_next_test(postgres_db: PostgresD
 def test_cluster_is_up_again(postgres_db: PostgresDatabase) -> None:
     with psycopg.connect(postgres_db.url, connect_timeout=5) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_missing_server_binaries_are_reported(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    monkeypatch.setenv("PG_BIN_DIR", str(tmp_path))
+    with pytest.raises(PostgresUnavailable, match="install the Debian package postgresql"):
+        find_bin_dir()
+
+
+def test_fast_cluster_and_orphan_removal(postgres_cluster: PostgresCluster) -> None:
+    """durable=False only on request; a cluster whose creator died is stopped and removed by
+    the next create() (here called directly), and destroy() is idempotent."""
+    cluster = PostgresCluster.create(durable=False)
+    try:
+        database = cluster.create_database()
+        with psycopg.connect(database.url, connect_timeout=5) as conn:
+            assert conn.execute("SHOW fsync").fetchone() == ("off",)
+            assert conn.execute("SHOW synchronous_commit").fetchone() == ("off",)
+        dead_pid = subprocess.Popen(["true"])
+        dead_pid.wait()
+        (cluster.base_dir / OWNER_FILE).write_text(f"{dead_pid.pid}\n")
+        remove_orphaned_clusters(cluster.bin_dir, cluster.run_as)
+        assert not cluster.base_dir.exists()
+        with pytest.raises(psycopg.OperationalError, match="refused"):
+            psycopg.connect(database.url, connect_timeout=5)
+        # the session's own cluster (a live owner) was left alone
+        assert postgres_cluster.is_running()
+    finally:
+        cluster.destroy()
+        cluster.destroy()
+    assert not cluster.base_dir.exists()
