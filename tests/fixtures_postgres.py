@@ -17,6 +17,13 @@ import pytest
 from tests.conftest import skip_or_fail
 from tests.postgres_cluster import PostgresCluster, PostgresDatabase, PostgresUnavailable
 
+LIBPQ_ENVIRONMENT = (
+    "PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGPASSFILE",
+    "PGSERVICE", "PGSERVICEFILE", "PGOPTIONS", "PGSSLMODE", "PGREQUIRESSL", "PGSSLCERT",
+    "PGSSLKEY", "PGSSLROOTCERT", "PGGSSENCMODE", "PGTARGETSESSIONATTRS", "PGCONNECT_TIMEOUT",
+    "PGAPPNAME", "PGCLIENTENCODING", "PGTZ", "PGDATESTYLE",
+)
+
 
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[PostgresCluster]:
@@ -24,14 +31,19 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         import psycopg  # noqa: F401
     except ImportError:
         skip_or_fail("postgres", "psycopg is needed for PostgreSQL tests (pip install -e '.[dev]')")
-    try:
-        cluster = PostgresCluster.create()
-    except PostgresUnavailable as exc:
-        skip_or_fail("postgres", str(exc))
-    try:
-        yield cluster
-    finally:
-        cluster.destroy()
+    with pytest.MonkeyPatch.context() as patch:
+        # libpq reads these for anything the URL leaves out (PGSSLMODE=require or PGOPTIONS
+        # from a developer's shell would change every connection); serve subprocesses inherit.
+        for name in LIBPQ_ENVIRONMENT:
+            patch.delenv(name, raising=False)
+        try:
+            cluster = PostgresCluster.create()
+        except PostgresUnavailable as exc:
+            skip_or_fail("postgres", str(exc))
+        try:
+            yield cluster
+        finally:
+            cluster.destroy()
 
 
 @pytest.fixture

@@ -64,8 +64,9 @@ def find_bin_dir() -> Path:
     for candidate in candidates:
         if all(os.access(candidate / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
             return candidate
+    where = override or "/usr/lib/postgresql/*/bin"
     raise PostgresUnavailable(
-        "PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin "
+        f"PostgreSQL server binaries (initdb, pg_ctl, postgres) not found in {where} "
         "(install the Debian package postgresql: make system-deps)"
     )
 

@@ -1,10 +1,12 @@
 """The PostgreSQL test cluster itself: reachable as documented, durable, stoppable, private."""
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures_postgres import LIBPQ_ENVIRONMENT
 from tests.postgres_cluster import (
     OWNER_FILE,
     PASSWORD_ROLE,
@@ -37,6 +39,10 @@ def test_each_test_gets_an_empty_database(postgres_db: PostgresDatabase) -> None
     with psycopg.connect(postgres_db.url, connect_timeout=5) as conn:
         assert conn.execute(
             "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone() == (0,)
+
+
+def test_no_libpq_environment_leaks_in(postgres_db: PostgresDatabase) -> None:
+    assert not [name for name in LIBPQ_ENVIRONMENT if name in os.environ]
 
 
 def test_durable_settings(postgres_db: PostgresDatabase) -> None:
