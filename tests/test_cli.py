@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from signer import cli
+from signer.store.sql import SCHEMA_VERSION
 from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
 from tests.serve_process import ServeProcess, start_serve
@@ -183,7 +184,7 @@ def test_freeze_audit_and_migrate_commands(served: ServeProcess, tmp_path, env_k
     text = _run(["audit", "tail", "--config", config])
     assert "kind=outcome method=SignMessage key_id=hot decision=allow status=OK" in text
     assert "kind=admin" in text
-    assert _run(["store", "migrate", "--config", config]).strip() == "store schema at version 1"
+    assert _run(["store", "migrate", "--config", config]).strip() == f"store schema at version {SCHEMA_VERSION}"
 
     # tampering: edit one stored record, and verify names it and exits 1
     import sqlite3

@@ -110,7 +110,7 @@ def test_store_down_fails_closed_and_recovers(postgres_db, env_key, serve):
     stub = serve(app).stub
     stub.SignMessage(MESSAGE, timeout=10)
     before = signed
-    postgres_db.stop()
+    postgres_db.stop("immediate")
     try:
         for _ in range(3):
             with pytest.raises(grpc.RpcError) as caught:
