@@ -180,12 +180,12 @@ def test_field_of_another_backend_is_refused_naming_the_variable(tmp_path):
     assert str(caught.value) == ("WALLET_SIGNER_KEYS__HOT__PIN_ENV: keys.hot has no field "
                                  "'pin_env' (fields: backend, private_key_env, private_key_file)")
     # a key made by overrides alone: its backend override is applied first
-    with pytest.raises(ConfigError, match="keys.new has no field 'pin_env'"):
+    with pytest.raises(ConfigError, match=r"keys.new has no field 'pin_env'"):
         config.load(None, environ={"WALLET_SIGNER_KEYS__NEW__PIN_ENV": "P",
                                    "WALLET_SIGNER_KEYS__NEW__BACKEND": "env",
                                    "WALLET_SIGNER_KEYS__NEW__PRIVATE_KEY_ENV": "K"})
     # and without any backend, pydantic says what is missing
-    with pytest.raises(ConfigError, match="keys.new: Unable to extract tag using discriminator"):
+    with pytest.raises(ConfigError, match=r"keys.new: Unable to extract tag using discriminator"):
         config.load(None, environ={"WALLET_SIGNER_KEYS__NEW__PIN_ENV": "P"})
 
 
@@ -213,7 +213,7 @@ def test_list_override_is_a_toml_array():
     raw: dict = {"clients": {"trader": {"identity": "t", "keys": ["hot"]}}}
     config.apply_overrides(raw, {"WALLET_SIGNER_CLIENTS__TRADER__KEYS": '["hot", "ops"]'})
     assert raw["clients"]["trader"]["keys"] == ["hot", "ops"]
-    with pytest.raises(ConfigError, match="clients.trader.keys is a list: write it as a TOML"):
+    with pytest.raises(ConfigError, match=r"clients.trader.keys is a list: write it as a TOML"):
         config.apply_overrides(raw, {"WALLET_SIGNER_CLIENTS__TRADER__KEYS": "hot"})
 
 
@@ -251,5 +251,5 @@ def test_overlay_follows_any_model_without_a_list_of_sections():
     assert parsed.policies.limits["desk"] == _Limits(enabled=True, per_day=12, share=0.5,
                                                      label="007", targets=["a", "b"])
     assert parsed.policies.default == _Limits(per_day=3)
-    with pytest.raises(ConfigError, match="policies.limits.desk has no field 'enabld'"):
+    with pytest.raises(ConfigError, match=r"policies.limits.desk has no field 'enabld'"):
         config._overlay(raw, _AnyModel, ["POLICIES", "LIMITS", "DESK", "ENABLD"], "1", "V")
