@@ -258,6 +258,15 @@ def _check_backend_flags(args: argparse.Namespace) -> None:
                 )
 
 
+def _check_tls_flags(args: argparse.Namespace) -> None:
+    """TLS options say how to reach a server: without --server they would be ignored."""
+    if args.server:
+        return
+    for flag in ("--tls-ca", "--tls-cert", "--tls-key", "--tls-server-name"):
+        if getattr(args, flag.removeprefix("--").replace("-", "_")) is not None:
+            raise InvalidRequest(f"{flag} applies only with --server")
+
+
 def _required(value: str | None, flag: str, backend: str) -> str:
     if not value:
         raise InvalidRequest(f"--backend {backend}: {flag} NAME is required")
@@ -299,6 +308,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _keys_list(args: argparse.Namespace) -> int:
     _check_backend_flags(args)
+    _check_tls_flags(args)
     if args.backend is not None and args.server:
         raise InvalidRequest("--server asks a running server, --backend the backend: not both")
     if args.backend == "pkcs11":
@@ -476,6 +486,7 @@ def _optional_config(path: Path | None) -> Config | None:
 
 
 def _address(args: argparse.Namespace) -> int:
+    _check_tls_flags(args)
     if args.server:
         from signer.v1 import signer_pb2 as pb
 
