@@ -1,24 +1,46 @@
-"""wallet-signer command line: serve, keys, address, sign."""
+"""wallet-signer command line: serve, keys, address, sign, health, audit, store.
+
+Exit codes: 0 success; 1 the server refused (or the audit chain is broken); 2 bad configuration
+or input; 3 a backend or the state store failed (unreachable, refused us, key unusable, out of
+time).
+"""
 
 import argparse
-import importlib
 import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
 from signer import config as config_module
 from signer.config import Config
-from signer.errors import InvalidRequest, SignerError
+from signer.errors import (
+    BackendUnavailable,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidRequest,
+    PermissionDenied,
+    SignerError,
+)
 
 log = logging.getLogger("signer")
 
 CONFIG_ENV = "WALLET_SIGNER_CONFIG"
+
+EXIT_REFUSED = 1  # a server answered with an error status (printed)
+EXIT_INPUT = 2  # bad configuration or input: the message names the field or flag
+EXIT_BACKEND = 3  # a backend (HSM, KMS) or the state store failed or refused us
+_BACKEND_FAILURES = (BackendUnavailable, PermissionDenied, FailedPrecondition, DeadlineExceeded)
+
+# The provisioning flags of each backend: any other backend's flag is an error, not ignored.
+BACKEND_FLAGS = {
+    "pkcs11": ("--label", "--token-label", "--module", "--pin-env", "--pin-file", "--key-file"),
+    "kms": ("--alias", "--region", "--endpoint-url"),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,21 +56,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return result
     except SignerError as exc:
         print(f"wallet-signer: {exc}", file=sys.stderr)
-        return 2
+        return exit_code(exc)
     except grpc.RpcError as exc:  # a client command whose server refused or is unreachable
         print(f"wallet-signer: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 1
+        return EXIT_REFUSED
     except KeyboardInterrupt:
         return 130
 
 
+def exit_code(exc: SignerError) -> int:
+    """3 when a backend or the store failed (retry, or fix access or the key), else 2."""
+    return EXIT_BACKEND if isinstance(exc, _BACKEND_FAILURES) else EXIT_INPUT
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wallet-signer", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="wallet-signer",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    _add_serve(commands)
+    _add_keys(commands)
+    _add_audit(commands)
+    _add_store(commands)
+    _add_client_commands(commands)
+    return parser
 
+
+# what add_subparsers returns; each _add_* helper adds one command (group) to it
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _add_serve(commands: Commands) -> None:
     serve = commands.add_parser("serve", help="run the gRPC signing service")
     _config_arg(serve)
     serve.add_argument(
@@ -58,7 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(run=_serve)
 
-    keys = commands.add_parser("keys", help="list, create or import keys")
+
+def _add_keys(commands: Commands) -> None:
+    keys = commands.add_parser("keys", help="list, create, import, freeze or unfreeze keys")
     key_commands = keys.add_subparsers(required=True, metavar="ACTION")
     listing = key_commands.add_parser(
         "list", help="configured keys, or every key a backend holds (--backend)"
@@ -67,22 +112,24 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--server", help="ask a running server (HOST:PORT) instead")
     _tls_args(listing)
     listing.add_argument("--backend", choices=["pkcs11", "kms"], help="list a backend's keys")
-    _backend_args(listing)
+    _pkcs11_args(listing, "the configured key whose token to list (default: the first)")
+    _kms_args(listing, alias=False)
     listing.set_defaults(run=_keys_list)
 
     create = key_commands.add_parser("create", help="generate a key inside an HSM or KMS")
     _config_arg(create)
     create.add_argument("--backend", choices=["pkcs11", "kms"], required=True)
-    _backend_args(create)
+    _pkcs11_args(create, "label of the new key (CKA_LABEL; required)")
+    _kms_args(create, alias=True)
     create.set_defaults(run=_keys_create)
 
     imp = key_commands.add_parser("import", help="move an existing hex key into an HSM")
     _config_arg(imp)
     imp.add_argument("--backend", choices=["pkcs11"], required=True)
-    imp.add_argument(
+    pkcs11 = _pkcs11_args(imp, "label of the imported key (CKA_LABEL; required)")
+    pkcs11.add_argument(
         "--key-file", type=Path, help="file holding the hex private key (default: stdin)"
     )
-    _backend_args(imp)
     imp.set_defaults(run=_keys_import)
 
     freeze = key_commands.add_parser(
@@ -98,6 +145,8 @@ def _parser() -> argparse.ArgumentParser:
     unfreeze.add_argument("key_id")
     unfreeze.set_defaults(run=_keys_unfreeze)
 
+
+def _add_audit(commands: Commands) -> None:
     audit = commands.add_parser("audit", help="verify or read the audit log")
     audit_commands = audit.add_subparsers(required=True, metavar="ACTION")
     verify = audit_commands.add_parser(
@@ -111,12 +160,16 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
     tail.set_defaults(run=_audit_tail)
 
+
+def _add_store(commands: Commands) -> None:
     store = commands.add_parser("store", help="the shared state store")
     store_commands = store.add_subparsers(required=True, metavar="ACTION")
     migrate = store_commands.add_parser("migrate", help="create or upgrade the schema")
     _config_arg(migrate)
     migrate.set_defaults(run=_store_migrate)
 
+
+def _add_client_commands(commands: Commands) -> None:
     address = commands.add_parser("address", help="print the address of a configured key")
     _config_arg(address)
     address.add_argument("key_id")
@@ -139,7 +192,6 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("--timeout", type=float, default=30.0, help="seconds")
     _tls_args(sign)
     sign.set_defaults(run=_sign)
-    return parser
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -171,25 +223,63 @@ def _channel(args: argparse.Namespace, target: str) -> grpc.Channel:
         raise InvalidRequest(f"TLS options: {exc}") from None
 
 
-def _backend_args(parser: argparse.ArgumentParser) -> None:
-    """Options of `keys list/create/import` for the HSM and KMS backends."""
-    parser.add_argument("--label", help="pkcs11: key label (CKA_LABEL)")
-    parser.add_argument("--token-label", help="pkcs11: token label (default: from config)")
-    parser.add_argument("--module", type=Path, help="pkcs11: library path (default: SoftHSM)")
-    parser.add_argument("--pin-env", help="pkcs11: environment variable holding the user PIN")
-    parser.add_argument("--pin-file", type=Path, help="pkcs11: file holding the user PIN")
-    parser.add_argument("--alias", help="kms: alias name (with or without alias/)")
-    parser.add_argument("--region", help="kms: AWS region")
-    parser.add_argument("--endpoint-url", help="kms: endpoint (emulators, VPC endpoints)")
+def _pkcs11_args(parser: argparse.ArgumentParser, label_help: str) -> Any:
+    """`--backend pkcs11` options, in their own help group (returned, for more of them)."""
+    group = parser.add_argument_group("--backend pkcs11")
+    group.add_argument("--label", help=label_help)
+    group.add_argument("--token-label", help="token label (default: from config)")
+    group.add_argument("--module", type=Path, help="library path (default: SoftHSM)")
+    group.add_argument("--pin-env", help="environment variable holding the user PIN")
+    group.add_argument("--pin-file", type=Path, help="file holding the user PIN")
+    return group
+
+
+def _kms_args(parser: argparse.ArgumentParser, *, alias: bool) -> None:
+    """`--backend kms` options, in their own help group."""
+    group = parser.add_argument_group("--backend kms")
+    if alias:
+        group.add_argument("--alias", help="alias name, with or without alias/ (required)")
+    group.add_argument("--region", help="AWS region")
+    group.add_argument("--endpoint-url", help="endpoint (emulators, VPC endpoints)")
+
+
+def _check_backend_flags(args: argparse.Namespace) -> None:
+    """Refuse a flag of another backend (or of none) instead of silently ignoring it."""
+    chosen = args.backend
+    for backend, flags in BACKEND_FLAGS.items():
+        if backend == chosen:
+            continue
+        for flag in flags:
+            if getattr(args, flag.removeprefix("--").replace("-", "_"), None) is not None:
+                if chosen is None:
+                    raise InvalidRequest(f"{flag} applies only with --backend {backend}")
+                raise InvalidRequest(
+                    f"{flag} applies to --backend {backend}, not to --backend {chosen}"
+                )
+
+
+def _check_tls_flags(args: argparse.Namespace) -> None:
+    """TLS options say how to reach a server: without --server they would be ignored."""
+    if args.server:
+        return
+    for flag in ("--tls-ca", "--tls-cert", "--tls-key", "--tls-server-name"):
+        if getattr(args, flag.removeprefix("--").replace("-", "_")) is not None:
+            raise InvalidRequest(f"{flag} applies only with --server")
+
+
+def _required(value: str | None, flag: str, backend: str) -> str:
+    if not value:
+        raise InvalidRequest(f"--backend {backend}: {flag} NAME is required")
+    return value
 
 
 def load_config(path: Path | None) -> Config:
     """The operator's config, or the embedded development default when none is given."""
     if path is not None:
         return config_module.load(path)
-    from signer import defaults
+    from signer.admin.development import development_config
 
-    return defaults.development_config()
+    return development_config()
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -217,8 +307,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _keys_list(args: argparse.Namespace) -> int:
-    if args.backend is not None:
-        return int(_admin(args.backend).list_keys(args, _optional_config(args.config)))
+    _check_backend_flags(args)
+    _check_tls_flags(args)
+    if args.backend is not None and args.server:
+        raise InvalidRequest("--server asks a running server, --backend the backend: not both")
+    if args.backend == "pkcs11":
+        return _pkcs11_list(args)
+    if args.backend == "kms":
+        return _kms_list(args)
     if args.server:
         from signer.v1 import signer_pb2 as pb
 
@@ -317,16 +413,72 @@ def _store_migrate(args: argparse.Namespace) -> int:
 
 
 def _keys_create(args: argparse.Namespace) -> int:
-    return int(_admin(args.backend).create_key(args, _optional_config(args.config)))
+    _check_backend_flags(args)
+    if args.backend == "kms":
+        from signer.admin import kms_keys
+
+        alias = _required(args.alias, "--alias", "kms")
+        created = kms_keys.create_key(alias, _kms_options(args), _optional_config(args.config))
+        print(f"created KMS key {created.arn}")
+        print(f"alias:   {created.alias}")
+        print(f"address: {created.address}")
+        print("\nadd to the service's config:\n")
+        print(created.config_stanza())
+        return 0
+    from signer.admin import pkcs11_keys
+
+    label = _required(args.label, "--label", "pkcs11")
+    _print_provisioned(pkcs11_keys.create_key(label, _pkcs11_target(args)))
+    return 0
 
 
 def _keys_import(args: argparse.Namespace) -> int:
-    return int(_admin(args.backend).import_key(args, _optional_config(args.config)))
+    _check_backend_flags(args)
+    from signer.admin import pkcs11_keys
+
+    label = _required(args.label, "--label", "pkcs11")
+    target = _pkcs11_target(args)
+    text, source = pkcs11_keys.read_key_text(args.key_file, sys.stdin)
+    _print_provisioned(pkcs11_keys.import_key(label, text, source, target))
+    print(f"# delete the plaintext key ({source}) now that the token holds it", file=sys.stderr)
+    return 0
 
 
-def _admin(backend: str) -> Any:
-    """The provisioning module of a backend, imported only when asked for."""
-    return importlib.import_module(f"signer.backends.{backend}_admin")
+def _pkcs11_list(args: argparse.Namespace) -> int:
+    from signer.admin import pkcs11_keys
+
+    rows = pkcs11_keys.list_keys(_pkcs11_target(args))
+    print("label\tid\taddress\torigin")
+    for key in rows:
+        print(f"{key.label}\t{key.key_id.hex()}\t{key.address or '(no public key)'}\t{key.origin}")
+    return 0
+
+
+def _kms_list(args: argparse.Namespace) -> int:
+    from signer.admin import kms_keys
+
+    for key in kms_keys.list_keys(_kms_options(args), _optional_config(args.config)):
+        aliases = ",".join(key.aliases) or "-"
+        print(f"{key.key_id}\t{key.state}\t{key.address or '-'}\t{aliases}")
+    return 0
+
+
+def _pkcs11_target(args: argparse.Namespace) -> Any:
+    from signer.admin.pkcs11_keys import TokenOptions, resolve_target
+
+    options = TokenOptions(args.label, args.token_label, args.module, args.pin_env, args.pin_file)
+    return resolve_target(options, _optional_config(args.config))
+
+
+def _kms_options(args: argparse.Namespace) -> Any:
+    from signer.admin.kms_keys import KmsOptions
+
+    return KmsOptions(args.region, args.endpoint_url)
+
+
+def _print_provisioned(key: Any) -> None:
+    print(f"{key.origin}: key {key.label!r} id {key.key_id.hex()} address {key.address}")
+    print(f"\n{key.config_stanza()}")
 
 
 def _optional_config(path: Path | None) -> Config | None:
@@ -334,6 +486,7 @@ def _optional_config(path: Path | None) -> Config | None:
 
 
 def _address(args: argparse.Namespace) -> int:
+    _check_tls_flags(args)
     if args.server:
         from signer.v1 import signer_pb2 as pb
 

@@ -2,19 +2,29 @@
 
 Overrides: `WALLET_SIGNER_<PATH>` where `__` separates levels, e.g.
 `WALLET_SIGNER_SERVER__LISTEN=0.0.0.0:50051` or `WALLET_SIGNER_KEYS__HOT__PRIVATE_KEY_FILE=/run/x`.
-Values are parsed as TOML values when they can be (numbers, booleans), else taken as strings.
-Secrets (private keys, PINs) are never config values: the config only names where they live.
+Each is resolved against the model's own fields and validated like the file (see
+`apply_overrides`). Secrets (private keys, PINs) are never config values: the config only names
+where they live.
 """
 
 import ipaddress
 import os
 import re
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from signer.errors import ConfigError
 
@@ -226,46 +236,159 @@ def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    _apply_overrides(raw, os.environ if environ is None else environ)
-    return validate(raw, str(path) if path else "configuration")
+    sources = apply_overrides(raw, os.environ if environ is None else environ)
+    return validate(raw, str(path) if path else "configuration", sources)
 
 
-def validate(raw: dict[str, Any], where: str) -> Config:
+def validate(
+    raw: dict[str, Any], where: str, sources: Mapping[tuple[str, ...], str] | None = None
+) -> Config:
+    """`sources`: config path -> the environment variable that set it, named in errors."""
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            _problem(err["loc"], err["msg"], sources or {})
             for err in exc.errors(include_url=False, include_input=False)
         )
         raise ConfigError(f"invalid {where}: {problems}") from None
 
 
-def _apply_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+def _problem(loc: tuple[int | str, ...], msg: str, sources: Mapping[tuple[str, ...], str]) -> str:
+    text = f"{'.'.join(str(p) for p in loc) or '(top level)'}: {msg}"
+    # A discriminated union adds its tag to the location (keys.hot.pkcs11.key_id): an
+    # override's path matches when it is a subsequence of the location.
+    names = [name for path, name in sources.items() if _subsequence(path, loc)]
+    return f"{text} (from {', '.join(sorted(names))})" if names else text
+
+
+def _subsequence(path: tuple[str, ...], loc: tuple[int | str, ...]) -> bool:
+    rest = iter(str(p) for p in loc)
+    return all(part in rest for part in path)
+
+
+# --- environment overrides ---------------------------------------------------------------------
+#
+# WALLET_SIGNER_<A>__<B>__... sets config path a.b...; each segment is resolved against the
+# model (field names and table keys match case-insensitively), so a misspelt name is an error
+# as it is in the file, and the value reaches pydantic as the raw string for scalar fields
+# (pydantic parses int, float, bool and paths; a str field such as a hex key_id keeps "10")
+# and as a TOML value for list fields (`["hot", "ops"]`). A variable is an override when its
+# name contains "__" or its whole name is a top-level field (WALLET_SIGNER_ENVIRONMENT); other
+# names (WALLET_SIGNER_PIN, WALLET_SIGNER_CONFIG) are left to whoever reads them.
+
+
+def apply_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """Overlay the overrides in `environ` on `raw` (in place); returns path -> variable name."""
+    sources: dict[tuple[str, ...], str] = {}
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX):
             continue
-        path = name[len(ENV_PREFIX) :].lower().split("__")
-        if path[0] not in _TOP_LEVEL or not all(path):
-            continue  # e.g. WALLET_SIGNER_PIN: a secret's variable, not an override
-        node = raw
-        for depth, part in enumerate(path):
-            # key ids are case-sensitive; environment names are not: match an existing key
-            part = next((k for k in node if k.lower() == part), part)
-            if depth == len(path) - 1:
-                node[part] = _parse_value(environ[name])
-                break
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"{name}: {part} is not a table in the config")
-            node = child
+        segments = name[len(ENV_PREFIX) :].split("__")
+        if len(segments) == 1 and segments[0].lower() not in Config.model_fields:
+            continue  # a secret's or the config path's variable, not an override
+        if not all(segments):
+            raise ConfigError(f"{name}: empty name between '__' separators")
+        path = _overlay(raw, Config, segments, environ[name], name)
+        sources[path] = name
+    return sources
 
 
-_TOP_LEVEL = {"environment", "server", "keys", "clients", "store"}
+def _overlay(
+    node: dict[str, Any], model: type[BaseModel], segments: list[str], text: str, name: str
+) -> tuple[str, ...]:
+    path: list[str] = []
+    annotation: Any = model
+    for depth, segment in enumerate(segments):
+        last = depth == len(segments) - 1
+        where = ".".join(path) or "the top level"
+        kind, inner = _shape(annotation, node)
+        if kind == "model":
+            fields = inner
+            key = segment.lower()
+            if key not in fields:
+                raise ConfigError(
+                    f"{name}: {where} has no field {key!r} (fields: {', '.join(sorted(fields))})"
+                )
+            annotation = fields[key]
+        elif kind == "table":
+            key = _table_key(node, segment, name, where)
+            annotation = inner
+        else:
+            raise ConfigError(f"{name}: {where} is a value, not a table")
+        path.append(key)
+        if last:
+            node[key] = _leaf_value(annotation, text, name, ".".join(path))
+            break
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{name}: {'.'.join(path)} is a value, not a table")
+        node = child
+    return tuple(path)
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
+def _table_key(node: dict[str, Any], segment: str, name: str, where: str) -> str:
+    """The existing entry this segment names, ignoring case (environment names are usually
+    upper case, table keys such as key ids are not); two entries differing only by case are
+    ambiguous, never a guess."""
+    matches = sorted(k for k in node if k.lower() == segment.lower())
+    if len(matches) > 1:
+        raise ConfigError(
+            f"{name}: ambiguous: {where} has entries {matches} differing only by case; "
+            "rename one to override it from the environment"
+        )
+    return matches[0] if matches else segment.lower()
+
+
+def _leaf_value(annotation: Any, text: str, name: str, path: str) -> Any:
+    kind, _ = _shape(annotation, None)
+    if kind in ("model", "table"):
+        raise ConfigError(f"{name}: {path} is a table: set its fields ({name}__FIELD)")
+    if kind == "list":
+        try:
+            return tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            raise ConfigError(
+                f"{name}: {path} is a list: write it as a TOML array, e.g. [\"a\", \"b\"]"
+            ) from None
+    return text  # pydantic parses numbers, booleans and paths from the string, as from TOML
+
+
+def _shape(annotation: Any, node: dict[str, Any] | None) -> tuple[str, Any]:
+    """("model", {field: annotation}), ("table", value annotation), ("list", None) or
+    ("scalar", None). Optional and Annotated wrappers are looked through; a union of models is
+    resolved by its discriminator value in `node` when present, else to all members' fields
+    (pydantic then checks the real member: another backend's field is an extra input)."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _shape(typing.get_args(annotation)[0], node)
+    if origin in (Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+        if models and len(models) == len(members):
+            return "model", _union_fields(models, node)
+        return _shape(members[0], node) if len(members) == 1 else ("scalar", None)
+    if origin is dict:
+        return "table", typing.get_args(annotation)[1]
+    if origin in (list, tuple, set, frozenset):
+        return "list", None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "model", _fields(annotation)
+    return "scalar", None
+
+
+def _fields(model: type[BaseModel]) -> dict[str, Any]:
+    return {name: field.annotation for name, field in model.model_fields.items()}
+
+
+def _union_fields(models: list[type[BaseModel]], node: dict[str, Any] | None) -> dict[str, Any]:
+    for model in models:
+        for name, annotation in _fields(model).items():
+            if typing.get_origin(annotation) is Literal and node is not None and \
+                    node.get(name) in typing.get_args(annotation):
+                return _fields(model)
+    merged: dict[str, Any] = {}
+    for model in models:
+        for name, annotation in _fields(model).items():
+            merged.setdefault(name, annotation)
+    return merged

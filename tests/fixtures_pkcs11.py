@@ -82,18 +82,11 @@ def softhsm_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SoftHsmTok
 
 def generate_key(token: SoftHsmToken, label: str) -> bytes:
     """A new key pair in `token` through the provisioning code; returns the public key."""
-    from signer.backends import pkcs11, pkcs11_admin
+    from signer.admin import pkcs11_keys
+    from signer.backends.pkcs11 import open_session
 
-    connection = pkcs11.connect(SOFTHSM_MODULE, token.label, token.pin)
-    try:
-        with connection.library.gate.shared():
-            session = connection.open_session(rw=True)
-            try:
-                return pkcs11_admin.generate_key(session, label)[1]
-            finally:
-                session.close()
-    finally:
-        pkcs11.disconnect(connection)
+    with open_session(SOFTHSM_MODULE, token.label, token.pin, rw=True) as session:
+        return pkcs11_keys.generate_key(session, label)[1]
 
 
 def open_signer(token: SoftHsmToken, key_label: str, key_id: str = "hsm",

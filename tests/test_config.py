@@ -3,6 +3,9 @@
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import BaseModel, ConfigDict
 
 from signer import config
 from signer.errors import ConfigError
@@ -111,3 +114,142 @@ def test_environment_override_can_make_config_invalid(tmp_path):
 ])
 def test_loopback_detection(listen, loopback):
     assert config.ServerConfig(listen=listen).is_loopback() is loopback
+
+
+# --- overrides are resolved against the model and validated like the file ------------------
+
+PKCS11_KEY = "[keys.t]\nbackend = 'pkcs11'\ntoken_label = 't'\npin_env = 'P'\nkey_label = 'k'\n"
+
+
+def test_override_of_a_str_field_keeps_the_raw_string(tmp_path):
+    # "10" is a valid hex CKA_ID; parsed as a TOML integer it was refused ("valid string")
+    cfg = config.load(write(tmp_path, PKCS11_KEY), environ={
+        "WALLET_SIGNER_KEYS__T__KEY_ID": "10",
+        "WALLET_SIGNER_KEYS__T__KEY_LABEL": "true",
+        "WALLET_SIGNER_KEYS__T__POOL_SIZE": "8",
+    })
+    key = cfg.keys["t"]
+    assert key.key_id == "10" and key.key_label == "true"
+    assert key.pool_size == 8
+
+
+def test_override_of_numeric_fields_parses_and_names_the_variable(tmp_path):
+    cfg = config.load(write(tmp_path, EXAMPLE), environ={
+        "WALLET_SIGNER_KEYS__OPS__READ_TIMEOUT_SECONDS": "2.5",
+        "WALLET_SIGNER_SERVER__SHUTDOWN_GRACE_SECONDS": "3",
+    })
+    assert cfg.keys["ops"].read_timeout_seconds == 2.5
+    assert cfg.server.shutdown_grace_seconds == 3.0
+    with pytest.raises(ConfigError) as caught:
+        config.load(write(tmp_path, EXAMPLE),
+                    environ={"WALLET_SIGNER_SERVER__MAX_WORKERS": "lots"})
+    assert "server.max_workers: Input should be a valid integer" in str(caught.value)
+    assert "(from WALLET_SIGNER_SERVER__MAX_WORKERS)" in str(caught.value)
+
+
+@given(st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"),
+               min_size=1, max_size=40))
+def test_any_text_reaches_a_str_field_unchanged(text):
+    cfg = config.load(None, environ={"WALLET_SIGNER_KEYS__T__BACKEND": "pkcs11",
+                                     "WALLET_SIGNER_KEYS__T__TOKEN_LABEL": "t",
+                                     "WALLET_SIGNER_KEYS__T__PIN_ENV": "P",
+                                     "WALLET_SIGNER_KEYS__T__KEY_LABEL": text})
+    assert cfg.keys["t"].key_label == text
+
+
+@pytest.mark.parametrize(("variable", "fragment"), [
+    ("WALLET_SIGNER_SERVR__LISTEN", "the top level has no field 'servr'"),
+    ("WALLET_SIGNER_SERVER__LISTNE", "server has no field 'listne'"),
+    ("WALLET_SIGNER_X__Y", "the top level has no field 'x'"),
+    ("WALLET_SIGNER_KEYS__HOT__NO_SUCH_FIELD", "keys.hot has no field 'no_such_field'"),
+    ("WALLET_SIGNER_SERVER__LISTEN__PORT", "server.listen is a value, not a table"),
+    ("WALLET_SIGNER_SERVER", "server is a table: set its fields"),
+    ("WALLET_SIGNER_KEYS__HOT", "keys.hot is a table: set its fields"),
+    ("WALLET_SIGNER_KEYS____X", "empty name between '__' separators"),
+])
+def test_unknown_or_misshaped_override_is_an_error_naming_the_variable(tmp_path, variable,
+                                                                       fragment):
+    with pytest.raises(ConfigError) as caught:
+        config.load(write(tmp_path, EXAMPLE), environ={variable: "127.0.0.1:1"})
+    assert str(caught.value).startswith(f"{variable}: ") and fragment in str(caught.value)
+
+
+def test_field_of_another_backend_is_refused_naming_the_variable(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        config.load(write(tmp_path, EXAMPLE), environ={"WALLET_SIGNER_KEYS__HOT__PIN_ENV": "P"})
+    assert str(caught.value) == ("WALLET_SIGNER_KEYS__HOT__PIN_ENV: keys.hot has no field "
+                                 "'pin_env' (fields: backend, private_key_env, private_key_file)")
+    # a key made by overrides alone: its backend override is applied first
+    with pytest.raises(ConfigError, match=r"keys.new has no field 'pin_env'"):
+        config.load(None, environ={"WALLET_SIGNER_KEYS__NEW__PIN_ENV": "P",
+                                   "WALLET_SIGNER_KEYS__NEW__BACKEND": "env",
+                                   "WALLET_SIGNER_KEYS__NEW__PRIVATE_KEY_ENV": "K"})
+    # and without any backend, pydantic says what is missing
+    with pytest.raises(ConfigError, match=r"keys.new: Unable to extract tag using discriminator"):
+        config.load(None, environ={"WALLET_SIGNER_KEYS__NEW__PIN_ENV": "P"})
+
+
+def test_variables_that_are_not_overrides_are_left_alone(tmp_path):
+    cfg = config.load(write(tmp_path, EXAMPLE), environ={
+        "WALLET_SIGNER_PIN": "1234", "WALLET_SIGNER_CONFIG": "/etc/x.toml",
+        "WALLET_SIGNER_REQUIRE_BACKENDS": "pkcs11", "OTHER__THING": "x",
+    })
+    assert cfg == config.load(write(tmp_path, EXAMPLE), environ={})
+
+
+def test_keys_differing_only_by_case_make_an_override_ambiguous(tmp_path):
+    text = EXAMPLE + "[keys.Hot]\nbackend = 'env'\nprivate_key_env = 'OTHER'\n"
+    for variable in ("WALLET_SIGNER_KEYS__HOT__PRIVATE_KEY_ENV",
+                     "WALLET_SIGNER_KEYS__hot__PRIVATE_KEY_ENV"):
+        with pytest.raises(ConfigError) as caught:
+            config.load(write(tmp_path, text), environ={variable: "X"})
+        assert "ambiguous: keys has entries ['Hot', 'hot'] differing only by case" in str(
+            caught.value)
+    # without an override the two keys are fine (key ids are case-sensitive)
+    assert set(config.load(write(tmp_path, text), environ={}).keys) >= {"Hot", "hot"}
+
+
+def test_list_override_is_a_toml_array():
+    raw: dict = {"clients": {"trader": {"identity": "t", "keys": ["hot"]}}}
+    config.apply_overrides(raw, {"WALLET_SIGNER_CLIENTS__TRADER__KEYS": '["hot", "ops"]'})
+    assert raw["clients"]["trader"]["keys"] == ["hot", "ops"]
+    with pytest.raises(ConfigError, match=r"clients.trader.keys is a list: write it as a TOML"):
+        config.apply_overrides(raw, {"WALLET_SIGNER_CLIENTS__TRADER__KEYS": "hot"})
+
+
+class _Limits(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    per_day: int = 0
+    share: float = 0.0
+    label: str = ""
+    targets: list[str] = []
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    limits: dict[str, _Limits] = {}
+    default: _Limits | None = None
+
+
+class _AnyModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    policies: _Section = _Section()
+
+
+def test_overlay_follows_any_model_without_a_list_of_sections():
+    # the mechanism knows no section names: a model it has never seen works the same way
+    raw: dict = {}
+    for name, value in {"POLICIES__LIMITS__DESK__ENABLED": "true",
+                        "POLICIES__LIMITS__DESK__PER_DAY": "12",
+                        "POLICIES__LIMITS__DESK__SHARE": "0.5",
+                        "POLICIES__LIMITS__DESK__LABEL": "007",
+                        "POLICIES__LIMITS__DESK__TARGETS": '["a", "b"]',
+                        "POLICIES__DEFAULT__PER_DAY": "3"}.items():
+        config._overlay(raw, _AnyModel, name.split("__"), value, name)
+    parsed = _AnyModel.model_validate(raw)
+    assert parsed.policies.limits["desk"] == _Limits(enabled=True, per_day=12, share=0.5,
+                                                     label="007", targets=["a", "b"])
+    assert parsed.policies.default == _Limits(per_day=3)
+    with pytest.raises(ConfigError, match=r"policies.limits.desk has no field 'enabld'"):
+        config._overlay(raw, _AnyModel, ["POLICIES", "LIMITS", "DESK", "ENABLD"], "1", "V")

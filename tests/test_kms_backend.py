@@ -143,9 +143,11 @@ def test_no_deadline_signs_inline(kms_signer):
 def test_spent_deadline_sends_nothing(kms_faults, make_kms_key, kms_config):
     key_id = make_kms_key()
     backend = KmsBackend.open("k", kms_config(key_id))
-    with pytest.raises(errors.DeadlineExceeded):
+    with pytest.raises(errors.DeadlineExceeded) as caught:
         backend.sign_digest(keccak(b"x"), timeout=0.0)
     assert kms_faults.count("Sign", key_id) == 0
+    assert str(caught.value) == ("key 'k': KMS did not sign within the caller's deadline "
+                                 "(0.000s); nothing was sent to KMS")
 
 
 def test_calls_run_concurrently(kms_faults, make_kms_key, kms_config):

@@ -36,25 +36,18 @@ def stanza_signer(output, key_id):
 def private_key_attrs(token, label):
     from pkcs11 import Attribute, ObjectClass
 
-    connection = backend_module.connect(SOFTHSM_MODULE, token.label, token.pin)
-    try:
-        session = connection.open_session()
+    with backend_module.open_session(SOFTHSM_MODULE, token.label, token.pin) as session:
+        key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
+        names = ("TOKEN", "PRIVATE", "SENSITIVE", "EXTRACTABLE", "SIGN", "DECRYPT",
+                 "DERIVE", "UNWRAP", "LOCAL", "NEVER_EXTRACTABLE")
+        attrs = {name: key[getattr(Attribute, name)] for name in names}
         try:
-            key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
-            names = ("TOKEN", "PRIVATE", "SENSITIVE", "EXTRACTABLE", "SIGN", "DECRYPT",
-                     "DERIVE", "UNWRAP", "LOCAL", "NEVER_EXTRACTABLE")
-            attrs = {name: key[getattr(Attribute, name)] for name in names}
-            try:
-                key[Attribute.VALUE]
-            except Exception as exc:
-                attrs["VALUE"] = type(exc).__name__
-            else:
-                attrs["VALUE"] = "READABLE"
-            return attrs
-        finally:
-            session.close()
-    finally:
-        backend_module.disconnect(connection)
+            key[Attribute.VALUE]
+        except Exception as exc:
+            attrs["VALUE"] = type(exc).__name__
+        else:
+            attrs["VALUE"] = "READABLE"
+        return attrs
 
 
 def pkcs11_tool_objects(token):
@@ -143,7 +136,7 @@ def test_pin_never_in_output_or_logs(softhsm_token, capsys, caplog, monkeypatch)
                      "--pin-env", "HSM_PIN"]) == 0
     monkeypatch.setenv("HSM_PIN", "999999")  # wrong PIN: the error must not show it either
     assert cli.main(["keys", "list", "--backend", "pkcs11", "--token-label",
-                     softhsm_token.label, "--pin-env", "HSM_PIN"]) == 2
+                     softhsm_token.label, "--pin-env", "HSM_PIN"]) == cli.EXIT_BACKEND
     captured = capsys.readouterr()
     text = captured.out + captured.err + caplog.text
     assert "PIN incorrect" in captured.err
@@ -156,7 +149,7 @@ def test_pin_never_in_output_or_logs(softhsm_token, capsys, caplog, monkeypatch)
 
 
 def test_development_default_is_a_softhsm_key(tmp_path, monkeypatch, softhsm_token):
-    from signer import defaults
+    from signer.admin import development as defaults
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SOFTHSM2_CONF", "/nonexistent")  # replaced by the project-local one

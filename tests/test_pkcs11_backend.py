@@ -8,7 +8,12 @@ from eth_account.messages import encode_defunct, encode_typed_data
 from eth_keys import keys
 
 from signer.backends.pkcs11 import Pkcs11Backend, ec_point_to_sec1
-from signer.errors import ConfigError, DeadlineExceeded, FailedPrecondition
+from signer.errors import (
+    BackendUnavailable,
+    DeadlineExceeded,
+    FailedPrecondition,
+    PermissionDenied,
+)
 from signer.eth.signature import HALF_N
 from signer.service import KeyRing
 from signer.v1 import signer_pb2 as pb
@@ -80,30 +85,24 @@ def test_wrong_curve_refused_at_startup(softhsm_token):
 
     from signer.backends import pkcs11 as backend
 
-    connection = backend.connect(softhsm_token.key_config("x").module, softhsm_token.label,
-                                 softhsm_token.pin)
-    try:
-        with connection.library.gate.shared():
-            session = connection.open_session(rw=True)
-            session.generate_keypair(
-                KeyType.EC, 0, mechanism=Mechanism.EC_KEY_PAIR_GEN, store=True, label="p256",
-                public_template={Attribute.EC_PARAMS: encode_named_curve_parameters("1.2.840.10045.3.1.7")})
-            session.close()
-    finally:
-        backend.disconnect(connection)
-    with pytest.raises(ConfigError, match="not on secp256k1"):
+    with backend.open_session(softhsm_token.key_config("x").module, softhsm_token.label,
+                              softhsm_token.pin, rw=True) as session:
+        session.generate_keypair(
+            KeyType.EC, 0, mechanism=Mechanism.EC_KEY_PAIR_GEN, store=True, label="p256",
+            public_template={Attribute.EC_PARAMS: encode_named_curve_parameters("1.2.840.10045.3.1.7")})
+    with pytest.raises(FailedPrecondition, match="not on secp256k1"):
         open_signer(softhsm_token, "p256")
 
 
-def test_startup_errors_are_config_errors_without_pin(softhsm_token, caplog):
+def test_startup_errors_name_the_key_keep_their_kind_and_hide_the_pin(softhsm_token, caplog):
     caplog.set_level(logging.DEBUG)
-    with pytest.raises(ConfigError, match="no private key"):
+    with pytest.raises(FailedPrecondition, match=r"keys.hsm: no private key"):
         open_signer(softhsm_token, "absent")
     softhsm_token.pin_file.write_text("0000000000000000")
-    with pytest.raises(ConfigError, match="PIN incorrect") as info:
+    with pytest.raises(PermissionDenied, match=r"keys.hsm: .*PIN incorrect") as info:
         open_signer(softhsm_token, "absent")
     assert "0000000000000000" not in str(info.value) + caplog.text
-    with pytest.raises(ConfigError, match="no token"):
+    with pytest.raises(BackendUnavailable, match=r"keys.k: no token"):
         Pkcs11Backend.open("k", softhsm_token.key_config("k").model_copy(
             update={"token_label": "other"}))
 

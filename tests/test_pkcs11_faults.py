@@ -14,8 +14,8 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
+from signer.admin import pkcs11_keys
 from signer.backends import pkcs11 as backend_module
-from signer.backends import pkcs11_admin
 from signer.config import SOFTHSM_MODULE
 from signer.service import KeyRing
 from signer.v1 import signer_pb2 as pb
@@ -129,16 +129,8 @@ def test_logged_out_underneath(served, softhsm_token, caplog):
 
 
 def import_key(token, label, secret):
-    connection = backend_module.connect(SOFTHSM_MODULE, token.label, token.pin)
-    try:
-        with connection.library.gate.shared():
-            session = connection.open_session(rw=True)
-            try:
-                return pkcs11_admin.store_private_key(session, label, secret)[1]
-            finally:
-                session.close()
-    finally:
-        backend_module.disconnect(connection)
+    with backend_module.open_session(SOFTHSM_MODULE, token.label, token.pin, rw=True) as session:
+        return pkcs11_keys.store_private_key(session, label, secret)[1]
 
 
 def recreate_token_in_other_process(token, label, secret):
@@ -151,10 +143,11 @@ def recreate_token_in_other_process(token, label, secret):
     time.sleep(0.2)
     token.setup()
     if secret is not None:
-        code = ("import sys; from signer.backends import pkcs11 as p, pkcs11_admin as a;"
-                "c = p.connect(p.Path('/usr/lib/softhsm/libsofthsm2.so'), sys.argv[1], sys.argv[2]);"
-                "s = c.open_session(rw=True); a.store_private_key(s, sys.argv[3], "
-                "bytes.fromhex(sys.argv[4])); s.close(); p.disconnect(c)")
+        code = ("import sys; from signer.backends import pkcs11 as p; "
+                "from signer.admin import pkcs11_keys as a\n"
+                "with p.open_session(p.Path('/usr/lib/softhsm/libsofthsm2.so'), sys.argv[1], "
+                "sys.argv[2], rw=True) as s:\n"
+                "    a.store_private_key(s, sys.argv[3], bytes.fromhex(sys.argv[4]))")
         subprocess.run([sys.executable, "-c", code, token.label, token.pin, label, secret.hex()],
                        check=True, capture_output=True, timeout=30)
 

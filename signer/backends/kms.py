@@ -101,13 +101,14 @@ class KmsBackend:
             return self._sign(digest, None)
         deadline = time.monotonic() + timeout
         if timeout <= 0:
-            raise self._deadline_exceeded(timeout)
+            raise self._deadline_exceeded(timeout, sent=False)
         future = _call_pool().submit(self._sign, digest, deadline)
         try:
             return future.result(timeout=max(0.0, deadline - time.monotonic()))
         except TimeoutError:
-            future.cancel()  # still queued: never sent; running: the hooks stop it
-            raise self._deadline_exceeded(timeout) from None
+            # still queued: never sent; running: the hooks stop it at its next attempt
+            sent = not future.cancel()
+            raise self._deadline_exceeded(timeout, sent=sent) from None
 
     def close(self) -> None:
         pass  # the client is shared by every key of the process
@@ -122,7 +123,7 @@ class KmsBackend:
                 SigningAlgorithm=SIGNING_ALGORITHM,
             )
         except _DeadlinePassed:
-            raise self._deadline_exceeded(None) from None
+            raise self._deadline_exceeded(None, sent=True) from None
         except (BotoCoreError, ClientError) as exc:
             raise translate(exc, self._key_id, "Sign") from None
         finally:
@@ -132,11 +133,19 @@ class KmsBackend:
             log.info("key %r: KMS Sign succeeded after %d retries", self._key_id, retries)
         return bytes(reply["Signature"])
 
-    def _deadline_exceeded(self, timeout: float | None) -> DeadlineExceeded:
+    def _deadline_exceeded(self, timeout: float | None, *, sent: bool) -> DeadlineExceeded:
         budget = "" if timeout is None else f" ({max(timeout, 0):.3f}s)"
+        # An attempt already sent cannot be called back: KMS may still sign it. What is true
+        # is that this request returns no signature, and none made later is ever released.
+        outcome = (
+            "the call was abandoned: KMS may still complete it, but no signature is returned "
+            "for this request"
+            if sent
+            else "nothing was sent to KMS"
+        )
         return DeadlineExceeded(
             f"key {self._key_id!r}: KMS did not sign within the caller's deadline{budget}; "
-            "nothing was signed for this request"
+            f"{outcome}"
         )
 
     def __repr__(self) -> str:

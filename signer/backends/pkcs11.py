@@ -18,6 +18,8 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -79,6 +81,22 @@ class TokenConnection:
     def open_session(self, rw: bool = False) -> Any:
         """A new session sharing the login; caller holds `library.gate.shared()`."""
         return self.token.open(rw=rw)
+
+    @contextmanager
+    def session(self, *, rw: bool = False, during: str | None = None) -> Iterator[Any]:
+        """A session sharing the login, for one piece of work: the library's gate is held
+        while it is open, it is closed after, and python-pkcs11 errors raised inside become
+        signer errors (`during` names what was being done)."""
+        import pkcs11
+
+        with self.library.gate.shared():
+            session = self.open_session(rw=rw)
+            try:
+                yield session
+            except pkcs11.PKCS11Error as exc:
+                raise translate(exc, during or f"token {self.token_label!r}") from None
+            finally:
+                session.close()
 
     def recover(self, seen_generation: int) -> None:
         """After a fault: keep the login if it is alive, else log in again (re-initializing the
@@ -169,6 +187,18 @@ def connect(module: Path, token_label: str, pin: str) -> TokenConnection:
             raise
         connection.users += 1
         return connection
+
+
+@contextmanager
+def open_session(module: Path, token_label: str, pin: str, *, rw: bool = False) -> Iterator[Any]:
+    """One session on a token for one-off work (provisioning, set-up, tests): connects (logging
+    in on first use), yields a session as `TokenConnection.session` does, then disconnects."""
+    connection = connect(module, token_label, pin)
+    try:
+        with connection.session(rw=rw) as session:
+            yield session
+    finally:
+        disconnect(connection)
 
 
 def disconnect(connection: TokenConnection) -> None:
@@ -304,36 +334,31 @@ class Pkcs11Backend:
     def open(cls, key_id: str, cfg: Pkcs11KeyConfig) -> Pkcs11Backend:
         pin = read_pin(key_id, cfg.pin_env, cfg.pin_file)
         selector = KeySelector(cfg.key_label, bytes.fromhex(cfg.key_id) if cfg.key_id else None)
+        # Errors keep their kind (a wrong PIN is PERMISSION_DENIED, a missing token
+        # UNAVAILABLE, as KmsBackend.open's are) and name the key.
         try:
             connection = connect(cfg.module, cfg.token_label, pin)
         except SignerError as exc:
-            raise ConfigError(f"keys.{key_id}: {exc}") from None
+            raise type(exc)(f"keys.{key_id}: {exc}") from None
         try:
             public_key = cls._startup_public_key(connection, selector)
         except SignerError as exc:
             disconnect(connection)
-            raise ConfigError(f"keys.{key_id}: {exc}") from None
+            raise type(exc)(f"keys.{key_id}: {exc}") from None
         log.info("key %r: pkcs11 token %r, key %s", key_id, cfg.token_label, selector)
         return cls(key_id, connection, selector, public_key, cfg.pool_size)
 
     @staticmethod
     def _startup_public_key(connection: TokenConnection, selector: KeySelector) -> bytes:
-        import pkcs11
         from pkcs11 import Attribute, ObjectClass
 
-        with connection.library.gate.shared():
-            session = connection.open_session()
-            try:
-                private = find_one(session, ObjectClass.PRIVATE_KEY, selector.attrs())
-                if private is None:
-                    raise FailedPrecondition(f"no private key with {selector} on the token")
-                if not private[Attribute.SIGN]:
-                    raise FailedPrecondition(f"private key with {selector} may not sign")
-                return read_public_key(session, selector)
-            except pkcs11.PKCS11Error as exc:
-                raise translate(exc, "reading the key") from None
-            finally:
-                session.close()
+        with connection.session(during="reading the key") as session:
+            private = find_one(session, ObjectClass.PRIVATE_KEY, selector.attrs())
+            if private is None:
+                raise FailedPrecondition(f"no private key with {selector} on the token")
+            if not private[Attribute.SIGN]:
+                raise FailedPrecondition(f"private key with {selector} may not sign")
+            return read_public_key(session, selector)
 
     @property
     def public_key(self) -> bytes:

@@ -2,34 +2,38 @@
 
 Private keys are created sensitive and never extractable, with sign as their only usage; an
 imported key gets a public key object beside it (a private key object carries no EC_POINT).
+Functions take typed options and return what they did; the CLI prints.
 """
 
 from __future__ import annotations
 
-import argparse
 import re
 import secrets
-import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from signer.backends.pkcs11 import (
-    SECP256K1_EC_PARAMS,
-    TokenConnection,
-    connect,
-    disconnect,
-    ec_point_to_sec1,
-    read_pin,
-    translate,
-)
+from signer.admin import softhsm
+from signer.backends.pkcs11 import SECP256K1_EC_PARAMS, ec_point_to_sec1, open_session, read_pin
 from signer.config import SOFTHSM_MODULE, Config, Pkcs11KeyConfig
 from signer.errors import ConfigError, InvalidRequest
 from signer.eth.fields import address_of
 
 _HEX_KEY = re.compile(r"(0x)?[0-9a-fA-F]{64}")
+
+
+@dataclass(frozen=True)
+class TokenOptions:
+    """Which token, as the operator named it (None: not given; the config or the development
+    token fills in). `label` picks the configured key whose token is meant."""
+
+    label: str | None = None
+    token_label: str | None = None
+    module: Path | None = None
+    pin_env: str | None = None
+    pin_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -42,47 +46,80 @@ class Target:
     pin_file: Path | None
 
 
-def create_key(args: argparse.Namespace, config: Config | None) -> int:
-    label = _required_label(args)
-    target = resolve_target(args, config)
+@dataclass(frozen=True)
+class ProvisionedKey:
+    """A key now on the token: where, under which label and CKA_ID, and its public key."""
+
+    target: Target
+    label: str
+    key_id: bytes
+    public_key: bytes
+    origin: str  # "generated on the token" or "imported"
+
+    @property
+    def address(self) -> str:
+        return address_of(self.public_key)
+
+    def config_stanza(self) -> str:
+        """The `[keys.LABEL]` table that serves this key."""
+        target = self.target
+        pin = f'pin_env = "{target.pin_env}"' if target.pin_env else \
+            f'pin_file = "{target.pin_file}"'
+        return (f'[keys.{self.label}]\nbackend = "pkcs11"\nmodule = "{target.module}"\n'
+                f'token_label = "{target.token_label}"\n{pin}\nkey_label = "{self.label}"\n'
+                f'key_id = "{self.key_id.hex()}"')
+
+
+@dataclass(frozen=True)
+class TokenKey:
+    """A secp256k1 private key found on the token (public key None if it has no public key
+    object) and whether it was generated there or imported."""
+
+    label: str
+    key_id: bytes
+    public_key: bytes | None
+    origin: str
+
+    @property
+    def address(self) -> str | None:
+        return address_of(self.public_key) if self.public_key else None
+
+
+def create_key(label: str, target: Target) -> ProvisionedKey:
     with _session(target) as session:
         key_id, public_key = generate_key(session, label)
-    _report(target, label, key_id, public_key, "generated on the token")
-    return 0
+    return ProvisionedKey(target, label, key_id, public_key, "generated on the token")
 
 
-def import_key(args: argparse.Namespace, config: Config | None) -> int:
-    from signer.backends.env import parse_private_key
-
-    label = _required_label(args)
-    target = resolve_target(args, config)
-    if args.key_file is not None and _HEX_KEY.fullmatch(str(args.key_file).strip()):
+def read_key_text(key_file: Path | None, stdin: TextIO) -> tuple[str, str]:
+    """(the hex key's text, where it came from) from `key_file`, else `stdin`; errors never
+    echo the key."""
+    if key_file is not None and _HEX_KEY.fullmatch(str(key_file).strip()):
         raise ConfigError("--key-file takes the name of a file holding the key, not the key")
-    source = "stdin" if args.key_file is None else f"file {args.key_file}"
+    source = "stdin" if key_file is None else f"file {key_file}"
     try:
-        text = sys.stdin.read() if args.key_file is None else args.key_file.read_text("ascii")
+        text = stdin.read() if key_file is None else key_file.read_text("ascii")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(
             f"cannot read the private key from {source}: {type(exc).__name__}"
         ) from None
-    parse_private_key(text, f"private key from {source}")  # validates; errors never echo it
-    secret = bytes.fromhex(text.strip().removeprefix("0x"))
+    return text, source
+
+
+def import_key(label: str, key_text: str, source: str, target: Target) -> ProvisionedKey:
+    """Move a hex private key (from `source`, named in errors) into the token."""
+    from signer.backends.env import parse_private_key
+
+    parse_private_key(key_text, f"private key from {source}")  # validates; never echoes it
+    secret = bytes.fromhex(key_text.strip().removeprefix("0x"))
     with _session(target) as session:
         key_id, public_key = store_private_key(session, label, secret)
-    _report(target, label, key_id, public_key, "imported")
-    print(f"# delete the plaintext key ({source}) now that the token holds it", file=sys.stderr)
-    return 0
+    return ProvisionedKey(target, label, key_id, public_key, "imported")
 
 
-def list_keys(args: argparse.Namespace, config: Config | None) -> int:
-    target = resolve_target(args, config)
+def list_keys(target: Target) -> list[TokenKey]:
     with _session(target) as session:
-        rows = list(token_keys(session))
-    print("label\tid\taddress\torigin")
-    for label, key_id, public_key, origin in rows:
-        address = address_of(public_key) if public_key else "(no public key)"
-        print(f"{label}\t{key_id.hex()}\t{address}\t{origin}")
-    return 0
+        return [TokenKey(*row) for row in token_keys(session)]
 
 
 # --- token operations (also used by the development default and the tests) ---------------------
@@ -175,22 +212,20 @@ def _public_attrs(label: str, key_id: bytes) -> dict[Any, Any]:
 
 # --- which token ------------------------------------------------------------------------------
 
-def resolve_target(args: argparse.Namespace, config: Config | None) -> Target:
-    """Flags first, then the config's pkcs11 key (the one labelled --label, else the first),
-    else the project-local development SoftHSM token."""
-    key = _config_key(config, getattr(args, "label", None))
-    if args.token_label or key is not None:
-        pin_env = args.pin_env or (key.pin_env if key and not args.pin_file else None)
-        pin_file = args.pin_file or (key.pin_file if key and not args.pin_env else None)
-        token_label = args.token_label or (key.token_label if key else None)
+def resolve_target(options: TokenOptions, config: Config | None) -> Target:
+    """Options first, then the config's pkcs11 key (the one labelled `options.label`, else the
+    first), else the project-local development SoftHSM token."""
+    key = _config_key(config, options.label)
+    if options.token_label or key is not None:
+        pin_env = options.pin_env or (key.pin_env if key and not options.pin_file else None)
+        pin_file = options.pin_file or (key.pin_file if key and not options.pin_env else None)
+        token_label = options.token_label or (key.token_label if key else None)
         if token_label is None or (pin_env is None and pin_file is None):
             raise ConfigError("name the token's PIN source: --pin-env or --pin-file")
-        module = args.module or (key.module if key else SOFTHSM_MODULE)
+        module = options.module or (key.module if key else SOFTHSM_MODULE)
         return Target(module, token_label, pin_env, pin_file)
-    from signer import defaults
-
-    token = defaults.ensure_dev_token()
-    return Target(args.module or SOFTHSM_MODULE, token.label, None, token.pin_file)
+    token = softhsm.ensure_dev_token()
+    return Target(options.module or SOFTHSM_MODULE, token.label, None, token.pin_file)
 
 
 def _config_key(config: Config | None, label: str | None) -> Pkcs11KeyConfig | None:
@@ -198,37 +233,7 @@ def _config_key(config: Config | None, label: str | None) -> Pkcs11KeyConfig | N
     return next((k for k in keys if k.key_label == label), keys[0] if keys else None)
 
 
-@contextmanager
-def _session(target: Target) -> Iterator[Any]:
+def _session(target: Target) -> AbstractContextManager[Any]:
     """A read-write session on the logged-in token; pkcs11 errors become signer errors."""
-    import pkcs11
-
     pin = read_pin("(cli)", target.pin_env, target.pin_file)
-    connection: TokenConnection = connect(target.module, target.token_label, pin)
-    try:
-        with connection.library.gate.shared():
-            session = connection.open_session(rw=True)
-            try:
-                yield session
-            except pkcs11.PKCS11Error as exc:
-                raise translate(exc, f"token {target.token_label!r}") from None
-            finally:
-                session.close()
-    finally:
-        disconnect(connection)
-
-
-def _required_label(args: argparse.Namespace) -> str:
-    if not args.label:
-        raise ConfigError("--label is required")
-    label: str = args.label
-    return label
-
-
-def _report(target: Target, label: str, key_id: bytes, public_key: bytes, origin: str) -> None:
-    address = address_of(public_key)
-    pin = f'pin_env = "{target.pin_env}"' if target.pin_env else f'pin_file = "{target.pin_file}"'
-    print(f"{origin}: key {label!r} id {key_id.hex()} address {address}")
-    print(f'\n[keys.{label}]\nbackend = "pkcs11"\nmodule = "{target.module}"\n'
-          f'token_label = "{target.token_label}"\n{pin}\nkey_label = "{label}"\n'
-          f'key_id = "{key_id.hex()}"')
+    return open_session(target.module, target.token_label, pin, rw=True)

@@ -2,11 +2,12 @@
 
 Region and endpoint come from the command line, else from the first kms key in the config,
 else from the standard AWS chain (AWS_REGION, profile). Credentials: the standard chain only.
+Functions take typed options and return what they found or made; the CLI prints.
 """
 
-import argparse
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -20,7 +21,7 @@ from signer.backends.kms import (
     translate,
 )
 from signer.config import KEY_ID_PATTERN, Config, KmsKeyConfig
-from signer.errors import ConfigError, FailedPrecondition
+from signer.errors import ConfigError, InvalidRequest
 from signer.eth.fields import address_of
 
 TAGS = [{"TagKey": "wallet-signer", "TagValue": "ethereum-signing"}]
@@ -32,12 +33,42 @@ _ALIAS_RE = re.compile(r"alias/(?!aws/)[A-Za-z0-9/_-]{1,250}")
 _CONNECT_TIMEOUT, _READ_TIMEOUT, _ATTEMPTS = 5.0, 30.0, 3
 
 
-def create_key(args: argparse.Namespace, config: Config | None) -> int:
-    """Create an ECC_SECG_P256K1 SIGN_VERIFY key, tag it, alias it, print address and stanza."""
-    if not args.alias:
-        raise ConfigError("keys create --backend kms: --alias NAME is required")
-    alias = _alias(args.alias)
-    region, endpoint_url = _location(args, config)
+@dataclass(frozen=True)
+class KmsOptions:
+    """Where, as the operator named it (None: not given; the config or AWS's chain fills in)."""
+
+    region: str | None = None
+    endpoint_url: str | None = None
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    arn: str
+    alias: str
+    address: str
+    region: str
+    endpoint_url: str | None
+
+    def config_stanza(self) -> str:
+        """The `[keys.NAME]` table that serves this key."""
+        return _stanza(self.alias, self.region, self.endpoint_url)
+
+
+@dataclass(frozen=True)
+class AccountKey:
+    """An Ethereum (ECC_SECG_P256K1, SIGN_VERIFY) key of the account; address None unless the
+    key is enabled (only an enabled key answers GetPublicKey)."""
+
+    key_id: str
+    state: str
+    address: str | None
+    aliases: tuple[str, ...]
+
+
+def create_key(alias_name: str, options: KmsOptions, config: Config | None) -> CreatedKey:
+    """Create an ECC_SECG_P256K1 SIGN_VERIFY key, tag it and alias it."""
+    alias = _alias(alias_name)
+    region, endpoint_url = _location(options, config)
     client = _client(region, endpoint_url)
     _refuse_existing_alias(client, alias)
     created = _call(client.create_key, alias, "CreateKey", KeySpec=KEY_SPEC, KeyUsage=KEY_USAGE,
@@ -52,28 +83,23 @@ def create_key(args: argparse.Namespace, config: Config | None) -> int:
               PendingWindowInDays=7)
         raise
     address = _address(client, key_id, alias)
-    print(f"created KMS key {created['KeyMetadata']['Arn']}")
-    print(f"alias:   {alias}")
-    print(f"address: {address}")
-    print("\nadd to the service's config:\n")
-    print(_stanza(alias, region, endpoint_url))
-    return 0
+    return CreatedKey(created["KeyMetadata"]["Arn"], alias, address, region, endpoint_url)
 
 
-def list_keys(args: argparse.Namespace, config: Config | None) -> int:
-    """Print KEY_ID, STATE, ADDRESS, ALIASES (tab-separated) of the account's Ethereum keys."""
-    region, endpoint_url = _location(args, config)
+def list_keys(options: KmsOptions, config: Config | None) -> list[AccountKey]:
+    """The account's Ethereum keys, in KMS's order."""
+    region, endpoint_url = _location(options, config)
     client = _client(region, endpoint_url)
     aliases = _aliases_by_key(client)
+    found = []
     for key_id in _paginate(client, "list_keys", "Keys", "KeyId"):
         meta = _call(client.describe_key, key_id, "DescribeKey", KeyId=key_id)["KeyMetadata"]
         if meta.get("KeySpec") != KEY_SPEC or meta.get("KeyUsage") != KEY_USAGE:
             continue
         state = str(meta.get("KeyState", "Unknown"))
-        # Only an enabled key answers GetPublicKey.
-        address = _address(client, key_id, key_id) if state == "Enabled" else "-"
-        print(f"{key_id}\t{state}\t{address}\t{','.join(sorted(aliases.get(key_id, []))) or '-'}")
-    return 0
+        address = _address(client, key_id, key_id) if state == "Enabled" else None
+        found.append(AccountKey(key_id, state, address, tuple(sorted(aliases.get(key_id, [])))))
+    return found
 
 
 def _alias(name: str) -> str:
@@ -85,14 +111,14 @@ def _alias(name: str) -> str:
     return alias
 
 
-def _location(args: argparse.Namespace, config: Config | None) -> tuple[str, str | None]:
+def _location(options: KmsOptions, config: Config | None) -> tuple[str, str | None]:
     configured = next(
         (k for k in (config.keys.values() if config else ()) if isinstance(k, KmsKeyConfig)), None
     )
-    region = args.region or (configured.region if configured else None) or _default_region()
+    region = options.region or (configured.region if configured else None) or _default_region()
     if not region:
         raise ConfigError("no AWS region: pass --region, or set AWS_REGION")
-    endpoint_url = args.endpoint_url or (configured.endpoint_url if configured else None)
+    endpoint_url = options.endpoint_url or (configured.endpoint_url if configured else None)
     return region, endpoint_url
 
 
@@ -125,7 +151,8 @@ def _refuse_existing_alias(client: Any, alias: str) -> None:
         raise translate(exc, alias, "DescribeKey") from None
     except BotoCoreError as exc:
         raise translate(exc, alias, "DescribeKey") from None
-    raise FailedPrecondition(f"{alias} already exists (key {target}); choose another --alias")
+    # the operator's choice of name, like a PKCS#11 label already in use: bad input
+    raise InvalidRequest(f"{alias} already exists (key {target}); choose another --alias")
 
 
 def _address(client: Any, key_id: str, subject: str) -> str:
