@@ -2,9 +2,12 @@
 
 import json
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from eth_account.messages import SignableMessage, encode_defunct, encode_typed_data
+from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from signer.errors import InvalidRequest
@@ -24,18 +27,199 @@ def personal_message_digest(message: bytes) -> bytes:
     return _digest(encode_defunct(primitive=message))
 
 
+@dataclass(frozen=True, slots=True)
+class TypedData:
+    """EIP-712 data as signed: the digest, and the very values it was computed from.
+
+    `domain` and `message` hold canonical values, one Python type per EIP-712 kind: int for
+    (u)intN, bytes for address (20) and bytesN / bytes, bool, str, list for arrays, dict for
+    structs (declared fields only). The digest is computed from these values, so a policy that
+    reads them reads what is signed, not a second interpretation of the JSON.
+    """
+
+    digest: bytes
+    primary_type: str
+    domain: Mapping[str, Any]
+    message: Mapping[str, Any]
+
+
 def typed_data_digest(typed_data_json: str) -> bytes:
-    """The EIP-712 digest of `eth_signTypedData_v4` JSON, parsed strictly.
+    """The EIP-712 digest of `eth_signTypedData_v4` JSON, parsed strictly."""
+    return load_typed_data(typed_data_json).digest
+
+
+def load_typed_data(typed_data_json: str) -> TypedData:
+    """Parse `eth_signTypedData_v4` JSON strictly into canonical values and their digest.
 
     Duplicate keys are refused: a signer and a wallet that resolved them differently would
-    show one message and sign another.
+    show one message and sign another. Values eth-account would coerce ambiguously (a bool
+    given as a string, a number given as text with spaces, a missing field silently zeroed, a
+    fixed-size array of the wrong length) are refused, naming the field.
     """
     data = parse_typed_data(typed_data_json)
+    primary = data["primaryType"]
+    if not isinstance(primary, str) or primary not in data["types"] or primary == _DOMAIN:
+        raise InvalidRequest("typed_data_json: primaryType must name a struct type in types")
+    types = _struct_types(data["types"])
+    if not isinstance(data["domain"], dict):
+        raise InvalidRequest("typed_data_json: domain must be an object")
+    domain: dict[str, Any] = {}
+    for key, value in data["domain"].items():
+        kind = _DOMAIN_FIELDS.get(key)
+        if kind is None:
+            raise InvalidRequest(f"typed_data_json: domain.{key[:40]}: not an EIP-712 field")
+        domain[key] = _canonical(types, kind, value, f"domain.{key}", 0)
+    message = _canonical(types, primary, data["message"], "message", 0)
+    reference = {
+        "types": data["types"],
+        "primaryType": primary,
+        "domain": _reference_form(types, _DOMAIN, domain),
+        "message": _reference_form(types, primary, message),
+    }
     try:
-        signable = encode_typed_data(full_message=data)
+        signable = encode_typed_data(full_message=reference)
     except Exception as exc:  # eth-account raises a zoo of types for bad typed data
         raise InvalidRequest(f"typed_data_json: {_describe(exc)}") from None
-    return _digest(signable)
+    return TypedData(_digest(signable), primary, domain, message)
+
+
+_DOMAIN = "EIP712Domain"
+_DOMAIN_FIELDS = {
+    "name": "string",
+    "version": "string",
+    "chainId": "uint256",
+    "verifyingContract": "address",
+    "salt": "bytes32",
+}
+_ATOMIC = re.compile(r"(u?int)(\d{1,3})|bytes(\d{1,2})|address|bool|string|bytes")
+_ARRAY = re.compile(r"(.+)\[(\d*)\]")
+_INT_TEXT = re.compile(r"-?[0-9]{1,78}")
+_HEX_TEXT = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
+_ADDRESS_TEXT = re.compile(r"0x[0-9a-fA-F]{40}")
+Types = dict[str, list[tuple[str, str]]]
+
+
+def _struct_types(raw: dict[str, Any]) -> Types:
+    types: Types = {}
+    for name, fields in raw.items():
+        if not isinstance(fields, list):
+            raise InvalidRequest(f"typed_data_json: types.{name[:40]} must be a list")
+        pairs = []
+        for field in fields:
+            if (
+                not isinstance(field, dict)
+                or set(field) != {"name", "type"}
+                or not all(isinstance(v, str) for v in field.values())
+            ):
+                raise InvalidRequest(
+                    f"typed_data_json: types.{name[:40]}: each field is {{name, type}} strings"
+                )
+            pairs.append((field["name"], field["type"]))
+        types[name] = pairs
+    return types
+
+
+def _canonical(types: Types, kind: str, value: Any, path: str, depth: int) -> Any:
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidRequest(f"typed_data_json: {path[:80]}: nested deeper than {MAX_JSON_DEPTH}")
+    array = _ARRAY.fullmatch(kind)
+    if array is not None:
+        if not isinstance(value, list):
+            raise InvalidRequest(f"typed_data_json: {path}: expected an array for {kind}")
+        if array.group(2) and len(value) != int(array.group(2)):
+            raise InvalidRequest(
+                f"typed_data_json: {path}: {kind} needs {array.group(2)} items, got {len(value)}"
+            )
+        inner = array.group(1)
+        return [
+            _canonical(types, inner, item, f"{path}[{i}]", depth + 1)
+            for i, item in enumerate(value)
+        ]
+    if kind in types and kind != _DOMAIN:
+        if not isinstance(value, dict):
+            raise InvalidRequest(f"typed_data_json: {path}: expected an object for {kind}")
+        result = {}
+        for name, field_kind in types[kind]:
+            if name not in value:
+                raise InvalidRequest(f"typed_data_json: {path}.{name}: missing")
+            result[name] = _canonical(types, field_kind, value[name], f"{path}.{name}", depth + 1)
+        return result
+    return _atomic(kind, value, path)
+
+
+def _atomic(kind: str, value: Any, path: str) -> Any:
+    match = _ATOMIC.fullmatch(kind)
+    if match is None:
+        raise InvalidRequest(f"typed_data_json: {path}: unknown type {kind[:40]!r}")
+    where = f"typed_data_json: {path}"
+    if match.group(1):
+        bits = int(match.group(2))
+        if bits % 8 or not 8 <= bits <= 256:
+            raise InvalidRequest(f"{where}: unknown type {kind!r}")
+        number = _integer(value, where)
+        signed = match.group(1) == "int"
+        low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+        if not low <= number <= high:
+            raise InvalidRequest(f"{where}: {number} out of range for {kind}")
+        return number
+    if kind == "address":
+        if not isinstance(value, str) or not _ADDRESS_TEXT.fullmatch(value):
+            raise InvalidRequest(f"{where}: expected a 0x-prefixed 20-byte hex address")
+        raw = bytes.fromhex(value[2:])
+        digits = value[2:]
+        if not (digits.islower() or digits.isupper() or digits.isdigit()):
+            if to_checksum_address(raw) != value:
+                raise InvalidRequest(f"{where}: EIP-55 checksum mismatch in {value}")
+        return raw
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise InvalidRequest(f"{where}: expected true or false")
+        return value
+    if kind == "string":
+        if not isinstance(value, str):
+            raise InvalidRequest(f"{where}: expected a string")
+        return value
+    if not isinstance(value, str) or not _HEX_TEXT.fullmatch(value):
+        raise InvalidRequest(f"{where}: expected 0x-prefixed hex bytes")
+    raw = bytes.fromhex(value[2:])
+    if match.group(3):
+        size = int(match.group(3))
+        if not 1 <= size <= 32:
+            raise InvalidRequest(f"{where}: unknown type {kind!r}")
+        if len(raw) > size:
+            raise InvalidRequest(f"{where}: {len(raw)} bytes do not fit in {kind}")
+        raw = raw.ljust(size, b"\0")  # how eth-abi encodes a shorter value
+    return raw
+
+
+def _integer(value: Any, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if _INT_TEXT.fullmatch(value):
+            return int(value)
+        if value.startswith("0x") and 2 < len(value) <= 66:
+            try:
+                return int(value[2:], 16)
+            except ValueError:
+                pass
+    raise InvalidRequest(f"{where}: expected an integer, a decimal string or 0x-prefixed hex")
+
+
+def _reference_form(types: Types, kind: str, value: Any) -> Any:
+    """Canonical values in the form eth-account encodes without any coercion."""
+    if kind == _DOMAIN:
+        return {
+            k: to_checksum_address(v) if k == "verifyingContract" else v for k, v in value.items()
+        }
+    array = _ARRAY.fullmatch(kind)
+    if array is not None:
+        return [_reference_form(types, array.group(1), item) for item in value]
+    if kind in types:
+        return {name: _reference_form(types, k, value[name]) for name, k in types[kind]}
+    if kind == "address":
+        return to_checksum_address(value)
+    return value
 
 
 def parse_typed_data(typed_data_json: str) -> dict[str, Any]:
