@@ -1,0 +1,52 @@
+"""Default-deny signing policy (issue 9): what each client may sign, decided on what is signed.
+
+`config.PolicyConfig` is one `[policies.NAME]` table; `engine.Policy` judges a request;
+`dry_run` does it without a server or a store, for `wallet-signer policy check`.
+"""
+
+from collections.abc import Mapping
+
+from signer.policy.config import PolicyConfig
+from signer.policy.engine import BudgetDef, Decision, Policy, PolicyError, Request
+
+__all__ = [
+    "BudgetDef",
+    "Decision",
+    "Policy",
+    "PolicyConfig",
+    "PolicyError",
+    "Request",
+    "check_policy_references",
+    "dry_run",
+]
+
+
+def check_policy_references(
+    client_policies: Mapping[str, str | None], policies: Mapping[str, PolicyConfig]
+) -> None:
+    """Every client's `policy` names a configured policy; ValueError names the client."""
+    for client, policy in client_policies.items():
+        if policy is not None and policy not in policies:
+            known = ", ".join(sorted(policies)) or "none defined"
+            raise ValueError(
+                f"clients.{client}.policy: unknown policy {policy!r} (policies: {known})"
+            )
+
+
+def dry_run(
+    policies: Mapping[str, PolicyConfig],
+    policy_name: str | None,
+    request: Request,
+    self_address: bytes,
+) -> Decision:
+    """The decision for `request` without a store: budgets are taken as empty.
+
+    Only what this one request spends is compared with each budget's limit; what the window
+    already holds is unknown here, so an allowed dry run may still be refused by a server
+    whose budget is partly spent.
+    """
+    if policy_name is None:
+        return Decision(True, "", None, "client has no policy: everything may be signed")
+    if policy_name not in policies:
+        raise ValueError(f"unknown policy {policy_name!r}")
+    return Policy.compile(policy_name, policies[policy_name]).evaluate(request, self_address)
