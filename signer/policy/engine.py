@@ -672,7 +672,10 @@ class _Compiler:
         create = "create" in items
         self_ = SELF in items
         rest = [i for i in items if i not in ("create", SELF)]
-        addresses = self._addresses(rest, where)[0] if rest else frozenset()
+        if rest:
+            addresses = self._addresses(value if isinstance(value, str) else rest, where)[0]
+        else:
+            addresses = frozenset()
         if not items:
             raise PolicyError(f"{where}: empty")
         label = value if isinstance(value, str) else "[" + ", ".join(items) + "]"
@@ -780,7 +783,7 @@ def _check_kinds(check: Check, leaf: AbiType, where: str) -> None:
         return lit.raw is not None and len(lit.raw) == int(base[5:])  # bytesN
 
     if check.eq is not None and not fits(check.eq):
-        raise PolicyError(f"{where}.eq: {check.eq} is not a {leaf.canonical}")
+        raise PolicyError(f"{where}.eq: {check.eq} is not of type {leaf.canonical}")
     members = check.members
     if members is not None:
         if base == "address" and (members.integers or members.booleans):
