@@ -11,8 +11,7 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any
 
-from eth_abi import encode
-from eth_utils import keccak, to_checksum_address
+from eth_utils import to_checksum_address
 from web3 import Web3
 
 from signer.eth.batch import MULTICALL3_ADDRESS
@@ -477,7 +476,7 @@ ATTACKS = [
          f"to {cs(ROUTER)} not in $self (rule delegate-to-batcher)"),
     Case("chain-id swap to an unlisted chain", tx(TREASURY, ETHER // 10, chain_id=10), False,
          P + "chain_id 10 not in chains [1, 8453]"),
-    Case("fee griefing: huge max_fee_per_gas × gas",
+    Case("fee griefing: huge max_fee_per_gas * gas",
          tx(TREASURY, 1, gas_limit=30_000_000, max_fee_per_gas=10**12), False,
          P + "gas_limit * max_fee_per_gas = 30000000000000000000 wei exceeds "
          "max_gas_fee_wei 5000000000000000"),

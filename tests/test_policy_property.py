@@ -35,7 +35,7 @@ targets = st.one_of(
     st.just("@treasury"),
     st.just("$self"),
     st.just("create"),
-    st.sampled_from(POOL + [TOKEN]).map(cs),
+    st.sampled_from([*POOL, TOKEN]).map(cs),
     st.lists(st.sampled_from([*map(cs, POOL), "@treasury", "$self", "create"]), min_size=1,
              max_size=3),
 )
@@ -44,8 +44,8 @@ amount_conditions = st.dictionaries(st.sampled_from(OPS), st.sampled_from(SMALL)
 recipient_conditions = st.one_of(
     st.fixed_dictionaries({"in": st.just("@treasury")}),
     st.fixed_dictionaries({"eq": st.sampled_from([*map(cs, POOL), "$self"])}),
-    st.fixed_dictionaries({"in": st.lists(st.sampled_from(list(map(cs, POOL))), min_size=1,
-                                          max_size=2)}),
+    st.fixed_dictionaries({"in": st.lists(st.sampled_from([*map(cs, POOL), "$self"]),
+                                          min_size=1, max_size=2)}),
 )
 wheres = st.fixed_dictionaries({}, optional={"to": recipient_conditions,
                                              "amount": amount_conditions})
@@ -102,7 +102,7 @@ def calldatas(draw: st.DrawFn) -> bytes:
     kind = draw(st.sampled_from(["empty", "transfer", "transfer", "dirty", "short", "other"]))
     if kind == "empty":
         return b""
-    recipient = draw(st.sampled_from(POOL + [SELF]))
+    recipient = draw(st.sampled_from([*POOL, SELF, SELF]))
     amount = draw(st.sampled_from(SMALL))
     body = TRANSFER + recipient.rjust(32, b"\0") + amount.to_bytes(32, "big")
     if kind == "dirty":
@@ -123,7 +123,7 @@ def transactions(draw: st.DrawFn) -> UnsignedTransaction:
         type=tx_type,
         chain_id=draw(st.sampled_from([1, 1, 1, 10, 8453])),
         nonce=0,
-        to=draw(st.sampled_from([*POOL, TOKEN, SELF, b""])),
+        to=draw(st.sampled_from([*POOL, TOKEN, TOKEN, TOKEN, SELF, b""])),
         value=draw(st.sampled_from([0, 0, 0, *SMALL])),
         gas_limit=draw(st.sampled_from([21000, 100_000, 100_000, 10**7])),
         data=draw(calldatas()),
@@ -228,7 +228,7 @@ def reference(policy: dict[str, Any], tx: UnsignedTransaction) -> tuple[bool, st
     return False, None, 0
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=800, deadline=None)
 @given(policy=policies(), tx=transactions())
 def test_engine_decides_like_the_reference_model(policy: dict[str, Any], tx: UnsignedTransaction):
     engine = Policy.compile("p", PolicyConfig.model_validate(policy))

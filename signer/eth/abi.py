@@ -19,6 +19,8 @@ from eth_utils.crypto import keccak
 _TOKEN = re.compile(r"\s*([A-Za-z_$][A-Za-z0-9_$]*|\d+|[(),\[\]])")
 _IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 MAX_SIGNATURE_LENGTH = 2000
+# fixed/ufixed are not implemented by Solidity; function pointers are not addresses to judge
+_BASES = frozenset({"uint", "int", "address", "bool", "bytes", "string"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,15 +153,18 @@ def _type(tokens: list[str], pos: int) -> tuple[AbiType, int]:
     return AbiType(base, components, tuple(dims)), pos
 
 
-def _basic(token: str) -> str:
+def _basic(word: str) -> str:
+    if word == "function" or word.startswith(("fixed", "ufixed")):
+        # eth-abi would encode `function` as bytes24, but its selector says "function"
+        raise ValueError(f"unsupported type {word!r}")
     try:
-        parsed = parse(normalize(token))  # type: ignore[no-untyped-call]
+        parsed = parse(normalize(word))  # type: ignore[no-untyped-call]
         parsed.validate()
     except (ABITypeError, ValueError):
-        raise ValueError(f"unknown type {token!r}") from None
+        raise ValueError(f"unknown type {word!r}") from None
     canonical: str = parsed.to_type_str()
-    if parsed.is_array or canonical.startswith(("fixed", "ufixed", "function")):
-        raise ValueError(f"unsupported type {token!r}")
+    if parsed.is_array or getattr(parsed, "base", None) not in _BASES:
+        raise ValueError(f"unknown type {word!r}")
     return canonical
 
 
