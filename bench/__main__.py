@@ -5,7 +5,7 @@ import os
 import platform
 import sys
 
-SUITES = ("core", "pkcs11", "kms", "access")
+SUITES = ("core", "policy", "pkcs11", "kms", "access")
 
 
 def main(argv: list[str]) -> None:

@@ -136,3 +136,29 @@ def test_router_multicall_targets_the_router_with_the_whole_value():
     router = b"\x09" * 20
     assert batch.inner_calls(router, 7, data) == (
         batch.InnerCall(router, 7, b"\x01"), batch.InnerCall(router, 7, b"\x02\x03"))
+
+
+STATIC = parse_signature(
+    "f(uint8 a,int16 b,bool c,address d,bytes4 e,(uint24 x,bool y)[2] f,uint256[2] g)"
+)
+static_values = st.tuples(
+    st.integers(0, 255), st.integers(-(2**15), 2**15 - 1), st.booleans(),
+    addresses, st.binary(min_size=4, max_size=4),
+    st.lists(st.tuples(st.integers(0, 2**24 - 1), st.booleans()), min_size=2, max_size=2),
+    st.lists(st.integers(0, 2**256 - 1), min_size=2, max_size=2),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(args=static_values, flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)),
+                                          max_size=3),
+       cut=st.integers(-40, 40))
+def test_static_fast_path_agrees_with_re_encoding(args: tuple[Any, ...], flips, cut: int):
+    assert STATIC.static_size == 32 * 11
+    data = bytearray(encode(STATIC.types, args))
+    for where, byte in flips:
+        data[where % len(data)] = byte
+    blob = bytes(data[:cut] if cut < 0 else data + b"\x00" * cut)
+    assert STATIC.decode_arguments(blob) == decode_exact(STATIC.types, blob)
+    if not flips and cut == 0:
+        assert STATIC.decode_arguments(blob) is not None

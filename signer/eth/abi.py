@@ -8,13 +8,38 @@ may be more lenient; a policy must not be.
 """
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from eth_abi.abi import decode, encode
+from eth_abi.codec import ABICodec
+from eth_abi.decoding import AddressDecoder
+from eth_abi.encoding import AddressEncoder
 from eth_abi.exceptions import ABITypeError, DecodingError, EncodingError
 from eth_abi.grammar import normalize, parse
+from eth_abi.registry import registry as default_registry
 from eth_utils.crypto import keccak
+
+
+class _RawAddressDecoder(AddressDecoder):
+    """Addresses as their 20 bytes: eth-abi's hex-string round trip costs more than the rest
+    of a policy decision."""
+
+    decoder_fn = staticmethod(bytes)  # type: ignore[assignment]
+
+
+class _RawAddressEncoder(AddressEncoder):
+    encode_fn = staticmethod(bytes)  # type: ignore[assignment]
+
+    @classmethod
+    def validate_value(cls, value: Any) -> None:
+        if not isinstance(value, bytes) or len(value) != 20:
+            cls.invalidate_value(value)
+
+
+_registry = default_registry.copy()  # type: ignore[no-untyped-call]
+_registry.unregister("address")
+_registry.register("address", _RawAddressEncoder, _RawAddressDecoder, label="address")
+_codec = ABICodec(_registry)
 
 _TOKEN = re.compile(r"\s*([A-Za-z_$][A-Za-z0-9_$]*|\d+|[(),\[\]])")
 _IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
@@ -55,18 +80,53 @@ class Param:
 class FunctionSignature:
     name: str
     params: tuple[Param, ...]
+    # derived once: a policy reads them on every decision
+    types: tuple[str, ...] = field(init=False)
+    canonical: str = field(init=False)
+    selector: bytes = field(init=False)
+    static_size: int | None = field(init=False)  # bytes of arguments, None if any is dynamic
 
-    @property
-    def canonical(self) -> str:
-        return f"{self.name}({','.join(p.type.canonical for p in self.params)})"
+    def __post_init__(self) -> None:
+        types = tuple(p.type.canonical for p in self.params)
+        canonical = f"{self.name}({','.join(types)})"
+        sizes = [_static_size(p.type) for p in self.params]
+        object.__setattr__(self, "types", types)
+        object.__setattr__(self, "canonical", canonical)
+        object.__setattr__(self, "selector", keccak(text=canonical)[:4])
+        static = None if None in sizes else sum(s for s in sizes if s is not None)
+        object.__setattr__(self, "static_size", static)
 
-    @property
-    def selector(self) -> bytes:
-        return keccak(text=self.canonical)[:4]
+    def decode_arguments(self, data: bytes) -> tuple[Any, ...] | None:
+        """The arguments if `data` (after the selector) is exactly their encoding, else None.
 
-    @property
-    def types(self) -> tuple[str, ...]:
-        return tuple(p.type.canonical for p in self.params)
+        Static arguments have one encoding per value: the exact length plus eth-abi's strict
+        padding checks decide it without re-encoding (tests/test_eth_abi.py checks the two
+        agree). Anything dynamic goes through decode_exact.
+        """
+        if self.static_size is None:
+            return decode_exact(self.types, data)
+        if len(data) != self.static_size:
+            return None
+        try:
+            values: tuple[Any, ...] = _codec.decode(self.types, data)
+        except (DecodingError, OverflowError, ValueError, TypeError):
+            return None
+        return values
+
+
+def _static_size(abi_type: AbiType) -> int | None:
+    if abi_type.base in ("bytes", "string") or None in abi_type.dims:
+        return None
+    size = 32
+    if abi_type.is_tuple:
+        sizes = [_static_size(c.type) for c in abi_type.components]
+        if None in sizes:
+            return None
+        size = sum(s for s in sizes if s is not None)
+    for dim in abi_type.dims:
+        assert dim is not None
+        size *= dim
+    return size
 
 
 def parse_signature(text: str) -> FunctionSignature:
@@ -169,13 +229,16 @@ def _basic(word: str) -> str:
 
 
 def decode_exact(types: tuple[str, ...], data: bytes) -> tuple[Any, ...] | None:
-    """The decoded values if `data` is exactly their canonical ABI encoding, else None."""
+    """The decoded values if `data` is exactly their canonical ABI encoding, else None.
+
+    Addresses decode to 20 bytes, everything else as eth-abi decodes it.
+    """
     try:
-        values = decode(types, data)
+        values: tuple[Any, ...] = _codec.decode(types, data)
     except (DecodingError, OverflowError, ValueError, TypeError):
         return None
     try:
-        if encode(types, values) != data:
+        if _codec.encode(types, values) != data:
             return None
     except (EncodingError, OverflowError, ValueError, TypeError):
         return None
@@ -183,7 +246,7 @@ def decode_exact(types: tuple[str, ...], data: bytes) -> tuple[Any, ...] | None:
 
 
 def named(params: tuple[Param, ...], values: tuple[Any, ...]) -> dict[str, Any]:
-    """Decoded values by argument name; tuples become dicts, addresses 20 bytes."""
+    """Decoded values by argument name; tuples become dicts."""
     return {
         p.name or str(i): _value(p.type, v)
         for i, (p, v) in enumerate(zip(params, values, strict=True))
@@ -195,6 +258,4 @@ def _value(abi_type: AbiType, value: Any, depth: int = 0) -> Any:
         return [_value(abi_type, item, depth + 1) for item in value]
     if abi_type.is_tuple:
         return named(abi_type.components, value)
-    if abi_type.base == "address":
-        return bytes.fromhex(value[2:])
     return value

@@ -74,7 +74,7 @@ def inner_calls(to: bytes, value: int, data: bytes) -> tuple[InnerCall, ...] | N
     if signature.name == "multicall":
         return tuple(InnerCall(to, value, bytes(inner)) for inner in entries)
     if signature.name == "aggregate3Value":
-        calls = tuple(InnerCall(bytes.fromhex(e[0][2:]), e[2], bytes(e[3])) for e in entries)
+        calls = tuple(InnerCall(e[0], e[2], bytes(e[3])) for e in entries)
         total = sum(c.value for c in calls)
         if total != value:
             raise BatchRefused(
@@ -87,4 +87,4 @@ def inner_calls(to: bytes, value: int, data: bytes) -> tuple[InnerCall, ...] | N
             f"{signature.name} forwards no value: {value} wei would stay in Multicall3 "
             "for anyone to take"
         )
-    return tuple(InnerCall(bytes.fromhex(e[0][2:]), 0, bytes(e[-1])) for e in entries)
+    return tuple(InnerCall(e[0], 0, bytes(e[-1])) for e in entries)

@@ -8,8 +8,10 @@ every element. Allow rules need every element to hold; deny rules match if any e
 """
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from typing import Any
 
 from eth_utils.address import to_checksum_address
@@ -125,12 +127,14 @@ class Check:
     gte: int | None = None
     gt: int | None = None
 
-    def judge(self, value: Any, self_address: bytes) -> tuple[Verdict, str]:
-        """Whether `value` satisfies every comparison, and if not, why ("" when it holds)."""
+    def judge(self, value: Any, self_address: bytes, explain: bool = False) -> tuple[Verdict, str]:
+        """Whether `value` satisfies every comparison; with `explain`, why not."""
         if self.eq is not None and not self.eq.equals(value, self_address):
-            return Verdict.FAILS, f"{self.label} {show(value)} is not {self.eq}"
+            text = f"{self.label} {show(value)} is not {self.eq}" if explain else ""
+            return Verdict.FAILS, text
         if self.members is not None and not self.members.contains(value, self_address):
-            return Verdict.FAILS, f"{self.label} {show(value)} not in {self.members.label}"
+            text = f"{self.label} {show(value)} not in {self.members.label}" if explain else ""
+            return Verdict.FAILS, text
         if self.lte is None and self.lt is None and self.gte is None and self.gt is None:
             return Verdict.HOLDS, ""
         if not isinstance(value, int) or isinstance(value, bool):
@@ -145,6 +149,9 @@ class Check:
             return Verdict.FAILS, f"{self.label} {value} does not exceed {self.gt}"
         return Verdict.HOLDS, ""
 
+    def explain(self, value: Any, self_address: bytes) -> str:
+        return self.judge(value, self_address, explain=True)[1]
+
     def _holds_text(self) -> str:
         parts = []
         if self.eq is not None:
@@ -156,15 +163,15 @@ class Check:
                 parts.append(f"{op} {bound}")
         return ", ".join(parts)
 
-    def all_hold(self, tree: Any, self_address: bytes) -> str | None:
-        """Allow semantics: None if every value at the path holds, else why not."""
+    def all_hold(self, tree: Any, self_address: bytes) -> Callable[[], str] | None:
+        """Allow semantics: None if every value at the path holds, else why not (lazily:
+        an allowed request never pays for explaining the rules it did not match)."""
         values = resolve(tree, self.path)
         if values is None:
-            return f"{self.label}: no such field"
+            return lambda: f"{self.label}: no such field"
         for value in values:
-            verdict, text = self.judge(value, self_address)
-            if verdict is not Verdict.HOLDS:
-                return text
+            if self.judge(value, self_address)[0] is not Verdict.HOLDS:
+                return partial(self.explain, value, self_address)
         return None
 
     def any_matches(self, tree: Any, self_address: bytes) -> str | None:

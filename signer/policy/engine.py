@@ -9,11 +9,13 @@ whether they fit the window.
 """
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from signer.eth import batch
-from signer.eth.abi import AbiType, FunctionSignature, decode_exact, named, parse_signature
+from signer.eth.abi import AbiType, FunctionSignature, named, parse_signature
 from signer.eth.messages import TypedData
 from signer.eth.transactions import DYNAMIC_FEE, SET_CODE, UnsignedTransaction
 from signer.policy.conditions import (
@@ -92,9 +94,11 @@ class _Outcome:
 
 @dataclass(frozen=True, slots=True)
 class _Miss:
+    """How far a rule got before it failed; the reason is formatted only if it is shown."""
+
     rule_id: str
     progress: int
-    reason: str
+    reason: Callable[[], str]
 
 
 @dataclass(slots=True)
@@ -110,7 +114,7 @@ class _Call:
     def args(self, signature: FunctionSignature) -> dict[str, Any] | None:
         key = signature.canonical
         if key not in self.decoded:
-            values = decode_exact(signature.types, self.data[4:])
+            values = signature.decode_arguments(self.data[4:])
             self.decoded[key] = None if values is None else named(signature.params, values)
         return self.decoded[key]
 
@@ -130,37 +134,41 @@ class _TxRule:
         """Allow semantics: the spends if this rule allows `call`, else how far it got."""
         if not call.to:
             if self.to is None or not self.to.create:
-                return _Miss(self.id, 0, 'contract creation needs a rule with to = "create"')
+                return _Miss(
+                    self.id, 0, lambda: 'contract creation needs a rule with to = "create"'
+                )
         elif self.to is not None and not self.to.matches(call.to, self_address):
-            return _Miss(self.id, 0, f"to {show(call.to)} not in {self.to.label}")
+            label = self.to.label
+            return _Miss(self.id, 0, lambda: f"to {show(call.to)} not in {label}")
         if call.authorizations:
             if self.delegates is None:
-                return _Miss(self.id, 1, "type 4 (EIP-7702) needs a rule with delegates")
+                return _Miss(self.id, 1, lambda: "type 4 (EIP-7702) needs a rule with delegates")
             for i, address in enumerate(call.authorizations):
                 if address not in self.delegates:
                     return _Miss(
                         self.id,
                         1,
-                        f"authorization_list[{i}].address {show(address)} not in delegates",
+                        partial(_delegate_reason, i, address),
                     )
         if call.value > (self.value_max or 0):
-            return _Miss(self.id, 2, f"value {call.value} exceeds value_max {self.value_max or 0}")
+            return _Miss(
+                self.id, 2, lambda: f"value {call.value} exceeds value_max {self.value_max or 0}"
+            )
         args: dict[str, Any] = {}
         if self.signature is None:
             if call.data and call.to:
-                return _Miss(self.id, 3, f"calldata (selector 0x{call.data[:4].hex()}) but no call")
+                return _Miss(
+                    self.id, 3, lambda: f"calldata (selector 0x{call.data[:4].hex()}) but no call"
+                )
         else:
+            wanted = self.signature.canonical
             if call.data[:4] != self.selector:
                 return _Miss(
-                    self.id,
-                    3,
-                    f"selector 0x{call.data[:4].hex()} is not {self.signature.canonical}",
+                    self.id, 3, lambda: f"selector 0x{call.data[:4].hex()} is not {wanted}"
                 )
             decoded = call.args(self.signature)
             if decoded is None:
-                return _Miss(
-                    self.id, 4, f"calldata does not decode exactly as {self.signature.canonical}"
-                )
+                return _Miss(self.id, 4, lambda: f"calldata does not decode exactly as {wanted}")
             args = decoded
         for i, check in enumerate(self.checks):
             failure = check.all_hold(args, self_address)
@@ -205,24 +213,30 @@ class _TypedRule:
         if self.contracts is not None:
             contract = domain.get("verifyingContract")
             if contract is None:
-                return _Miss(self.id, 0, "domain has no verifyingContract")
+                return _Miss(self.id, 0, lambda: "domain has no verifyingContract")
             if contract not in self.contracts:
                 return _Miss(
-                    self.id, 0, f"verifyingContract {show(contract)} not in {self.contracts_label}"
+                    self.id,
+                    0,
+                    lambda: f"verifyingContract {show(contract)} not in {self.contracts_label}",
                 )
         chain = domain.get("chainId")
         if self.chain_id == "none":
             if chain is not None:
-                return _Miss(self.id, 1, f"domain chainId {chain}: rule allows only none")
+                return _Miss(self.id, 1, lambda: f"domain chainId {chain}: rule allows only none")
         elif chain is None:
             return _Miss(
-                self.id, 1, 'domain has no chainId (valid on every chain); needs chain_id = "none"'
+                self.id,
+                1,
+                lambda: 'domain has no chainId (valid on every chain); needs chain_id = "none"',
             )
         elif self.chain_id is not None and chain != self.chain_id:
-            return _Miss(self.id, 1, f"domain chainId {chain} is not {self.chain_id}")
+            return _Miss(self.id, 1, lambda: f"domain chainId {chain} is not {self.chain_id}")
         if self.primary_type is not None and typed.primary_type != self.primary_type:
             return _Miss(
-                self.id, 2, f"primaryType {show(typed.primary_type)} is not {self.primary_type}"
+                self.id,
+                2,
+                lambda: f"primaryType {show(typed.primary_type)} is not {self.primary_type}",
             )
         tree = {"message": typed.message}
         for i, check in enumerate(self.checks):
@@ -278,7 +292,9 @@ def _spend_amounts(
                 isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values
             ):
                 return _Miss(
-                    rule_id, progress, f"spend {spend.budget}: {spend.label} is not an amount"
+                    rule_id,
+                    progress,
+                    partial(str, f"spend {spend.budget}: {spend.label} is not an amount"),
                 )
             amount = sum(values)
         amounts.append((spend.budget, amount))
@@ -443,7 +459,7 @@ class Policy:
                 amounts = _spend_amounts(rule.id, rule.spends, {}, 0, 1)
                 assert not isinstance(amounts, _Miss)  # message spends are literal counts
                 return _Outcome(True, rule.id, f"allowed by rule {rule.id}", amounts)
-            misses.append(_Miss(rule.id, 0, f"message does not match {_pattern(rule)}"))
+            misses.append(_Miss(rule.id, 0, partial(_message_reason, rule)))
         return _deny(_no_match("message", misses))
 
     def _decision(self, outcome: _Outcome) -> Decision:
@@ -473,6 +489,14 @@ class Policy:
         )
 
 
+def _delegate_reason(index: int, address: bytes) -> str:
+    return f"authorization_list[{index}].address {show(address)} not in delegates"
+
+
+def _message_reason(rule: _MessageRule) -> str:
+    return f"message does not match {_pattern(rule)}"
+
+
 def _deny(reason: str) -> _Outcome:
     return _Outcome(False, None, reason)
 
@@ -486,7 +510,7 @@ def _no_match(kind: str, misses: list[_Miss]) -> str:
     if not misses:
         return f"no allow rule for {kind}"
     ordered = sorted(misses, key=lambda m: -m.progress)  # stable: config order among equals
-    parts = [f"{m.reason} (rule {m.rule_id})" for m in ordered]
+    parts = [f"{m.reason()} (rule {m.rule_id})" for m in ordered]
     text = "no allow rule matches: " + parts[0]
     for i, part in enumerate(parts[1:], start=1):
         if len(text) + len(part) > MAX_REASON_LENGTH:
