@@ -139,26 +139,47 @@ def test_router_multicall_targets_the_router_with_the_whole_value():
 
 
 STATIC = parse_signature(
-    "f(uint8 a,int16 b,bool c,address d,bytes4 e,(uint24 x,bool y)[2] f,uint256[2] g)"
+    "f(uint8 a,int16 b,bool c,address d,bytes4 e,(uint24 x,bool y,int8 z)[2] f,uint256[2] g,"
+    "int256 h,bytes32 i,uint160 j)"
 )
 static_values = st.tuples(
     st.integers(0, 255), st.integers(-(2**15), 2**15 - 1), st.booleans(),
     addresses, st.binary(min_size=4, max_size=4),
-    st.lists(st.tuples(st.integers(0, 2**24 - 1), st.booleans()), min_size=2, max_size=2),
+    st.lists(st.tuples(st.integers(0, 2**24 - 1), st.booleans(), st.integers(-128, 127)),
+             min_size=2, max_size=2),
     st.lists(st.integers(0, 2**256 - 1), min_size=2, max_size=2),
+    st.integers(-(2**255), 2**255 - 1), st.binary(min_size=32, max_size=32),
+    st.integers(0, 2**160 - 1),
 )
 
 
-@settings(max_examples=200, deadline=None)
-@given(args=static_values, flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)),
-                                          max_size=3),
-       cut=st.integers(-40, 40))
-def test_static_fast_path_agrees_with_re_encoding(args: tuple[Any, ...], flips, cut: int):
-    assert STATIC.static_size == 32 * 11
+# words that sit just inside or just outside each static type's range
+EDGES = sorted({v % 2**256 for bits in (8, 16, 24, 160, 256)
+                for v in (2**bits - 1, 2**bits, 2 ** (bits - 1) - 1, 2 ** (bits - 1),
+                          -(2 ** (bits - 1)), -(2 ** (bits - 1)) - 1)} | {0, 1, 2, 3})
+words = st.one_of(st.sampled_from(EDGES), st.integers(0, 2**256 - 1),
+                  st.binary(min_size=1, max_size=31).map(lambda b: int.from_bytes(b.ljust(32, b"\0"), "big")))
+
+
+@settings(max_examples=500, deadline=None)
+@given(args=static_values, changes=st.lists(st.tuples(st.integers(0, 15), words), max_size=2),
+       cut=st.sampled_from([0, 0, 0, -32, -1, 1, 32]))
+def test_static_fast_path_agrees_with_re_encoding(args: tuple[Any, ...], changes, cut: int):
+    assert STATIC.static_size == 32 * 16
     data = bytearray(encode(STATIC.types, args))
-    for where, byte in flips:
-        data[where % len(data)] = byte
+    for index, word in changes:
+        data[32 * index: 32 * index + 32] = word.to_bytes(32, "big")
     blob = bytes(data[:cut] if cut < 0 else data + b"\x00" * cut)
     assert STATIC.decode_arguments(blob) == decode_exact(STATIC.types, blob)
-    if not flips and cut == 0:
+    if not changes and cut == 0:
         assert STATIC.decode_arguments(blob) is not None
+
+
+def test_static_fast_path_agrees_on_every_edge_word_in_every_position():
+    base = encode(STATIC.types, (1, -1, True, b"\x01" * 20, b"abcd", [(5, False, -3)] * 2,
+                                 [7, 8], -(2**200), b"\x09" * 32, 2**159))
+    assert STATIC.decode_arguments(base) is not None
+    for index in range(16):
+        for word in EDGES:
+            blob = base[: 32 * index] + word.to_bytes(32, "big") + base[32 * index + 32:]
+            assert STATIC.decode_arguments(blob) == decode_exact(STATIC.types, blob), (index, word)
