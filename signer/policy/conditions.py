@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from eth_utils.address import to_checksum_address
@@ -238,11 +238,17 @@ def abi_leaf(params: dict[str, AbiType], path: tuple[str, ...], where: str) -> A
     return leaf
 
 
+@lru_cache(maxsize=4096)
+def _checksum(address: bytes) -> str:
+    """EIP-55 costs a keccak; denials name the same few addresses over and over."""
+    return to_checksum_address(address)
+
+
 def show(value: Any) -> str:
     """A decoded value as an operator reads it, bounded in length."""
     if isinstance(value, bytes):
         if len(value) == 20:
-            return to_checksum_address(value)
+            return _checksum(value)
         text = "0x" + value.hex()
         return text if len(text) <= 42 else text[:42] + "…"
     if isinstance(value, bool):
