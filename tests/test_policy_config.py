@@ -124,9 +124,9 @@ BAD = {
         _with(budgets={"eth_daily": {"limit": "1", "window": "24"}}),
         'policies.trader.budgets.eth_daily: Value error, window: expected a number and a unit '
         '(s, m, h, d) like "24h", got \'24\''),
-    "a window over a year": (
-        _with(budgets={"eth_daily": {"limit": "1", "window": "400d"}}),
-        "policies.trader.budgets.eth_daily: Value error, window: 400d is longer than 366 days"),
+    "a window longer than the store keeps reservations": (
+        _with(budgets={"eth_daily": {"limit": "1", "window": "32d"}}),
+        "policies.trader.budgets.eth_daily: Value error, window: 32d is longer than 31 days"),
     "unknown field": (
         _with(allow__0__value_maximum="1"),
         "policies.trader.allow.0.value_maximum: Extra inputs are not permitted"),
@@ -212,7 +212,8 @@ def test_invalid_policy_is_refused_naming_rule_and_field(name: str):
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("30m", 1800), ("1h", 3600), ("24h", 86400),
-                                               ("7d", 604800), ("90s", 90)])
+                                               ("7d", 604800), ("90s", 90),
+                                               ("31d", 31 * 86400)])
 def test_windows(text: str, seconds: int):
     assert parse_window(text) == seconds
 

@@ -19,7 +19,8 @@ NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 _DECIMAL = re.compile(r"-?[0-9]{1,78}")
 _WINDOW = re.compile(r"([1-9][0-9]{0,6})([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-MAX_WINDOW_SECONDS = 366 * 86400
+# The store keeps reservations 32 days (signer.store.sql.BUDGET_RETENTION_SECONDS).
+MAX_WINDOW_SECONDS = 31 * 86400
 
 
 def _integer(value: Any, *, signed: bool = False) -> int:
@@ -78,7 +79,7 @@ def parse_window(text: str) -> int:
         )
     seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     if seconds > MAX_WINDOW_SECONDS:
-        raise ValueError(f"window: {text} is longer than 366 days")
+        raise ValueError(f"window: {text} is longer than 31 days")
     return seconds
 
 
