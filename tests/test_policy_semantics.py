@@ -178,9 +178,14 @@ def test_self_is_the_signing_key():
 
 
 def test_a_policy_without_transaction_rules_denies_every_transaction():
-    monitor = compile_policy(allow=[{"id": "login", "kind": "message", "match": "^login:"}])
+    monitor = compile_policy(allow=[{"id": "login", "kind": "message", "match": "^login: [0-9]+"}])
     assert monitor.evaluate(tx(TREASURY, 0), SELF).reason == (
-        "policy p: no allow rule for transaction")
+        "policy p: no allow rule for transactions")
+    assert monitor.evaluate(pc.typed(pc.permit2_single(ROUTER, 1)), SELF).reason == (
+        "policy p: no allow rule for typed data")
+    assert not monitor.evaluate(b"login: x", SELF).allowed
+    nothing = Policy.compile("nothing", PolicyConfig.model_validate({}))
+    assert nothing.evaluate(b"hello", SELF).reason == "policy nothing: no allow rule for messages"
 
 
 def test_evaluate_refuses_unknown_request_types():

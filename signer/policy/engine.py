@@ -347,11 +347,14 @@ class Policy:
     # --- transactions ---
 
     def _transaction(self, tx: UnsignedTransaction, self_address: bytes) -> _Outcome:
+        if not self._allow_tx:
+            return _deny(_no_match("transactions", []))
         if tx.chain_id not in self.chains:
             return _deny(f"chain_id {tx.chain_id} not in chains {sorted(self.chains)}")
         per_gas = tx.max_fee_per_gas if tx.type in (DYNAMIC_FEE, SET_CODE) else tx.gas_price
         fee = tx.gas_limit * per_gas
-        if self.max_gas_fee_wei is None or fee > self.max_gas_fee_wei:
+        # compilation ensures a cap whenever there are transaction allow rules
+        if self.max_gas_fee_wei is not None and fee > self.max_gas_fee_wei:
             what = "max_fee_per_gas" if tx.type in (DYNAMIC_FEE, SET_CODE) else "gas_price"
             return _deny(
                 f"gas_limit * {what} = {fee} wei exceeds max_gas_fee_wei {self.max_gas_fee_wei}"
@@ -388,7 +391,7 @@ class Policy:
                 misses.append(result)
             else:
                 return _Outcome(True, rule.id, f"allowed by rule {rule.id}", result)
-        return _deny(_no_match("transaction", misses))
+        return _deny(_no_match("transactions", misses))
 
     def _judge_batch(
         self,
@@ -427,6 +430,8 @@ class Policy:
     # --- typed data and messages ---
 
     def _typed_data(self, typed: TypedData, self_address: bytes) -> _Outcome:
+        if not self._allow_typed:
+            return _deny(_no_match("typed data", []))
         chain = typed.domain.get("chainId")
         if chain is not None and chain not in self.chains:
             return _deny(f"domain chainId {chain} not in chains {sorted(self.chains)}")
@@ -460,7 +465,7 @@ class Policy:
                 assert not isinstance(amounts, _Miss)  # message spends are literal counts
                 return _Outcome(True, rule.id, f"allowed by rule {rule.id}", amounts)
             misses.append(_Miss(rule.id, 0, partial(_message_reason, rule)))
-        return _deny(_no_match("message", misses))
+        return _deny(_no_match("messages", misses))
 
     def _decision(self, outcome: _Outcome) -> Decision:
         prefix = f"policy {self.name}: "
