@@ -251,3 +251,13 @@ def test_typed_data_bools_are_json_bools():
             "primaryType": "T", "domain": {}, "message": {"ok": "false"}}
     with pytest.raises(InvalidRequest, match=r"message\.ok: expected true or false"):
         load_typed_data(json.dumps(data))
+
+
+def test_rules_may_name_the_same_arguments_differently():
+    policy = compile_policy(
+        allow=[{"id": "t", "to": cs(USDC), "call": "transfer(address recipient,uint256 wad)",
+                "where": {"wad": {"lte": "10"}}}],
+        deny=[{"id": "d", "call": "transfer(address to,uint256 amount)",
+               "where": {"to": {"eq": cs(pc.ATTACKER)}}}])
+    assert policy.evaluate(tx(USDC, 0, transfer(TREASURY, 5)), SELF).allowed
+    assert policy.evaluate(tx(USDC, 0, transfer(pc.ATTACKER, 5)), SELF).rule_id == "d"

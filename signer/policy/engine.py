@@ -109,14 +109,15 @@ class _Call:
     value: int
     data: bytes
     authorizations: tuple[bytes, ...] = ()  # delegate addresses (type 4, top level only)
-    decoded: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    # decoded once per argument types; rules may name the same arguments differently
+    decoded: dict[str, tuple[Any, ...] | None] = field(default_factory=dict)
 
     def args(self, signature: FunctionSignature) -> dict[str, Any] | None:
         key = signature.canonical
         if key not in self.decoded:
-            values = signature.decode_arguments(self.data[4:])
-            self.decoded[key] = None if values is None else named(signature.params, values)
-        return self.decoded[key]
+            self.decoded[key] = signature.decode_arguments(self.data[4:])
+        values = self.decoded[key]
+        return None if values is None else named(signature.params, values)
 
 
 @dataclass(frozen=True, slots=True)
