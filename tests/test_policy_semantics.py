@@ -8,7 +8,7 @@ import pytest
 
 from signer.errors import InvalidRequest
 from signer.eth.messages import load_typed_data
-from signer.policy import Policy, PolicyConfig, dry_run
+from signer.policy import Policy, PolicyConfig, dry_run, dry_run_for_client, format_dry_run
 from tests import policy_cases as pc
 from tests.policy_cases import ETHER, ROUTER, SELF, TREASURY, USDC, calldata, cs, transfer, tx
 
@@ -261,3 +261,22 @@ def test_rules_may_name_the_same_arguments_differently():
                "where": {"to": {"eq": cs(pc.ATTACKER)}}}])
     assert policy.evaluate(tx(USDC, 0, transfer(TREASURY, 5)), SELF).allowed
     assert policy.evaluate(tx(USDC, 0, transfer(pc.ATTACKER, 5)), SELF).rule_id == "d"
+
+
+def test_dry_run_for_a_client_and_its_printout():
+    policies = {"trader": PolicyConfig.model_validate(pc.trader_config())}
+    clients = {"trader": "trader", "dev": None}
+    decision = dry_run_for_client(clients, policies, "trader", tx(TREASURY, ETHER // 10), SELF)
+    assert format_dry_run(decision).splitlines() == [
+        "allowed (rule eth-to-treasury)",
+        "policy trader: allowed by rule eth-to-treasury",
+        f"budget eth_daily: this request spends {ETHER // 10} of {2 * ETHER} per 86400 s; "
+        "already spent in the window: unknown without a store (taken as 0)",
+        "budget signatures: this request spends 1 of 200 per 3600 s; already spent in the "
+        "window: unknown without a store (taken as 0)",
+    ]
+    denied = dry_run_for_client(clients, policies, "trader", tx(pc.ATTACKER, 1), SELF)
+    assert format_dry_run(denied).splitlines()[0] == "denied"
+    assert dry_run_for_client(clients, policies, "dev", tx(pc.ATTACKER, 1), SELF).allowed
+    with pytest.raises(ValueError, match=r"--client: no client named 'x' \(clients: dev, trader\)"):
+        dry_run_for_client(clients, policies, "x", tx(TREASURY, 1), SELF)

@@ -18,6 +18,8 @@ __all__ = [
     "Request",
     "check_policy_references",
     "dry_run",
+    "dry_run_for_client",
+    "format_dry_run",
 ]
 
 
@@ -50,3 +52,35 @@ def dry_run(
     if policy_name not in policies:
         raise ValueError(f"unknown policy {policy_name!r}")
     return Policy.compile(policy_name, policies[policy_name]).evaluate(request, self_address)
+
+
+def dry_run_for_client(
+    client_policies: Mapping[str, str | None],
+    policies: Mapping[str, PolicyConfig],
+    client: str,
+    request: Request,
+    self_address: bytes,
+) -> Decision:
+    """`wallet-signer policy check --client NAME`: `client_policies` maps each configured
+    client to its `policy` (None: none); ValueError for an unknown client."""
+    if client not in client_policies:
+        known = ", ".join(sorted(client_policies)) or "none configured"
+        raise ValueError(f"--client: no client named {client!r} (clients: {known})")
+    return dry_run(policies, client_policies[client], request, self_address)
+
+
+def format_dry_run(decision: Decision) -> str:
+    """The decision as `policy check` prints it; budgets are shown as unknown (no store)."""
+    lines = [
+        ("allowed" if decision.allowed else "denied")
+        + (f" (rule {decision.rule_id})" if decision.rule_id else ""),
+        decision.reason,
+    ]
+    for budget in decision.budgets:
+        amount = dict(decision.spends)[budget.name]
+        lines.append(
+            f"budget {budget.name}: this request spends {amount} of {budget.limit} per "
+            f"{budget.window_seconds} s; already spent in the window: unknown without a "
+            "store (taken as 0)"
+        )
+    return "\n".join(lines)
