@@ -18,7 +18,8 @@ from signer.eth.batch import MULTICALL3_ADDRESS
 from signer.eth.messages import TypedData, load_typed_data
 from signer.eth.transactions import Authorization, UnsignedTransaction
 
-SELF = bytes.fromhex("7E5F4552091A69125d5DfCb7b8C2659029395Bdf")  # key 0x...01
+SELF_KEY = "0x" + "00" * 31 + "01"  # the signing key of the table; its address is SELF
+SELF = bytes.fromhex("7E5F4552091A69125d5DfCb7b8C2659029395Bdf")
 TREASURY = bytes.fromhex("5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed")
 TREASURY2 = bytes.fromhex("fB6916095ca1df60bB79Ce92cE3Ea74c37c5d359")
 ROUTER = bytes.fromhex("E592427A0AEce92De3Edee1F18E0157C05861564")
@@ -559,3 +560,40 @@ ATTACKS = [
     Case("a message that is not UTF-8", b"\xff" + SIWE, False,
          P + "message is not UTF-8 text; no message rule matches it"),
 ]
+
+
+# --- the same table over gRPC ----------------------------------------------------------------
+
+
+def signing_request(case: Case, key_id: str) -> tuple[str, Any]:
+    """The SignerService method and request that ask for exactly what `case` judges."""
+    from signer.v1 import signer_pb2 as pb
+
+    request = case.request
+    if isinstance(request, UnsignedTransaction):
+        return "SignTransaction", pb.SignTransactionRequest(
+            key_id=key_id, transaction=proto_transaction(request))
+    if isinstance(request, bytes):
+        return "SignMessage", pb.SignMessageRequest(key_id=key_id, message=request)
+    return "SignTypedData", pb.SignTypedDataRequest(key_id=key_id,
+                                                    typed_data_json=json.dumps(request))
+
+
+def proto_transaction(tx: UnsignedTransaction) -> Any:
+    from signer.v1 import signer_pb2 as pb
+
+    def quantity(value: int) -> str:
+        return str(value) if value else ""
+
+    return pb.Transaction(
+        type=tx.type, chain_id=tx.chain_id, nonce=tx.nonce, to=cs(tx.to) if tx.to else "",
+        value=quantity(tx.value), gas_limit=tx.gas_limit, gas_price=quantity(tx.gas_price),
+        max_fee_per_gas=quantity(tx.max_fee_per_gas),
+        max_priority_fee_per_gas=quantity(tx.max_priority_fee_per_gas), data=tx.data,
+        authorization_list=[
+            pb.Authorization(chain_id=a.chain_id, address=cs(a.address), nonce=a.nonce,
+                             y_parity=a.y_parity, r=a.r.to_bytes(32, "big"),
+                             s=a.s.to_bytes(32, "big"))
+            for a in tx.authorization_list
+        ],
+    )

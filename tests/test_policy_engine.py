@@ -1,8 +1,13 @@
 """The policy engine against a red-team table: every drain attempt is denied with its precise
 reason, next to the legitimate flows of the same agent, which pass with the spends they owe."""
 
-import pytest
+import json
 
+import pytest
+from eth_account import Account
+
+from signer.eth.transactions import UnsignedTransaction
+from signer.grpc.convert import transaction_from_request
 from signer.policy import Decision, Policy, PolicyConfig
 from tests import policy_cases as pc
 from tests.policy_cases import ATTACKS, LEGITIMATE, Case
@@ -33,3 +38,20 @@ def test_drain_attempts_are_denied_with_their_reason(trader: Policy, case: Case)
     assert (decision.allowed, decision.reason) == (False, case.reason)
     assert decision.rule_id == case.rule_id
     assert decision.spends == () and decision.budgets == ()
+
+
+def test_the_table_signs_as_self():
+    assert Account.from_key(pc.SELF_KEY).address == pc.cs(pc.SELF)
+
+
+@pytest.mark.parametrize("case", LEGITIMATE + ATTACKS, ids=lambda c: c.name)
+def test_grpc_requests_carry_exactly_the_judged_request(case: Case):
+    method, request = pc.signing_request(case, "hot")
+    if isinstance(case.request, UnsignedTransaction):
+        assert method == "SignTransaction"
+        assert transaction_from_request(request) == case.request
+    elif isinstance(case.request, bytes):
+        assert (method, request.message) == ("SignMessage", case.request)
+    else:
+        assert method == "SignTypedData"
+        assert json.loads(request.typed_data_json) == case.request
