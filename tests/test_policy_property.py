@@ -245,3 +245,41 @@ def test_engine_decides_like_the_reference_model(policy: dict[str, Any], tx: Uns
 
 def _rule(policy: dict[str, Any], rule_id: str | None) -> dict[str, Any]:
     return next(r for r in policy["allow"] if r["id"] == rule_id)
+
+
+# --- typed data: Permit2 batches against caps, every element / any element -------------------
+
+ROUTERS = POOL[:2]
+
+
+@settings(max_examples=200, deadline=None)
+@given(amounts=st.lists(st.sampled_from([0, 1, 999, 1000, 1001, 2**160 - 1]), max_size=4),
+       spender=st.sampled_from(POOL), chain=st.sampled_from([1, 10]),
+       cap=st.sampled_from([0, 1000, 2**160 - 1]), deny_over=st.sampled_from([None, 1000]),
+       contract=st.sampled_from([TOKEN, SELF]))
+def test_permit_batches_are_judged_on_every_entry(amounts, spender, chain, cap, deny_over,
+                                                  contract):
+    from tests.policy_cases import permit2_batch_transfer, typed
+
+    policy: dict[str, Any] = {
+        "chains": [1],
+        "sets": {"routers": [cs(r) for r in ROUTERS]},
+        "allow": [{"id": "permit", "kind": "typed_data",
+                   "domain": {"verifying_contract": cs(TOKEN)},
+                   "primary_type": "PermitBatchTransferFrom",
+                   "where": {"message.spender": {"in": "@routers"},
+                             "message.permitted.amount": {"lte": str(cap)}}}],
+    }
+    if deny_over is not None:
+        policy["deny"] = [{"id": "big", "kind": "typed_data",
+                           "where": {"message.permitted.amount": {"gt": str(deny_over)}}}]
+    data = permit2_batch_transfer(spender, amounts)
+    data["domain"].update(chainId=chain, verifyingContract=cs(contract))
+    decision = Policy.compile("p", PolicyConfig.model_validate(policy)).evaluate(typed(data), SELF)
+
+    denied_by_rule = deny_over is not None and any(a > deny_over for a in amounts)
+    allowed = (chain == 1 and not denied_by_rule and contract == TOKEN
+               and spender in ROUTERS and all(a <= cap for a in amounts))
+    assert decision.allowed is allowed, decision.reason
+    assert decision.rule_id == ("permit" if allowed else "big" if chain == 1 and denied_by_rule
+                                else None)
