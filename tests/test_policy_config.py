@@ -231,3 +231,13 @@ def test_client_policy_references():
     with pytest.raises(ValueError, match=r"^clients\.b\.policy: unknown policy 'trade' "
                                          r"\(policies: trader\)$"):
         check_policy_references({"a": "trader", "b": "trade"}, policies)
+
+
+def test_fingerprint_is_canonical():
+    policy = PolicyConfig.model_validate(pc.trader_config())
+    reordered = dict(reversed(list(pc.trader_config().items())))
+    reordered["max_gas_fee_wei"] = 5 * 10**15  # the same integer, spelled as a TOML integer
+    assert PolicyConfig.model_validate(reordered).fingerprint() == policy.fingerprint()
+    changed = _with(allow__0__value_max="500000000000000001")
+    assert PolicyConfig.model_validate(changed).fingerprint() != policy.fingerprint()
+    assert len(policy.fingerprint()) == 64

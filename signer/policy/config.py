@@ -6,6 +6,8 @@ policy, so validation and evaluation cannot disagree. Errors name the rule by it
 `allow[eth-to-treasury].where.amount: ...`.
 """
 
+import hashlib
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -138,6 +140,17 @@ class PolicyConfig(_Strict):
     budgets: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Budget] = Field(default_factory=dict)
     allow: list[Rule] = Field(default_factory=list)
     deny: list[Rule] = Field(default_factory=list)
+
+    def fingerprint(self) -> str:
+        """sha256 of the policy's canonical JSON: what a reload audits; equal for equal
+        policies whatever the TOML's order or spelling of integers."""
+        canonical = json.dumps(
+            self.model_dump(mode="json", by_alias=True),
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=True,
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     @model_validator(mode="after")
     def _compiles(self) -> "PolicyConfig":
