@@ -115,6 +115,11 @@ def test_aggregate3value_values_must_sum_to_the_transaction_value():
         batch.inner_calls(M3, 4, _agg3v([(b"\x01" * 20, 2, b""), (b"\x02" * 20, 3, b"")]))
 
 
+def test_empty_batches_are_refused():
+    with pytest.raises(batch.BatchRefused, match="no inner calls"):
+        batch.inner_calls(M3, 0, _agg3v([]))
+
+
 def test_multicall3_selectors_elsewhere_are_ordinary_calls():
     assert batch.inner_calls(b"\x07" * 20, 0, _agg3v([])) is None
 

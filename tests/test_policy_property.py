@@ -9,10 +9,12 @@ rule order and budget limits.
 
 from typing import Any
 
+from eth_abi import encode
 from eth_utils import keccak, to_checksum_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from signer.eth.batch import MULTICALL3_ADDRESS
 from signer.eth.transactions import UnsignedTransaction
 from signer.policy import Policy, PolicyConfig
 
@@ -179,53 +181,57 @@ def _holds(where: dict[str, Any], args: tuple[bytes, int], policy: dict[str, Any
     return True
 
 
-def reference(policy: dict[str, Any], tx: UnsignedTransaction) -> tuple[bool, str | None, int]:
-    """(allowed, rule id, budget spend)."""
-    if tx.chain_id not in policy["chains"]:
-        return False, None, 0
-    if tx.gas_limit * (tx.gas_price or tx.max_fee_per_gas) > int(policy["max_gas_fee_wei"]):
-        return False, None, 0
+def _global_checks(policy: dict[str, Any], tx: UnsignedTransaction) -> bool:
+    return tx.chain_id in policy["chains"] and (
+        tx.gas_limit * (tx.gas_price or tx.max_fee_per_gas) <= int(policy["max_gas_fee_wei"])
+    )
+
+
+def judge(policy: dict[str, Any], to: bytes, value: int, data: bytes
+          ) -> tuple[bool, str | None, int | None]:
+    """One call: (allowed, rule id, spend or None when the rule spends nothing)."""
     for rule in policy["deny"]:
         targets = _targets(rule.get("to"), policy)
-        if targets is not None and tx.to not in targets:
+        if targets is not None and to not in targets:
             continue
         if "call" in rule:
-            if tx.data[:4] != TRANSFER:
+            if data[:4] != TRANSFER:
                 continue
-            args = _transfer_args(tx.data)
+            args = _transfer_args(data)
             # undecodable calldata under a deny rule's selector: deny (fail closed)
             if args is not None and not _holds(rule["where"], args, policy):
                 continue
-        return False, rule["id"], 0
+        return False, rule["id"], None
     for rule in policy["allow"]:
         targets = _targets(rule.get("to"), policy)
-        if tx.to == b"":
+        if to == b"":
             if targets is None or b"" not in targets:
                 continue
-        elif targets is not None and tx.to not in targets:
+        elif targets is not None and to not in targets:
             continue
-        if tx.value > int(rule.get("value_max", "0")):
+        if value > int(rule.get("value_max", "0")):
             continue
         args = None
         if "call" in rule:
-            args = _transfer_args(tx.data)
+            args = _transfer_args(data)
             if args is None or not _holds(rule["where"], args, policy):
                 continue
-        elif tx.data and tx.to:
+        elif data and to:
             continue
-        spend = 0
         source = rule.get("spend", {}).get("budget")
-        if source == "value":
-            spend = tx.value
-        elif source == "amount":
-            assert args is not None
-            spend = args[1]
-        elif source == "1":
-            spend = 1
-        if spend > int(policy["budgets"]["budget"]["limit"]):
-            return False, rule["id"], 0
+        spend = {"value": value, "amount": args[1] if args else 0, "1": 1}.get(source)
         return True, rule["id"], spend
-    return False, None, 0
+    return False, None, None
+
+
+def reference(policy: dict[str, Any], tx: UnsignedTransaction) -> tuple[bool, str | None, int | None]:
+    """(allowed, rule id, budget spend)."""
+    if not _global_checks(policy, tx):
+        return False, None, None
+    allowed, rule_id, spend = judge(policy, tx.to, tx.value, tx.data)
+    if allowed and spend is not None and spend > int(policy["budgets"]["budget"]["limit"]):
+        return False, rule_id, None
+    return allowed, rule_id, spend
 
 
 @settings(max_examples=800, deadline=None)
@@ -236,15 +242,53 @@ def test_engine_decides_like_the_reference_model(policy: dict[str, Any], tx: Uns
     allowed, rule_id, spend = reference(policy, tx)
     assert (decision.allowed, decision.rule_id) == (allowed, rule_id), decision.reason
     assert decision.reason.startswith("policy p: ")
-    if allowed:
-        expected = (("budget", spend),) if "spend" in _rule(policy, rule_id) else ()
-        assert decision.spends == expected
-    else:
-        assert decision.spends == ()
+    assert decision.spends == ((("budget", spend),) if allowed and spend is not None else ())
 
 
-def _rule(policy: dict[str, Any], rule_id: str | None) -> dict[str, Any]:
-    return next(r for r in policy["allow"] if r["id"] == rule_id)
+# --- batches: every inner call on its own ----------------------------------------------------
+
+AGGREGATE3VALUE = keccak(text="aggregate3Value((address,bool,uint256,bytes)[])")[:4]
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> tuple[UnsignedTransaction, list[tuple[bytes, int, bytes]]]:
+    inner = draw(st.lists(st.tuples(st.sampled_from([*POOL, TOKEN, TOKEN, TOKEN]),
+                                    st.sampled_from([0, 0, 0, 1, 10**18]), calldatas()),
+                          min_size=1, max_size=3))
+    data = AGGREGATE3VALUE + encode(["(address,bool,uint256,bytes)[]"],
+                                    [[(t, False, v, d) for t, v, d in inner]])
+    tx = UnsignedTransaction(type=2, chain_id=1, nonce=0, to=MULTICALL3_ADDRESS,
+                             value=sum(v for _, v, _ in inner), gas_limit=21_000,
+                             max_fee_per_gas=10**9, data=data)
+    return tx, inner
+
+
+def reference_batch(policy: dict[str, Any], tx: UnsignedTransaction,
+                    inner: list[tuple[bytes, int, bytes]]) -> tuple[bool, str | None, int | None]:
+    if not _global_checks(policy, tx):
+        return False, None, None
+    ids, total, spent = [], 0, False
+    for to, value, data in inner:
+        allowed, rule_id, spend = judge(policy, to, value, data)
+        if not allowed:
+            return False, rule_id, None
+        ids.append(rule_id)
+        if spend is not None:
+            total, spent = total + spend, True
+    rule_id = ",".join(dict.fromkeys(ids))
+    if spent and total > int(policy["budgets"]["budget"]["limit"]):
+        return False, rule_id, None
+    return True, rule_id, total if spent else None
+
+
+@settings(max_examples=300, deadline=None)
+@given(policy=policies(), batch=batches())
+def test_batches_decide_like_the_reference_model(policy: dict[str, Any], batch):
+    tx, inner = batch
+    decision = Policy.compile("p", PolicyConfig.model_validate(policy)).evaluate(tx, SELF)
+    allowed, rule_id, spend = reference_batch(policy, tx, inner)
+    assert (decision.allowed, decision.rule_id) == (allowed, rule_id), decision.reason
+    assert decision.spends == ((("budget", spend),) if allowed and spend is not None else ())
 
 
 # --- typed data: Permit2 batches against caps, every element / any element -------------------

@@ -62,6 +62,13 @@ def batch_signature(to: bytes, data: bytes) -> FunctionSignature | None:
 
 def inner_calls(to: bytes, value: int, data: bytes) -> tuple[InnerCall, ...] | None:
     """The calls a batch will make, None if this is not a batch; BatchRefused if unjudgeable."""
+    calls = _inner_calls(to, value, data)
+    if calls is not None and not calls:
+        raise BatchRefused("no inner calls (an empty batch is allowed by no rule)")
+    return calls
+
+
+def _inner_calls(to: bytes, value: int, data: bytes) -> tuple[InnerCall, ...] | None:
     signature = batch_signature(to, data)
     if signature is None:
         return None
