@@ -16,6 +16,8 @@ from typing import Any
 
 from eth_utils.address import to_checksum_address
 
+from signer.errors import InvalidRequest
+from signer.eth import fields
 from signer.eth.abi import AbiType
 
 _DECIMAL = re.compile(r"-?[0-9]{1,78}")
@@ -78,11 +80,9 @@ def literal(value: str | bool | int, where: str) -> Lit:
 
 
 def parse_address(text: str, where: str) -> bytes:
-    from signer.errors import InvalidRequest
-    from signer.eth.fields import parse_address as parse
-
+    """signer.eth.fields.parse_address (EIP-55 checked), as a PolicyError."""
     try:
-        return parse(text, where)
+        return fields.parse_address(text, where)
     except InvalidRequest as exc:
         raise PolicyError(str(exc)) from None
 

@@ -50,8 +50,8 @@ def _signed(value: Any) -> int:
 
 Uint256 = Annotated[int, BeforeValidator(_unsigned)]
 Int256 = Annotated[int, BeforeValidator(_signed)]
-# An `eq`/`in` literal: its meaning depends on the argument's type, so it stays text here.
-Literal_ = str | bool | int
+# An `eq`/`in` literal: its meaning depends on the argument's type, so it stays as written.
+Scalar = str | bool | int
 
 
 class _Strict(BaseModel):
@@ -90,8 +90,8 @@ class Condition(_Strict):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    eq: Literal_ | None = None
-    in_: list[Literal_] | str | None = Field(default=None, alias="in")
+    eq: Scalar | None = None
+    in_: list[Scalar] | str | None = Field(default=None, alias="in")
     lte: Int256 | None = None
     lt: Int256 | None = None
     gte: Int256 | None = None

@@ -528,7 +528,6 @@ def _no_match(kind: str, misses: list[_Miss]) -> str:
 # --- compilation ----------------------------------------------------------------------------
 
 
-_TX_ONLY = ("to", "value_max", "call", "delegates")
 _FIELDS_BY_KIND = {
     "transaction": {"to", "value_max", "call", "delegates", "where", "spend"},
     "message": {"match", "spend"},
