@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from signer.errors import ConfigError
+from signer.policy import PolicyConfig, check_policy_references
 
 ENV_PREFIX = "WALLET_SIGNER_"
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -137,6 +138,12 @@ class ClientConfig(_Strict):
     # key_ids this client may use; ["*"] for all.
     keys: list[str] = Field(min_length=1)
     methods: list[Method] = Field(default_factory=lambda: list(METHODS), min_length=1)
+    # The [policies.NAME] that decides what this client may sign; None: anything (development).
+    policy: str | None = None
+
+    @property
+    def may_sign(self) -> bool:
+        return any(m.startswith("Sign") for m in self.methods)
 
 
 DEFAULT_STORE_URL = "sqlite://.wallet-signer/state.db"
@@ -170,6 +177,9 @@ class Config(_Strict):
         default_factory=dict
     )
     store: StoreConfig = StoreConfig()
+    policies: dict[Annotated[str, Field(pattern=KEY_ID_PATTERN)], PolicyConfig] = Field(
+        default_factory=dict
+    )
 
     @model_validator(mode="after")
     def _clients(self) -> "Config":
@@ -186,6 +196,7 @@ class Config(_Strict):
                 raise ValueError(f"clients.{name}.keys: no such keys {unknown}")
             if "*" in client.keys and len(client.keys) > 1:
                 raise ValueError(f'clients.{name}.keys: "*" already means every key')
+        check_policy_references({n: c.policy for n, c in self.clients.items()}, self.policies)
         if self.clients and self.server.client_ca_file is None:
             raise ValueError(
                 "clients are identified by their TLS certificate: set server.client_ca_file "
@@ -215,6 +226,12 @@ class Config(_Strict):
                 raise ValueError(
                     "environment is production, which requires every caller to be identified: "
                     "missing " + ", ".join(missing)
+                )
+            unbounded = sorted(n for n, c in self.clients.items() if c.may_sign and not c.policy)
+            if unbounded:
+                raise ValueError(
+                    f"environment is production but clients {unbounded} may sign and have no "
+                    "policy: give each a `policy` (default deny), or take the Sign* methods away"
                 )
         return self
 

@@ -107,8 +107,8 @@ def open_app(
         state_dir = Path(tempfile.mkdtemp(prefix="ws-state-")) if state_dir is None else state_dir
         store = open_store(f"sqlite://{state_dir / 'state.db'}")
         store.migrate()
-    clients = config.pop("clients", {})
-    app = Application(keyring, store, access=AccessControl(clients))  # type: ignore[arg-type]
+    access = AccessControl(config.pop("clients", {}), config.pop("policies", {}))  # type: ignore[arg-type]
+    app = Application(keyring, store, access=access, **config)  # type: ignore[arg-type]
     app.audit.start()
     return app
 

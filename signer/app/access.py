@@ -1,4 +1,5 @@
-"""Who may do what: client identities from certificates, and each client's keys and methods.
+"""Who may do what: client identities from certificates, each client's keys and methods, and
+the compiled signing policy that decides what it may sign.
 
 With no `[clients]` configured the service is open (every caller may use every key): the
 development default on loopback. With clients, every call must come with a verified client
@@ -16,6 +17,7 @@ from cryptography.x509.oid import NameOID
 from signer.app.caller import Caller
 from signer.config import ClientConfig
 from signer.errors import AccessDenied, Unauthenticated
+from signer.policy import Policy, PolicyConfig
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,7 @@ class Client:
     identity: str
     keys: frozenset[str]  # contains "*" for every key
     methods: frozenset[str]
+    policy: Policy | None = None  # None: anything its keys and methods allow
 
     def may_use(self, key_id: str) -> bool:
         return ALL_KEYS in self.keys or key_id in self.keys
@@ -52,11 +55,29 @@ def certificate_identities(pem: bytes) -> tuple[str, ...]:
 
 
 class AccessControl:
-    def __init__(self, clients: Mapping[str, ClientConfig]) -> None:
+    """Immutable once built: a reload builds a new one and swaps it in whole."""
+
+    def __init__(
+        self,
+        clients: Mapping[str, ClientConfig],
+        policies: Mapping[str, PolicyConfig] | None = None,
+    ) -> None:
+        compiled = {name: Policy.compile(name, p) for name, p in (policies or {}).items()}
+        self.policies = compiled
         self._by_identity = {
-            c.identity: Client(name, c.identity, frozenset(c.keys), frozenset(c.methods))
+            c.identity: Client(
+                name,
+                c.identity,
+                frozenset(c.keys),
+                frozenset(c.methods),
+                compiled[c.policy] if c.policy else None,
+            )
             for name, c in clients.items()
         }
+
+    @property
+    def clients(self) -> list[Client]:
+        return list(self._by_identity.values())
 
     @property
     def open(self) -> bool:

@@ -12,8 +12,9 @@ signature produced before the outcome failed is never released.
 """
 
 import logging
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -29,18 +30,22 @@ from signer.config import Config
 from signer.errors import (
     AccessDenied,
     KeyNotFound,
+    PolicyDenied,
     SignerError,
     StoreUnavailable,
     Unauthenticated,
 )
-from signer.eth import transactions
+from signer.eth import messages, transactions
+from signer.policy import Decision
 from signer.service import KeyRing
-from signer.store import FrozenKey, Store, open_store
+from signer.store import BudgetClaim, BudgetExceeded, FrozenKey, Store, open_store
 from signer.wallet import SignedDigest, SignedTransaction, WalletSigner
 
 log = logging.getLogger(__name__)
 
 _DENIALS = (Unauthenticated, AccessDenied)
+
+PolicyRequest = transactions.UnsignedTransaction | bytes | messages.TypedData
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +63,14 @@ class Application:
         access: AccessControl,
         audit: AuditLog | None = None,
         freeze: FreezeState | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.keyring = keyring
         self.store = store
-        self.access = access
+        self.access = access  # replaced whole on reload: a request keeps the one it started with
         self.audit = audit or AuditLog(store)
         self.freeze = freeze or FreezeState(store)
+        self.clock = clock
 
     @classmethod
     def open(cls, config: Config, keyring: KeyRing) -> "Application":
@@ -76,7 +83,7 @@ class Application:
         )
         try:
             store.migrate()
-            app = cls(keyring, store, access=AccessControl(config.clients))
+            app = cls(keyring, store, access=AccessControl(config.clients, config.policies))
             app.audit.start()
         except BaseException:
             store.close()
@@ -90,6 +97,50 @@ class Application:
 
     def close(self) -> None:
         self.store.close()
+
+    def reload_access(self, config: Config) -> None:
+        """Swap in the clients and policies of a new, already validated config; audited with
+        each policy's fingerprint. Keys and the store are not reloaded (restart for those)."""
+        access = AccessControl(config.clients, config.policies)
+        self.audit.write([{
+            "kind": "admin",
+            "action": "reload",
+            "clients": sorted(config.clients),
+            "policies": {name: p.fingerprint() for name, p in sorted(config.policies.items())},
+        }])
+        self.access = access
+
+    # -- budgets --------------------------------------------------------------------------
+
+    def reserve(
+        self, reservation: str, claims: list[BudgetClaim], decision: Decision
+    ) -> list[dict[str, Any]]:
+        try:
+            uses = self.store.reserve(reservation, claims, self.clock())
+        except BudgetExceeded as exc:
+            use, budget = exc.use, exc.use.scope.split("/", 1)[-1]
+            raise PolicyDenied(
+                f"policy {decision.policy}: budget {budget} exhausted: {use.spent} of "
+                f"{use.limit} spent in the last {_window(use.window_seconds)}, this request "
+                f"needs {exc.amount} (rule {decision.rule_id})"
+            ) from None
+        return [
+            {"name": u.scope.split("/", 1)[-1], "spent": str(u.spent), "limit": str(u.limit),
+             "window_seconds": u.window_seconds}
+            for u in uses
+        ]
+
+    def release(self, reservation: str) -> None:
+        try:
+            self.store.release(reservation)
+        except StoreUnavailable:  # the reservation stays counted: safe, never generous
+            log.warning("budget reservation %s could not be released", reservation)
+
+    def settle(self, reservation: str) -> None:
+        try:
+            self.store.settle(reservation)
+        except StoreUnavailable:  # still counted as reserved: the window sum is the same
+            log.warning("budget reservation %s could not be marked spent", reservation)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -217,19 +268,48 @@ class SigningRequest:
         self, tx: transactions.UnsignedTransaction, timeout: float | None
     ) -> SignedTransaction:
         self.record["transaction"] = _summary(tx)
-        signed = self.signer.sign_transaction(tx, timeout, self._write_intent)
-        self._signed_result(signed.transaction_hash)
+        with self._judged(tx, lambda: transactions.signing_hash(tx)):
+            signed = self.signer.sign_transaction(tx, timeout, self._write_intent)
+            self._signed_result(signed.transaction_hash)
         return signed
 
     def sign_message(self, message: bytes, timeout: float | None) -> SignedDigest:
-        signed = self.signer.sign_message(message, timeout, self._write_intent)
-        self._signed_result(keccak(signed.signature))
+        with self._judged(message, lambda: messages.personal_message_digest(message)):
+            signed = self.signer.sign_message(message, timeout, self._write_intent)
+            self._signed_result(keccak(signed.signature))
         return signed
 
     def sign_typed_data(self, typed_data_json: str, timeout: float | None) -> SignedDigest:
-        signed = self.signer.sign_typed_data(typed_data_json, timeout, self._write_intent)
-        self._signed_result(keccak(signed.signature))
+        typed = messages.load_typed_data(typed_data_json)  # one parse: policy and digest
+        with self._judged(typed, lambda: typed.digest):
+            signed = self.signer.sign_prepared(typed.digest, timeout, self._write_intent)
+            self._signed_result(keccak(signed.signature))
         return signed
+
+    @contextmanager
+    def _judged(self, request: PolicyRequest, digest: Callable[[], bytes]) -> Iterator[None]:
+        """The client's policy on exactly what will be signed, then its budgets reserved
+        for the signature: released if none is made, settled once one exists."""
+        policy = self.client.policy if self.client else None
+        if policy is None:
+            yield
+            return
+        decision = policy.evaluate(request, self.signer.address_bytes)
+        self.record.update(policy=policy.name, rule_id=decision.rule_id)
+        if not decision.allowed:
+            self.record["digest"] = "0x" + digest().hex()
+            raise PolicyDenied(decision.reason)
+        claims = _claims(self.client_name or "", decision)
+        if claims:
+            self.record["budgets"] = self._app.reserve(self.record["event"], claims, decision)
+        try:
+            yield
+        except BaseException:
+            if claims and not self._signed:
+                self._app.release(self.record["event"])
+            raise
+        if claims:
+            self._app.settle(self.record["event"])
 
     def note(self, **fields: str) -> None:
         """Add facts to the outcome record (e.g. the JSON-RPC door's submission result)."""
@@ -288,6 +368,25 @@ class SigningRequest:
         if self._intent_written:
             return [outcome]
         return [self._body("intent"), outcome]
+
+
+def _claims(client: str, decision: Decision) -> list[BudgetClaim]:
+    """The budgets this allowed request spends, scoped to the client (each agent its own)."""
+    return [
+        BudgetClaim(f"{client}/{budget.name}", amount, budget.limit, budget.window_seconds)
+        for (_, amount), budget in zip(decision.spends, decision.budgets, strict=True)
+        if amount > 0
+    ]
+
+
+def _window(seconds: int) -> str:
+    """24h, 7d, 30m: as an operator writes a window."""
+    if seconds % 86400 == 0 and seconds >= 2 * 86400:
+        return f"{seconds // 86400}d"
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _summary(tx: transactions.UnsignedTransaction) -> dict[str, Any]:
