@@ -303,3 +303,54 @@ def test_every_allow_rule_kind_is_mined(pki, tmp_path):
             assert chain.get_transaction_receipt(tx_hash)["status"] == 1, n
     finally:
         server.stop(0)
+
+
+# --- dry run ----------------------------------------------------------------------------------
+
+def _evaluate_request(case, key_id: str) -> pb.EvaluatePolicyRequest:
+    method, request = signing_request(case, key_id)
+    field = {"SignTransaction": "transaction", "SignMessage": "message",
+             "SignTypedData": "typed_data"}[method]
+    return pb.EvaluatePolicyRequest(**{field: request})
+
+
+@pytest.mark.parametrize("case", LEGITIMATE[:4] + ATTACKS, ids=[c.name for c in LEGITIMATE[:4] + ATTACKS])
+def test_evaluate_policy_answers_what_signing_would(red_team, case):
+    stub, app = red_team
+    reply = stub.EvaluatePolicy(_evaluate_request(case, "hot"),
+                                metadata=(("x-request-id", "dry-" + case.name[:40]),), timeout=10)
+    assert (reply.allowed, reply.reason, reply.policy) == (case.allowed, case.reason, "trader")
+    assert reply.rule_id == (case.rule_id or "")
+    assert [(b.name, int(b.request_spends)) for b in reply.budgets] == list(case.spends)
+    (record,) = _records(app.store, "dry_run", "dry-" + case.name[:40])
+    assert record["decision"] == ("allow" if case.allowed else "deny")
+    assert record["reason"] == case.reason
+
+
+def test_evaluate_policy_spends_nothing_and_shows_the_window(pki, tmp_path):
+    server, app = mtls_server(pki, tmp_path, {"trader": PolicyConfig.model_validate(BUDGET_POLICY)})
+    try:
+        stub = trader_stub(pki, server.port)
+        dry = pb.EvaluatePolicyRequest(transaction=tenth(0))
+        for _ in range(30):
+            reply = stub.EvaluatePolicy(dry, timeout=10)
+            assert reply.allowed
+        for n in range(15):
+            stub.SignTransaction(tenth(n), timeout=10)
+        (budget,) = stub.EvaluatePolicy(dry, timeout=10).budgets
+        assert (budget.name, int(budget.spent), int(budget.limit), budget.window_seconds,
+                int(budget.request_spends)) == ("eth_daily", 15 * ETHER // 10, 2 * ETHER, 86400,
+                                                ETHER // 10)
+        for n in range(5):
+            stub.SignTransaction(tenth(100 + n), timeout=10)
+        reply = stub.EvaluatePolicy(dry, timeout=10)
+        assert not reply.allowed and reply.reason.startswith(EXHAUSTED)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.EvaluatePolicy(pb.EvaluatePolicyRequest(), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.EvaluatePolicy(pb.EvaluatePolicyRequest(
+                message=pb.SignMessageRequest(key_id="cold", message=b"x")), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        server.stop(0)

@@ -49,6 +49,26 @@ PolicyRequest = transactions.UnsignedTransaction | bytes | messages.TypedData
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    name: str
+    spent: int  # in the window now, before this request
+    limit: int
+    window_seconds: int
+    request_spends: int
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """A dry run's answer: what a signing request would be told, and the budgets it touches."""
+
+    allowed: bool
+    policy: str | None
+    rule_id: str | None
+    reason: str
+    budgets: tuple[BudgetStatus, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class KeyStatus:
     signer: WalletSigner
     frozen: FrozenKey | None
@@ -235,6 +255,66 @@ class Application:
         with self.signing(caller, "SignTypedData", key_id) as request:
             return request.sign_typed_data(typed_data_json, timeout)
 
+    def evaluate(
+        self, caller: Caller, method: str, key_id: str, build: Callable[[], PolicyRequest]
+    ) -> Evaluation:
+        """Dry run ("EvaluatePolicy"): judge what `build` returns (a transaction, message or
+        typed data, parsed as the signing method would) with the caller's policy and its
+        budgets as they stand; signs nothing, reserves nothing. Audited as a dry run."""
+        record: dict[str, Any] = {
+            "kind": "dry_run", "request_id": caller.request_id, "peer": caller.peer,
+            "method": method, "key_id": key_id,
+        }
+        try:
+            client, record["identity"] = self.access.identify(caller)
+            record["client"] = client.name if client else None
+            signer = self._key_for(client, method, key_id)
+            request = build()
+            record["digest"] = "0x" + _digest_of(request).hex()
+            evaluation = self._evaluate(client, signer, request)
+        except SignerError as exc:
+            record.update(status=exc.code, reason=str(exc)[:1024])
+            self.audit.write([record])
+            raise
+        record.update(
+            status="OK", decision="allow" if evaluation.allowed else "deny",
+            policy=evaluation.policy, rule_id=evaluation.rule_id, reason=evaluation.reason,
+        )
+        self.audit.write([record])
+        return evaluation
+
+    def _evaluate(
+        self, client: Client | None, signer: WalletSigner, request: PolicyRequest
+    ) -> Evaluation:
+        policy = client.policy if client else None
+        if client is None or policy is None:
+            return Evaluation(True, None, None, "no policy: anything the caller's keys and "
+                              "methods allow may be signed")
+        decision = policy.evaluate(request, signer.address_bytes)
+        budgets = tuple(
+            BudgetStatus(
+                budget.name,
+                self.store.budget_spent(
+                    f"{client.name}/{budget.name}", budget.window_seconds, self.clock()
+                ),
+                budget.limit,
+                budget.window_seconds,
+                amount,
+            )
+            for (_, amount), budget in zip(decision.spends, decision.budgets, strict=True)
+        )
+        for b in budgets:
+            if decision.allowed and b.request_spends and b.spent + b.request_spends > b.limit:
+                return Evaluation(
+                    False, policy.name, decision.rule_id,
+                    f"policy {policy.name}: budget {b.name} exhausted: {b.spent} of {b.limit} "
+                    f"spent in the last {_window(b.window_seconds)}, this request needs "
+                    f"{b.request_spends} (rule {decision.rule_id})",
+                    budgets,
+                )
+        return Evaluation(decision.allowed, policy.name, decision.rule_id, decision.reason,
+                          budgets)
+
     def _audit_denied_read(
         self, caller: Caller, method: str, key_id: str | None, exc: SignerError
     ) -> None:
@@ -368,6 +448,14 @@ class SigningRequest:
         if self._intent_written:
             return [outcome]
         return [self._body("intent"), outcome]
+
+
+def _digest_of(request: PolicyRequest) -> bytes:
+    if isinstance(request, transactions.UnsignedTransaction):
+        return transactions.signing_hash(request)
+    if isinstance(request, messages.TypedData):
+        return request.digest
+    return messages.personal_message_digest(request)
 
 
 def _claims(client: str, decision: Decision) -> list[BudgetClaim]:

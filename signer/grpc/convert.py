@@ -1,5 +1,6 @@
 """Proto messages to domain objects and back; every check names the offending field."""
 
+from signer.app.application import Evaluation
 from signer.errors import InvalidRequest
 from signer.eth import transactions as txs
 from signer.eth.fields import (
@@ -93,3 +94,19 @@ def sign_transaction_response(
 
 def signed_digest_fields(signed: SignedDigest) -> dict[str, bytes]:
     return {"signature": signed.signature, "digest": signed.digest}
+
+
+def evaluation_response(evaluation: Evaluation) -> pb.EvaluatePolicyResponse:
+    return pb.EvaluatePolicyResponse(
+        allowed=evaluation.allowed,
+        rule_id=evaluation.rule_id or "",
+        reason=evaluation.reason,
+        policy=evaluation.policy or "",
+        budgets=[
+            pb.BudgetStatus(
+                name=b.name, spent=str(b.spent), limit=str(b.limit),
+                window_seconds=b.window_seconds, request_spends=str(b.request_spends),
+            )
+            for b in evaluation.budgets
+        ],
+    )

@@ -8,6 +8,8 @@ import grpc
 
 from signer.app.application import Application
 from signer.app.caller import Caller
+from signer.errors import InvalidRequest
+from signer.eth import messages
 from signer.grpc import convert
 from signer.grpc.interceptors import current_request_id
 from signer.v1 import signer_pb2 as pb
@@ -53,6 +55,33 @@ class SignerServicer(pb_grpc.SignerServiceServicer):  # type: ignore[misc]
         with self._app.signing(caller_of(context), "SignTypedData", request.key_id) as signing:
             signed = signing.sign_typed_data(request.typed_data_json, _remaining(context))
         return pb.SignTypedDataResponse(**convert.signed_digest_fields(signed))
+
+
+    def EvaluatePolicy(
+        self, request: pb.EvaluatePolicyRequest, context: grpc.ServicerContext
+    ) -> pb.EvaluatePolicyResponse:
+        which = request.WhichOneof("request")
+        caller = caller_of(context)
+        if which == "transaction":
+            inner = request.transaction
+            evaluation = self._app.evaluate(
+                caller, "SignTransaction", inner.key_id,
+                lambda: convert.transaction_from_request(inner),
+            )
+        elif which == "message":
+            message = request.message
+            evaluation = self._app.evaluate(
+                caller, "SignMessage", message.key_id, lambda: bytes(message.message)
+            )
+        elif which == "typed_data":
+            typed = request.typed_data
+            evaluation = self._app.evaluate(
+                caller, "SignTypedData", typed.key_id,
+                lambda: messages.load_typed_data(typed.typed_data_json),
+            )
+        else:
+            raise InvalidRequest("request: set one of transaction, message or typed_data")
+        return convert.evaluation_response(evaluation)
 
 
 def caller_of(context: grpc.ServicerContext) -> Caller:

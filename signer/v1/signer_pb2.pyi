@@ -163,3 +163,41 @@ class SignTypedDataResponse(_message.Message):
     signature: bytes
     digest: bytes
     def __init__(self, signature: _Optional[bytes] = ..., digest: _Optional[bytes] = ...) -> None: ...
+
+class EvaluatePolicyRequest(_message.Message):
+    __slots__ = ("transaction", "message", "typed_data")
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TYPED_DATA_FIELD_NUMBER: _ClassVar[int]
+    transaction: SignTransactionRequest
+    message: SignMessageRequest
+    typed_data: SignTypedDataRequest
+    def __init__(self, transaction: _Optional[_Union[SignTransactionRequest, _Mapping]] = ..., message: _Optional[_Union[SignMessageRequest, _Mapping]] = ..., typed_data: _Optional[_Union[SignTypedDataRequest, _Mapping]] = ...) -> None: ...
+
+class BudgetStatus(_message.Message):
+    __slots__ = ("name", "spent", "limit", "window_seconds", "request_spends")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SPENT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_SPENDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    spent: str
+    limit: str
+    window_seconds: int
+    request_spends: str
+    def __init__(self, name: _Optional[str] = ..., spent: _Optional[str] = ..., limit: _Optional[str] = ..., window_seconds: _Optional[int] = ..., request_spends: _Optional[str] = ...) -> None: ...
+
+class EvaluatePolicyResponse(_message.Message):
+    __slots__ = ("allowed", "rule_id", "reason", "budgets", "policy")
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    RULE_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    BUDGETS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    allowed: bool
+    rule_id: str
+    reason: str
+    budgets: _containers.RepeatedCompositeFieldContainer[BudgetStatus]
+    policy: str
+    def __init__(self, allowed: _Optional[bool] = ..., rule_id: _Optional[str] = ..., reason: _Optional[str] = ..., budgets: _Optional[_Iterable[_Union[BudgetStatus, _Mapping]]] = ..., policy: _Optional[str] = ...) -> None: ...

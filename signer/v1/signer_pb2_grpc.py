@@ -59,6 +59,11 @@ class SignerServiceStub:
                 request_serializer=signer_dot_v1_dot_signer__pb2.SignTypedDataRequest.SerializeToString,
                 response_deserializer=signer_dot_v1_dot_signer__pb2.SignTypedDataResponse.FromString,
                 _registered_method=True)
+        self.EvaluatePolicy = channel.unary_unary(
+                '/signer.v1.SignerService/EvaluatePolicy',
+                request_serializer=signer_dot_v1_dot_signer__pb2.EvaluatePolicyRequest.SerializeToString,
+                response_deserializer=signer_dot_v1_dot_signer__pb2.EvaluatePolicyResponse.FromString,
+                _registered_method=True)
 
 
 class SignerServiceServicer:
@@ -94,6 +99,15 @@ class SignerServiceServicer:
 
     def SignTypedData(self, request, context):
         """Signs EIP-712 typed data given as the JSON that eth_signTypedData_v4 takes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EvaluatePolicy(self, request, context):
+        """Dry run: would the caller's signing policy allow this request now, and why? Signs
+        nothing, spends no budget; audited as a dry run. Needs the same key and method access
+        as the request itself.
         There is deliberately no method that signs an arbitrary 32-byte hash.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -127,6 +141,11 @@ def add_SignerServiceServicer_to_server(servicer, server):
                     servicer.SignTypedData,
                     request_deserializer=signer_dot_v1_dot_signer__pb2.SignTypedDataRequest.FromString,
                     response_serializer=signer_dot_v1_dot_signer__pb2.SignTypedDataResponse.SerializeToString,
+            ),
+            'EvaluatePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluatePolicy,
+                    request_deserializer=signer_dot_v1_dot_signer__pb2.EvaluatePolicyRequest.FromString,
+                    response_serializer=signer_dot_v1_dot_signer__pb2.EvaluatePolicyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -264,6 +283,33 @@ class SignerService:
             '/signer.v1.SignerService/SignTypedData',
             signer_dot_v1_dot_signer__pb2.SignTypedDataRequest.SerializeToString,
             signer_dot_v1_dot_signer__pb2.SignTypedDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluatePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/signer.v1.SignerService/EvaluatePolicy',
+            signer_dot_v1_dot_signer__pb2.EvaluatePolicyRequest.SerializeToString,
+            signer_dot_v1_dot_signer__pb2.EvaluatePolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,
