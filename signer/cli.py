@@ -83,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_keys(commands)
     _add_audit(commands)
     _add_store(commands)
+    _add_policy(commands)
     _add_client_commands(commands)
     return parser
 
@@ -167,6 +168,28 @@ def _add_store(commands: Commands) -> None:
     migrate = store_commands.add_parser("migrate", help="create or upgrade the schema")
     _config_arg(migrate)
     migrate.set_defaults(run=_store_migrate)
+
+
+def _add_policy(commands: Commands) -> None:
+    policy = commands.add_parser("policy", help="try and watch signing policies")
+    actions = policy.add_subparsers(required=True, metavar="ACTION")
+    check = actions.add_parser(
+        "check", help="would a client's policy allow this request now? (a dry run, audited)"
+    )
+    _config_arg(check)
+    check.add_argument("--client", required=True, help="the [clients.NAME] to judge for")
+    what = check.add_mutually_exclusive_group(required=True)
+    what.add_argument("--tx", type=Path, help="transaction JSON (as for `sign --tx`)")
+    what.add_argument("--message", help="an EIP-191 message (UTF-8 text)")
+    what.add_argument("--typed-data", type=Path, help="EIP-712 JSON (eth_signTypedData_v4)")
+    check.add_argument(
+        "--address", help="the signing key's address, for $self (default: the tx's `from`)"
+    )
+    check.set_defaults(run=_policy_check)
+    budgets = actions.add_parser("budgets", help="every budget: spent / limit / window")
+    _config_arg(budgets)
+    budgets.add_argument("--client", help="only this client")
+    budgets.set_defaults(run=_policy_budgets)
 
 
 def _add_client_commands(commands: Commands) -> None:
@@ -409,6 +432,38 @@ def _store_migrate(args: argparse.Namespace) -> int:
 
     version = migrate_store(load_config(args.config))
     print(f"store schema at version {version}")
+    return 0
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    from signer.admin import policy
+    from signer.eth.fields import parse_address
+
+    method, request, sender = policy.load_request(args.tx, args.message, args.typed_data)
+    address = args.address or sender
+    self_address = parse_address(address, "--address") if address else bytes(20)
+    evaluation = policy.check(load_config(args.config), args.client, method, request,
+                              self_address)
+    verdict = "allowed" if evaluation.allowed else "denied"
+    print(verdict + (f" (rule {evaluation.rule_id})" if evaluation.rule_id else ""))
+    print(evaluation.reason)
+    for b in evaluation.budgets:
+        print(f"budget {b.name}: {b.spent} of {b.limit} spent in the last {b.window_seconds} s; "
+              f"this request spends {b.request_spends}")
+    if not address:
+        print("note: no --address and no `from`: $self matched no address")
+    return 0 if evaluation.allowed else 1
+
+
+def _policy_budgets(args: argparse.Namespace) -> int:
+    from signer.admin import policy
+
+    rows = policy.budgets(load_config(args.config), args.client)
+    for row in rows:
+        print(f"{row.client}\t{row.policy}\t{row.budget}\t{row.spent}/{row.limit}\t"
+              f"{row.window_seconds}s")
+    if not rows:
+        print("no client has a policy with budgets")
     return 0
 
 

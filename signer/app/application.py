@@ -270,7 +270,7 @@ class Application:
             record["client"] = client.name if client else None
             signer = self._key_for(client, method, key_id)
             request = build()
-            record["digest"] = "0x" + _digest_of(request).hex()
+            record["digest"] = "0x" + digest_of(request).hex()
             evaluation = self._evaluate(client, signer, request)
         except SignerError as exc:
             record.update(status=exc.code, reason=str(exc)[:1024])
@@ -286,34 +286,7 @@ class Application:
     def _evaluate(
         self, client: Client | None, signer: WalletSigner, request: PolicyRequest
     ) -> Evaluation:
-        policy = client.policy if client else None
-        if client is None or policy is None:
-            return Evaluation(True, None, None, "no policy: anything the caller's keys and "
-                              "methods allow may be signed")
-        decision = policy.evaluate(request, signer.address_bytes)
-        budgets = tuple(
-            BudgetStatus(
-                budget.name,
-                self.store.budget_spent(
-                    f"{client.name}/{budget.name}", budget.window_seconds, self.clock()
-                ),
-                budget.limit,
-                budget.window_seconds,
-                amount,
-            )
-            for (_, amount), budget in zip(decision.spends, decision.budgets, strict=True)
-        )
-        for b in budgets:
-            if decision.allowed and b.request_spends and b.spent + b.request_spends > b.limit:
-                return Evaluation(
-                    False, policy.name, decision.rule_id,
-                    f"policy {policy.name}: budget {b.name} exhausted: {b.spent} of {b.limit} "
-                    f"spent in the last {_window(b.window_seconds)}, this request needs "
-                    f"{b.request_spends} (rule {decision.rule_id})",
-                    budgets,
-                )
-        return Evaluation(decision.allowed, policy.name, decision.rule_id, decision.reason,
-                          budgets)
+        return evaluate_policy(self.store, self.clock(), client, signer.address_bytes, request)
 
     def _audit_denied_read(
         self, caller: Caller, method: str, key_id: str | None, exc: SignerError
@@ -450,7 +423,39 @@ class SigningRequest:
         return [self._body("intent"), outcome]
 
 
-def _digest_of(request: PolicyRequest) -> bytes:
+def evaluate_policy(
+    store: Store, now: float, client: Client | None, self_address: bytes, request: PolicyRequest
+) -> Evaluation:
+    """The dry run's decision: the client's policy on `request`, then its budgets as the store
+    holds them at `now` (the same test a signing request's reservation makes)."""
+    policy = client.policy if client else None
+    if client is None or policy is None:
+        return Evaluation(True, None, None, "no policy: anything the caller's keys and "
+                          "methods allow may be signed")
+    decision = policy.evaluate(request, self_address)
+    budgets = tuple(
+        BudgetStatus(
+            budget.name,
+            store.budget_spent(f"{client.name}/{budget.name}", budget.window_seconds, now),
+            budget.limit,
+            budget.window_seconds,
+            amount,
+        )
+        for (_, amount), budget in zip(decision.spends, decision.budgets, strict=True)
+    )
+    for b in budgets:
+        if decision.allowed and b.request_spends and b.spent + b.request_spends > b.limit:
+            return Evaluation(
+                False, policy.name, decision.rule_id,
+                f"policy {policy.name}: budget {b.name} exhausted: {b.spent} of {b.limit} "
+                f"spent in the last {_window(b.window_seconds)}, this request needs "
+                f"{b.request_spends} (rule {decision.rule_id})",
+                budgets,
+            )
+    return Evaluation(decision.allowed, policy.name, decision.rule_id, decision.reason, budgets)
+
+
+def digest_of(request: PolicyRequest) -> bytes:
     if isinstance(request, transactions.UnsignedTransaction):
         return transactions.signing_hash(request)
     if isinstance(request, messages.TypedData):
