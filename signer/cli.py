@@ -325,6 +325,9 @@ def _serve(args: argparse.Namespace) -> int:
         keyring.close()
         app.close()
         raise
+    if args.config is not None:
+        path = args.config
+        server.reload_hooks.append(lambda: app.reload_from(path))
     serve_forever(server)
     return 0
 

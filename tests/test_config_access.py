@@ -103,7 +103,25 @@ def test_production_requires_identified_callers(tmp_path):
     production = ISSUE_SHAPE.replace(
         '[keys.hot]\nbackend = "env"\nprivate_key_env = "HOT"',
         '[keys.hot]\nbackend = "kms"\nkms_key_id = "k"\nregion = "r"')
+    production = production.replace(
+        'methods = ["GetAddress", "SignTransaction", "SignMessage", "SignTypedData"]',
+        'methods = ["GetAddress"]')  # no client may sign, so none needs a policy
     assert load(tmp_path, 'environment = "production"\n' + production).environment == "production"
+
+
+def test_production_refuses_a_signing_client_without_a_policy(tmp_path):
+    production = 'environment = "production"\n' + ISSUE_SHAPE.replace(
+        '[keys.hot]\nbackend = "env"\nprivate_key_env = "HOT"',
+        '[keys.hot]\nbackend = "kms"\nkms_key_id = "k"\nregion = "r"')
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, production)
+    assert str(caught.value).endswith(
+        "environment is production but clients ['trader'] may sign and have no policy: give "
+        "each a `policy` (default deny), or take the Sign* methods away")
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, ISSUE_SHAPE.replace('keys = ["hot"]', 'keys = ["hot"]\npolicy = "nope"'))
+    assert "clients.trader.policy: unknown policy 'nope' (policies: none defined)" in str(
+        caught.value)
 
 
 def test_plaintext_on_a_non_loopback_address_needs_tls_or_the_escape_hatch(env_key, caplog):

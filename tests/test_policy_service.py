@@ -22,6 +22,7 @@ from signer.errors import BackendUnavailable
 from signer.grpc.server import SignerServer
 from signer.policy import PolicyConfig
 from signer.service import KeyRing
+from signer.store import open_store
 from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
 from tests.conftest import env_wallet, open_app
@@ -328,7 +329,7 @@ def test_evaluate_policy_answers_what_signing_would(red_team, case):
 
 
 def test_evaluate_policy_spends_nothing_and_shows_the_window(pki, tmp_path):
-    server, app = mtls_server(pki, tmp_path, {"trader": PolicyConfig.model_validate(BUDGET_POLICY)})
+    server, _ = mtls_server(pki, tmp_path, {"trader": PolicyConfig.model_validate(BUDGET_POLICY)})
     try:
         stub = trader_stub(pki, server.port)
         dry = pb.EvaluatePolicyRequest(transaction=tenth(0))
@@ -354,3 +355,59 @@ def test_evaluate_policy_spends_nothing_and_shows_the_window(pki, tmp_path):
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         server.stop(0)
+
+
+# --- reload -----------------------------------------------------------------------------------
+
+def test_sighup_reloads_policies_atomically_and_audits_them(pki, tmp_path):
+    ca, server_cert, _ = pki
+    config = tmp_path / "signer.toml"
+    head = (
+        f'[server]\nlisten = "127.0.0.1:0"\ntls_cert_file = "{server_cert.cert_file}"\n'
+        f'tls_key_file = "{server_cert.key_file}"\nclient_ca_file = "{ca.cert_file}"\n'
+        f'[store]\nurl = "sqlite://{tmp_path / "state.db"}"\n'
+        '[keys.hot]\nbackend = "env"\nprivate_key_env = "HOT_WALLET_KEY"\n'
+        f'[clients.trader]\nidentity = "{TRADER_ID}"\nkeys = ["hot"]\npolicy = "trader"\n'
+    )
+    config.write_text(head + _toml_policy(BUDGET_POLICY))
+    served = start_serve(tmp_path, config, {"HOT_WALLET_KEY": SELF_KEY})
+    try:
+        stub = trader_stub(pki, int(served.target.rsplit(":", 1)[1]))
+        stub.SignTransaction(tenth(0), timeout=10)
+        # a bad file: the old policy stays and the log says why
+        config.write_text(head + _toml_policy(BUDGET_POLICY).replace("chains = [1]", "chains = []"))
+        served.proc.send_signal(signal.SIGHUP)
+        _wait_for_log(served, "config reload failed, keeping the current clients and policies")
+        stub.SignTransaction(tenth(1), timeout=10)
+        # a stricter policy: a tenth of an ether is now over value_max
+        stricter = dict(BUDGET_POLICY, allow=[dict(BUDGET_POLICY["allow"][0],
+                                                   value_max=str(ETHER // 100))])
+        config.write_text(head + _toml_policy(stricter))
+        served.proc.send_signal(signal.SIGHUP)
+        _wait_for_log(served, "config reloaded: 1 clients, policies trader=")
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.SignTransaction(tenth(2), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "value 100000000000000000 exceeds value_max 10000000000000000" in (
+            caught.value.details())
+    finally:
+        served.proc.send_signal(signal.SIGTERM)
+        served.proc.wait(20)
+    store = open_store(f"sqlite://{tmp_path / 'state.db'}")
+    try:
+        reloads = [json.loads(r.body) for w in store.writers() for r in store.audit_rows(w)
+                   if json.loads(r.body).get("action") == "reload"]
+        assert len(reloads) == 1
+        assert reloads[0]["policies"] == {
+            "trader": PolicyConfig.model_validate(stricter).fingerprint()}
+    finally:
+        store.close()
+
+
+def _wait_for_log(served, text: str, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while text not in served.log():
+        assert time.monotonic() < deadline, f"not logged: {text}\n{served.log()}"
+        time.sleep(0.05)

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from eth_utils.address import to_checksum_address
@@ -117,6 +118,26 @@ class Application:
 
     def close(self) -> None:
         self.store.close()
+
+    def reload_from(self, path: Path) -> bool:
+        """SIGHUP: re-read the config file and swap in its clients and policies atomically.
+        A file that does not load or validate keeps the current ones (logged, not raised);
+        keys, server and store settings need a restart and are not compared here."""
+        from signer import config as config_module
+
+        try:
+            config = config_module.load(path)
+            self.reload_access(config)
+        except SignerError as exc:
+            log.error("config reload failed, keeping the current clients and policies: %s", exc)
+            return False
+        log.info(
+            "config reloaded: %d clients, policies %s",
+            len(config.clients),
+            ", ".join(f"{n}={p.fingerprint()[:12]}" for n, p in sorted(config.policies.items()))
+            or "none",
+        )
+        return True
 
     def reload_access(self, config: Config) -> None:
         """Swap in the clients and policies of a new, already validated config; audited with

@@ -3,6 +3,7 @@
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 
@@ -52,6 +53,7 @@ class SignerServer:
                 "caller that can reach it is trusted", config.listen,
             )
         self.app = app
+        self.reload_hooks: list[Callable[[], object]] = []
         self.keyring = app.keyring
         self.config = config
         self.tls = tls
@@ -96,9 +98,13 @@ class SignerServer:
         self.app.close()
 
     def reload(self) -> None:
-        """Re-read what can change without a restart (TLS files); bad files keep the old."""
+        """Re-read what can change without a restart: TLS files, then whatever the command
+        registered in `reload_hooks` (the config's clients and policies). Each keeps the old
+        on a bad file."""
         if self.tls is not None:
             self.tls.reload()
+        for hook in self.reload_hooks:
+            hook()
 
     def wait(self) -> None:
         self._server.wait_for_termination()
