@@ -1,10 +1,13 @@
-"""Access and audit benchmark: what mTLS and the durable audit log cost per SignTransaction.
+"""Access, audit and policy benchmark: what mTLS, the durable audit log and a signing policy
+cost per SignTransaction.
 
-In the same run, three servers with the same env key, each driven over gRPC with 1, 4 and 16
-callers from a separate process: (a) plaintext with the audit log switched off (a bench-only
-stand-in: the service itself has no such mode), (b) mTLS + audit on SQLite (WAL,
-synchronous=FULL), (c) mTLS + audit on PostgreSQL (a throwaway local cluster; skipped when
-PostgreSQL cannot be started here). Printed as ratios to (a).
+In the same run, servers with the same env key, each driven over gRPC with 1, 4 and 16 callers
+from a separate process: (a) plaintext with the audit log switched off (a bench-only stand-in:
+the service itself has no such mode), (b) mTLS + audit on SQLite (WAL, synchronous=FULL),
+(c) mTLS + audit on PostgreSQL (a throwaway local cluster; skipped when PostgreSQL cannot be
+started here), then (d) and (e): (b) and (c) with a 20-rule policy whose matching rule spends
+two budgets (the reservation, settle and audit all in the store). Printed as ratios to (a), and
+the policy rows to the same store without a policy.
 """
 
 import multiprocessing
@@ -19,7 +22,8 @@ from bench.common import Result, closed_loop
 
 DURATION = float(os.environ.get("BENCH_SECONDS", "3"))
 KEY = "0x" + "46" * 32
-TX_TEMPLATE = {"type": 2, "chain_id": 1, "to": "0x" + "35" * 20, "value": "1",
+TX_TEMPLATE = {"type": 2, "chain_id": 1, "to": "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+               "value": "1",
                "gas_limit": 21000, "max_fee_per_gas": "30000000000",
                "max_priority_fee_per_gas": "1000000000"}
 CALLERS = (1, 4, 16)
@@ -66,7 +70,18 @@ def measure(label: str, target: str, tls: Any) -> list[Result]:
     return rows
 
 
-def serve(store_url: str, tls_files: Any | None, audit: bool) -> Any:
+def bench_policy() -> Any:
+    """The 20-rule policy of `bench policy`, its budgets too large to run out in a bench."""
+    from bench.bench_policy import twenty_rule_config
+    from signer.policy import PolicyConfig
+
+    config = twenty_rule_config()
+    config["budgets"] = {name: {**budget, "limit": str(10**40)}
+                         for name, budget in config["budgets"].items()}
+    return PolicyConfig.model_validate(config)
+
+
+def serve(store_url: str, tls_files: Any | None, audit: bool, policy: Any = None) -> Any:
     from signer.app.access import AccessControl
     from signer.app.application import Application
     from signer.backends.env import EnvBackend, parse_private_key
@@ -82,10 +97,12 @@ def serve(store_url: str, tls_files: Any | None, audit: bool) -> Any:
     clients = {}
     server_options: dict[str, Any] = {"listen": "127.0.0.1:0"}
     if tls_files is not None:
-        clients = {"bench": ClientConfig(identity="spiffe://bench/caller", keys=["bench"])}
+        clients = {"bench": ClientConfig(identity="spiffe://bench/caller", keys=["bench"],
+                                         policy="trader" if policy else None)}
         server_options.update(tls_files)
     app = Application(
-        keyring, store, access=AccessControl(clients),
+        keyring, store,
+        access=AccessControl(clients, {"trader": policy} if policy else {}),
         audit=None if audit else NoAudit(),  # type: ignore[arg-type]
     )
     app.audit.start()
@@ -107,18 +124,24 @@ def main() -> None:
         tls_files = {"tls_cert_file": server_cert.cert_file, "tls_key_file": server_cert.key_file,
                      "client_ca_file": ca.cert_file}
         client_tls = TlsFiles(ca.cert_pem, client.cert_pem, client.key_pem)
-        setups: list[tuple[str, str, Any, Any, bool]] = [
-            ("(a) plaintext, no audit", f"sqlite://{directory / 'a.db'}", None, None, False),
+        policy = bench_policy()
+        setups: list[tuple[str, str, Any, Any, bool, Any]] = [
+            ("(a) plaintext, no audit", f"sqlite://{directory / 'a.db'}", None, None, False,
+             None),
             ("(b) mTLS + audit, SQLite", f"sqlite://{directory / 'b.db'}", tls_files,
-             client_tls, True),
+             client_tls, True, None),
+            ("(d) (b) + 20-rule policy", f"sqlite://{directory / 'd.db'}", tls_files,
+             client_tls, True, policy),
         ]
         cluster = _postgres(directory)
         if cluster is not None:
             setups.append(("(c) mTLS + audit, PostgreSQL", cluster.create_database().url,
-                           tls_files, client_tls, True))
+                           tls_files, client_tls, True, None))
+            setups.append(("(e) (c) + 20-rule policy", cluster.create_database().url,
+                           tls_files, client_tls, True, policy))
         try:
-            for label, url, server_tls, caller_tls, audit in setups:
-                server = serve(url, server_tls, audit)
+            for label, url, server_tls, caller_tls, audit, with_policy in setups:
+                server = serve(url, server_tls, audit, with_policy)
                 try:
                     results[label] = measure(label, f"127.0.0.1:{server.port}", caller_tls)
                 finally:
@@ -143,14 +166,21 @@ def _postgres(directory: Path) -> Any:
 
 
 def print_ratios(results: dict[str, list[Result]]) -> None:
-    baseline = {r.callers: r for r in next(iter(results.values()))}
-    print(f"\n## access and audit: SignTransaction, env key, {DURATION:g} s per point")
-    print(f"{'setup':<30} {'callers':>7} {'tx/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'vs (a)':>7}")
-    for rows in results.values():
+    by_label = {label[:3]: {r.callers: r for r in rows} for label, rows in results.items()}
+    baseline = by_label["(a)"]
+    without_policy = {"(d)": "(b)", "(e)": "(c)"}
+    print(f"\n## access, audit and policy: SignTransaction, env key, {DURATION:g} s per point")
+    print(f"{'setup':<30} {'callers':>7} {'tx/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'vs (a)':>7} "
+          f"{'vs same store, no policy':>25}")
+    for label, rows in results.items():
         for row in rows:
-            print(f"{row.label:<30} {row.callers:>7} {row.per_second:>7.0f} "
-                  f"{statistics.median(row.latencies_ms):>7.2f} {row.percentile(0.99):>7.2f} "
-                  f"{row.per_second / baseline[row.callers].per_second:>7.0%}")
+            line = (f"{row.label:<30} {row.callers:>7} {row.per_second:>7.0f} "
+                    f"{statistics.median(row.latencies_ms):>7.2f} {row.percentile(0.99):>7.2f} "
+                    f"{row.per_second / baseline[row.callers].per_second:>7.0%}")
+            reference = by_label.get(without_policy.get(label[:3], ""), {}).get(row.callers)
+            if reference is not None:
+                line += f" {row.per_second / reference.per_second:>25.0%}"
+            print(line)
 
 
 if __name__ == "__main__":

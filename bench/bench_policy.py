@@ -16,6 +16,11 @@ ITERATIONS = int(os.environ.get("BENCH_POLICY_ITERATIONS", "3000"))
 
 
 def twenty_rule_policy() -> Policy:
+    return Policy.compile("trader", PolicyConfig.model_validate(twenty_rule_config()))
+
+
+def twenty_rule_config() -> dict[str, Any]:
+    """The trader policy of the tests padded to 20 rules (as a [policies.NAME] table)."""
     config = pc.trader_config()
     extra_tokens = [bytes([0x70 + i]) * 20 for i in range(5)]
     for i, token in enumerate(extra_tokens):
@@ -37,7 +42,7 @@ def twenty_rule_policy() -> Policy:
     ]
     rules = len(config["allow"]) + len(config["deny"])
     assert rules == 20, rules
-    return Policy.compile("trader", PolicyConfig.model_validate(config))
+    return config
 
 
 def requests() -> dict[str, Any]:
