@@ -15,6 +15,7 @@ from signer.config import Config
 from signer.errors import StoreUnavailable
 from signer.service import KeyRing
 from signer.store import Store
+from signer.store.sql import Batch
 from signer.v1 import signer_pb2 as pb
 from tests.conftest import env_wallet, open_app
 from tests.test_eth_reference import VECTORS
@@ -150,10 +151,10 @@ def test_no_signature_when_the_intent_cannot_be_written(serve, env_key, tmp_path
     stub = serve(app).stub
     signed_before = counter.count
 
-    def store_down(rows, new_writer=None):  # the store failing, injected at its boundary
+    def store_down(lock=False):  # the store failing, injected at its boundary
         raise StoreUnavailable("state store (sqlite) unavailable: nothing was signed")
 
-    monkeypatch.setattr(app.store, "append_audit", store_down)
+    monkeypatch.setattr(app.store, "batch", store_down)
     with pytest.raises(grpc.RpcError) as caught:
         stub.SignTransaction(pb.SignTransactionRequest(key_id="hot", transaction=TX), timeout=5)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -168,16 +169,14 @@ def test_a_signature_whose_outcome_cannot_be_written_is_not_released(serve, env_
                                                                       monkeypatch):
     app = open_app(KeyRing([env_wallet(env_key)]), tmp_path)
     stub = serve(app).stub
-    append = app.store.append_audit
-    writes = []
+    append = Batch.append
 
-    def fail_outcomes(rows, new_writer=None):  # the store failing after the intent committed
-        writes.append(rows)
+    def fail_outcomes(batch, rows):  # the store failing after the intent committed
         if any(json.loads(r.body)["kind"] == "outcome" for r in rows):
             raise StoreUnavailable("state store (sqlite) unavailable: nothing was signed")
-        append(rows, new_writer)
+        append(batch, rows)
 
-    monkeypatch.setattr(app.store, "append_audit", fail_outcomes)
+    monkeypatch.setattr(Batch, "append", fail_outcomes)
     with pytest.raises(grpc.RpcError) as caught:
         stub.SignMessage(pb.SignMessageRequest(key_id="hot", message=b"m"), timeout=5)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE  # an error carries no signature

@@ -39,14 +39,14 @@ def test_concurrent_writers_share_commits_and_the_chain_verifies(store: Store):
     log = AuditLog(store)
     log.start()
     commits = 0
-    append = store.append_audit
+    batch = store.batch
 
-    def counting_append(rows, new_writer=None):  # instrumentation only: the real append runs
+    def counting_batch(lock=False):  # instrumentation only: the real transaction runs
         nonlocal commits
         commits += 1
-        append(rows, new_writer)
+        return batch(lock)
 
-    store.append_audit = counting_append  # type: ignore[method-assign]
+    store.batch = counting_batch  # type: ignore[method-assign]
 
     def caller(n: int) -> None:
         for i in range(20):
@@ -163,10 +163,10 @@ def test_records_from_an_unregistered_writer_are_caught(store: Store):
 def test_a_failed_commit_raises_and_the_chain_continues_after_it(store: Store, monkeypatch):
     log = _run(store, 1)
 
-    def broken(rows, new_writer=None):  # a store fault, injected once
+    def broken(lock=False):  # a store fault, injected once
         raise StoreUnavailable("state store (test) unavailable: nothing was signed")
 
-    monkeypatch.setattr(store, "append_audit", broken)
+    monkeypatch.setattr(store, "batch", broken)
     with pytest.raises(StoreUnavailable):
         log.write([{"kind": "intent", "event": "x", "request_id": "x"}])
     monkeypatch.undo()

@@ -24,7 +24,7 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from signer.app.access import AccessControl, Client
-from signer.app.audit import AuditLog
+from signer.app.audit import AuditLog, Reservation
 from signer.app.caller import Caller
 from signer.app.freeze import FreezeState
 from signer.config import Config
@@ -150,38 +150,6 @@ class Application:
             "policies": {name: p.fingerprint() for name, p in sorted(config.policies.items())},
         }])
         self.access = access
-
-    # -- budgets --------------------------------------------------------------------------
-
-    def reserve(
-        self, reservation: str, claims: list[BudgetClaim], decision: Decision
-    ) -> list[dict[str, Any]]:
-        try:
-            uses = self.store.reserve(reservation, claims, self.clock())
-        except BudgetExceeded as exc:
-            use, budget = exc.use, exc.use.scope.split("/", 1)[-1]
-            raise PolicyDenied(
-                f"policy {decision.policy}: budget {budget} exhausted: {use.spent} of "
-                f"{use.limit} spent in the last {_window(use.window_seconds)}, this request "
-                f"needs {exc.amount} (rule {decision.rule_id})"
-            ) from None
-        return [
-            {"name": u.scope.split("/", 1)[-1], "spent": str(u.spent), "limit": str(u.limit),
-             "window_seconds": u.window_seconds}
-            for u in uses
-        ]
-
-    def release(self, reservation: str) -> None:
-        try:
-            self.store.release(reservation)
-        except StoreUnavailable:  # the reservation stays counted: safe, never generous
-            log.warning("budget reservation %s could not be released", reservation)
-
-    def settle(self, reservation: str) -> None:
-        try:
-            self.store.settle(reservation)
-        except StoreUnavailable:  # still counted as reserved: the window sum is the same
-            log.warning("budget reservation %s could not be marked spent", reservation)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -326,6 +294,8 @@ class SigningRequest:
         self.signer: WalletSigner
         self._intent_written = False
         self._signed = False
+        self._decision: Decision | None = None
+        self._claims: list[BudgetClaim] = []
         self.record: dict[str, Any] = {
             "event": uuid.uuid4().hex,
             "request_id": caller.request_id,
@@ -362,8 +332,9 @@ class SigningRequest:
 
     @contextmanager
     def _judged(self, request: PolicyRequest, digest: Callable[[], bytes]) -> Iterator[None]:
-        """The client's policy on exactly what will be signed, then its budgets reserved
-        for the signature: released if none is made, settled once one exists."""
+        """The client's policy on exactly what will be signed. The budgets it spends are
+        reserved with the intent record, in one commit, right before the backend signs
+        (`_write_intent`); settled or released with the outcome."""
         policy = self.client.policy if self.client else None
         if policy is None:
             yield
@@ -373,17 +344,9 @@ class SigningRequest:
         if not decision.allowed:
             self.record["digest"] = "0x" + digest().hex()
             raise PolicyDenied(decision.reason)
-        claims = _claims(self.client_name or "", decision)
-        if claims:
-            self.record["budgets"] = self._app.reserve(self.record["event"], claims, decision)
-        try:
-            yield
-        except BaseException:
-            if claims and not self._signed:
-                self._app.release(self.record["event"])
-            raise
-        if claims:
-            self._app.settle(self.record["event"])
+        self._decision = decision
+        self._claims = _claims(self.client_name or "", decision)
+        yield
 
     def note(self, **fields: str) -> None:
         """Add facts to the outcome record (e.g. the JSON-RPC door's submission result)."""
@@ -391,8 +354,21 @@ class SigningRequest:
 
     def _write_intent(self, digest: bytes) -> None:
         self.record["digest"] = "0x" + digest.hex()
-        self._app.audit.write([self._body("intent")])
+        reserve = None
+        if self._claims:
+            reserve = Reservation(self.record["event"], self._claims, self._app.clock())
+        try:
+            uses = self._app.audit.write([self._body("intent")], reserve=reserve)
+        except BudgetExceeded as exc:
+            assert self._decision is not None
+            raise PolicyDenied(_budget_denial(self._decision, exc)) from None
         self._intent_written = True
+        if uses:
+            self.record["budgets"] = [
+                {"name": u.scope.split("/", 1)[-1], "spent": str(u.spent), "limit": str(u.limit),
+                 "window_seconds": u.window_seconds}
+                for u in uses
+            ]
 
     def _signed_result(self, result: bytes) -> None:
         self._signed = True
@@ -409,8 +385,9 @@ class SigningRequest:
 
     def succeed(self) -> None:
         outcome = self._body("outcome", decision="allow", status="OK", reason="")
+        settle = self.record["event"] if self._claims and self._intent_written else None
         try:
-            self._app.audit.write(self._bodies_with(outcome))
+            self._app.audit.write(self._bodies_with(outcome), settle=settle)
         except StoreUnavailable:
             raise StoreUnavailable(
                 "audit log unavailable: a signature was made but is not released because its "
@@ -430,8 +407,12 @@ class SigningRequest:
             "outcome", decision=decision, status=status, reason=reason[:1024],
             signed=self._signed,
         )
+        # a reservation whose signature was never made is given back; one that was is kept
+        reserved = self._claims and self._intent_written
+        release = self.record["event"] if reserved and not self._signed else None
+        settle = self.record["event"] if reserved and self._signed else None
         try:
-            self._app.audit.write(self._bodies_with(outcome))
+            self._app.audit.write(self._bodies_with(outcome), release=release, settle=settle)
         except SignerError:
             log.error(
                 "audit: outcome of request %s (%s) could not be recorded",
@@ -482,6 +463,15 @@ def digest_of(request: PolicyRequest) -> bytes:
     if isinstance(request, messages.TypedData):
         return request.digest
     return messages.personal_message_digest(request)
+
+
+def _budget_denial(decision: Decision, exc: BudgetExceeded) -> str:
+    use, budget = exc.use, exc.use.scope.split("/", 1)[-1]
+    return (
+        f"policy {decision.policy}: budget {budget} exhausted: {use.spent} of {use.limit} "
+        f"spent in the last {_window(use.window_seconds)}, this request needs {exc.amount} "
+        f"(rule {decision.rule_id})"
+    )
 
 
 def _claims(client: str, decision: Decision) -> list[BudgetClaim]:

@@ -18,13 +18,13 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from signer.errors import StoreUnavailable
-from signer.store import AuditRow, Store
+from signer.store import AuditRow, BudgetClaim, BudgetExceeded, BudgetUse, Store
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,24 @@ def record_hash(writer: str, seq: int, prev_hash: str, body: str) -> str:
     return hashlib.sha256(f"{writer}\n{seq}\n{prev_hash}\n{body}".encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Reservation:
+    """Budget claims to reserve in the same commit as the records they come with."""
+
+    reservation: str
+    claims: Sequence[BudgetClaim]
+    now: float
+
+
 @dataclass
 class _Pending:
     bodies: list[dict[str, Any]]
+    reserve: Reservation | None = None
+    settle: str | None = None
+    release: str | None = None
     done: bool = False
     error: BaseException | None = None
+    uses: list[BudgetUse] = field(default_factory=list)
 
 
 class AuditLog:
@@ -73,9 +86,20 @@ class AuditLog:
         """Begin this writer's chain now (else it begins with the first record)."""
         self.write([])
 
-    def write(self, bodies: Iterable[Record], timeout: float | None = None) -> None:
+    def write(
+        self,
+        bodies: Iterable[Record],
+        timeout: float | None = None,
+        *,
+        reserve: Reservation | None = None,
+        settle: str | None = None,
+        release: str | None = None,
+    ) -> list[BudgetUse]:
+        """Commit `bodies`, with the budget operations that belong to them, in one
+        transaction shared with whatever else is queued. A reservation that does not fit
+        raises BudgetExceeded and nothing of this call is written."""
         stamped = [{"at": self._clock(), **body} for body in bodies]
-        entry = _Pending(stamped)
+        entry = _Pending(stamped, reserve, settle, release)
         deadline = time.monotonic() + (DEFAULT_COMMIT_TIMEOUT if timeout is None else timeout)
         with self._cond:
             self._queue.append(entry)
@@ -96,8 +120,11 @@ class AuditLog:
                 with self._cond:
                     self._flushing = False
                     self._cond.notify_all()
+        if isinstance(entry.error, BudgetExceeded):
+            raise entry.error
         if entry.error is not None:
             raise StoreUnavailable(str(entry.error)) from None
+        return entry.uses
 
     def _flush(self, batch: list[_Pending]) -> None:
         try:
@@ -113,17 +140,31 @@ class AuditLog:
                          "witness": witness}
                 batch = [_Pending([start]), *batch]
             seq, prev = self._head or (0, GENESIS)
-            rows = []
-            for entry in batch:
-                for body in entry.bodies:
-                    seq += 1
-                    text = canonical(body)
-                    digest = record_hash(self.writer, seq, prev, text)
-                    rows.append(AuditRow(self.writer, seq, str(body["at"]), text, prev, digest))
-                    prev = digest
-            if rows:
-                self.store.append_audit(rows, new_writer=new_writer)
-                self._head = (seq, prev)
+            with self.store.batch(lock=new_writer is not None) as commit:
+                if new_writer is not None:
+                    commit.register_writer(*new_writer)
+                for entry in batch:
+                    if entry.reserve is not None:
+                        try:
+                            entry.uses = commit.reserve(
+                                entry.reserve.reservation, entry.reserve.claims, entry.reserve.now
+                            )
+                        except BudgetExceeded as exc:
+                            entry.error = exc  # this entry only: nothing of it is written
+                            continue
+                    if entry.settle is not None:
+                        commit.settle(entry.settle)
+                    if entry.release is not None:
+                        commit.release(entry.release)
+                    rows = []
+                    for body in entry.bodies:
+                        seq += 1
+                        text = canonical(body)
+                        digest = record_hash(self.writer, seq, prev, text)
+                        rows.append(AuditRow(self.writer, seq, str(body["at"]), text, prev, digest))
+                        prev = digest
+                    commit.append(rows)
+            self._head = (seq, prev)
         except StoreUnavailable as exc:
             self._head = None  # the commit may or may not have landed: re-read the head
             for entry in batch:

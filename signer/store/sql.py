@@ -169,23 +169,17 @@ class Store:
     ) -> None:
         """Append rows in one transaction (registering `new_writer` = (writer, started_at)
         first, when given): all of it is durable on return, or none of it."""
-        with self._transaction(lock=new_writer is not None) as tx:
+        with self.batch(lock=new_writer is not None) as batch:
             if new_writer is not None:
-                row = tx.execute("SELECT coalesce(max(ordinal), 0) FROM audit_writers").fetchone()
-                tx.execute(
-                    self._sql(
-                        "INSERT INTO audit_writers (writer, started_at, ordinal) VALUES (?, ?, ?)"
-                    ),
-                    (*new_writer, int(row[0]) + 1),
-                )
-            for row in rows:
-                tx.execute(
-                    self._sql(
-                        "INSERT INTO audit_log (writer, seq, at, body, prev_hash, hash) "
-                        "VALUES (?, ?, ?, ?, ?, ?)"
-                    ),
-                    (row.writer, row.seq, row.at, row.body, row.prev_hash, row.hash),
-                )
+                batch.register_writer(*new_writer)
+            batch.append(rows)
+
+    @contextmanager
+    def batch(self, lock: bool = False) -> Iterator["Batch"]:
+        """One transaction for several operations (the audit's group commit: records and
+        the budget reservations they carry commit together, or not at all)."""
+        with self._transaction(lock=lock) as tx:
+            yield Batch(self, tx)
 
     def chain_head(self, writer: str) -> tuple[int, str] | None:
         with self._transaction() as tx:
@@ -288,53 +282,17 @@ class Store:
     def reserve(
         self, reservation: str, claims: Sequence[BudgetClaim], now: float
     ) -> list[BudgetUse]:
-        """Reserve every claim or none, atomically across replicas: each budget is locked
-        (SQLite: the write lock; PostgreSQL: an advisory lock per budget) while its window is
-        summed and the claim inserted. Raises BudgetExceeded naming the first budget that
-        would go over its limit."""
-        uses: list[BudgetUse] = []
-        with self._transaction() as tx:
-            for claim in sorted(claims, key=lambda c: c.scope):  # one lock order: no deadlock
-                self._dialect.lock_key(tx, "budget:" + claim.scope)
-                tx.execute(
-                    self._sql("DELETE FROM budget_spend WHERE scope = ? AND at < ?"),
-                    (claim.scope, now - BUDGET_RETENTION_SECONDS),
-                )
-                spent = self._dialect.window_total(
-                    tx, self._sql, claim.scope, now - claim.window_seconds
-                )
-                use = BudgetUse(
-                    claim.scope, spent + claim.amount, claim.limit, claim.window_seconds
-                )
-                if use.spent > claim.limit:
-                    raise BudgetExceeded(
-                        BudgetUse(claim.scope, spent, claim.limit, claim.window_seconds),
-                        claim.amount,
-                    )
-                tx.execute(
-                    self._sql(
-                        "INSERT INTO budget_spend (reservation, scope, amount, at, state) "
-                        "VALUES (?, ?, ?, ?, 'reserved')"
-                    ),
-                    (reservation, claim.scope, self._dialect.to_numeric(claim.amount), now),
-                )
-                uses.append(use)
-        return uses
+        """Reserve every claim or none (see `Batch.reserve`), in a transaction of its own."""
+        with self.batch() as batch:
+            return batch.reserve(reservation, claims, now)
 
     def settle(self, reservation: str) -> None:
-        """A signature exists: the reservation is spent for good."""
-        with self._transaction() as tx:
-            tx.execute(
-                self._sql("UPDATE budget_spend SET state = 'spent' WHERE reservation = ?"),
-                (reservation,),
-            )
+        with self.batch() as batch:
+            batch.settle(reservation)
 
     def release(self, reservation: str) -> None:
-        """No signature was made: give the reservation back."""
-        with self._transaction() as tx:
-            tx.execute(
-                self._sql("DELETE FROM budget_spend WHERE reservation = ?"), (reservation,)
-            )
+        with self.batch() as batch:
+            batch.release(reservation)
 
     def budget_spent(self, scope: str, window_seconds: int, now: float) -> int:
         with self._transaction() as tx:
@@ -388,6 +346,80 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({self._dialect.name})"
+
+
+class Batch:
+    """Operations inside one store transaction (from `Store.batch`)."""
+
+    def __init__(self, store: Store, tx: _Connection) -> None:
+        self._store = store
+        self._tx = tx
+        self._sql = store._sql
+        self._dialect = store._dialect
+
+    def register_writer(self, writer: str, started_at: str) -> None:
+        row = self._tx.execute("SELECT coalesce(max(ordinal), 0) FROM audit_writers").fetchone()
+        self._tx.execute(
+            self._sql("INSERT INTO audit_writers (writer, started_at, ordinal) VALUES (?, ?, ?)"),
+            (writer, started_at, int(row[0]) + 1),
+        )
+
+    def append(self, rows: Sequence[AuditRow]) -> None:
+        for row in rows:
+            self._tx.execute(
+                self._sql(
+                    "INSERT INTO audit_log (writer, seq, at, body, prev_hash, hash) "
+                    "VALUES (?, ?, ?, ?, ?, ?)"
+                ),
+                (row.writer, row.seq, row.at, row.body, row.prev_hash, row.hash),
+            )
+
+    def reserve(
+        self, reservation: str, claims: Sequence[BudgetClaim], now: float
+    ) -> list[BudgetUse]:
+        """Reserve every claim or none, atomically across replicas: each budget is locked
+        (SQLite: the database's write lock; PostgreSQL: an advisory lock per budget, held to
+        the end of the transaction) while its window is summed; the claims are inserted only
+        when all fit. Raises BudgetExceeded naming the first budget that would go over."""
+        uses: list[BudgetUse] = []
+        for claim in sorted(claims, key=lambda c: c.scope):  # one lock order: no deadlock
+            self._dialect.lock_key(self._tx, "budget:" + claim.scope)
+            self._tx.execute(
+                self._sql("DELETE FROM budget_spend WHERE scope = ? AND at < ?"),
+                (claim.scope, now - BUDGET_RETENTION_SECONDS),
+            )
+            spent = self._dialect.window_total(
+                self._tx, self._sql, claim.scope, now - claim.window_seconds
+            )
+            if spent + claim.amount > claim.limit:
+                raise BudgetExceeded(
+                    BudgetUse(claim.scope, spent, claim.limit, claim.window_seconds), claim.amount
+                )
+            uses.append(
+                BudgetUse(claim.scope, spent + claim.amount, claim.limit, claim.window_seconds)
+            )
+        for claim in claims:
+            self._tx.execute(
+                self._sql(
+                    "INSERT INTO budget_spend (reservation, scope, amount, at, state) "
+                    "VALUES (?, ?, ?, ?, 'reserved')"
+                ),
+                (reservation, claim.scope, self._dialect.to_numeric(claim.amount), now),
+            )
+        return uses
+
+    def settle(self, reservation: str) -> None:
+        """A signature exists: the reservation is spent for good."""
+        self._tx.execute(
+            self._sql("UPDATE budget_spend SET state = 'spent' WHERE reservation = ?"),
+            (reservation,),
+        )
+
+    def release(self, reservation: str) -> None:
+        """No signature was made: give the reservation back."""
+        self._tx.execute(
+            self._sql("DELETE FROM budget_spend WHERE reservation = ?"), (reservation,)
+        )
 
 
 class _Dialect:
