@@ -85,3 +85,20 @@ def test_concurrent_reservations_never_overspend(store: Store):
         t.join(60)
     assert len(granted) == 20
     assert store.budget_spent("trader/eth_daily", DAY, 101.0) == 2 * ETH
+
+
+def test_the_running_total_follows_expiry_release_and_a_changed_window(store: Store):
+    store.reserve("a", [eth(ETH)], 0.0)
+    store.reserve("b", [eth(ETH // 2)], 100.0)
+    assert store.budget_spent("trader/eth_daily", DAY, 200.0) == ETH + ETH // 2
+    assert store.budget_spent("trader/eth_daily", DAY, DAY + 50.0) == ETH // 2  # a left
+    store.release("b")
+    assert store.budget_spent("trader/eth_daily", DAY, DAY + 60.0) == 0
+    store.release("b")  # twice: nothing more to give back
+    assert store.budget_spent("trader/eth_daily", DAY, DAY + 61.0) == 0
+    # an operator widens the window: the total is summed again from the kept rows
+    assert store.budget_spent("trader/eth_daily", 2 * DAY, DAY + 70.0) == ETH
+    store.reserve("c", [BudgetClaim("trader/eth_daily", ETH, 2 * ETH, 2 * DAY)], DAY + 80.0)
+    with pytest.raises(BudgetExceeded) as caught:
+        store.reserve("d", [BudgetClaim("trader/eth_daily", 1, 2 * ETH, 2 * DAY)], DAY + 90.0)
+    assert caught.value.use.spent == 2 * ETH

@@ -10,7 +10,7 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,14 +51,22 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         (
             # amount: {numeric} is NUMERIC(78,0) on PostgreSQL (sums in SQL), TEXT on SQLite
             # (summed exactly in Python: SQLite's integers stop at 2**63)
+            # one row per reservation and budget; `counted` while inside the budget's window
             """CREATE TABLE budget_spend (
                 reservation TEXT NOT NULL,
                 scope TEXT NOT NULL,
                 amount {numeric} NOT NULL,
                 at DOUBLE PRECISION NOT NULL,
                 state TEXT NOT NULL,
+                counted INTEGER NOT NULL,
                 PRIMARY KEY (reservation, scope))""",
-            "CREATE INDEX budget_spend_scope_at ON budget_spend (scope, at)",
+            "CREATE INDEX budget_spend_scope_at ON budget_spend (scope, counted, at)",
+            # the running sum of each budget's counted rows: a reservation adds its amount,
+            # rows leaving the window are subtracted once, so a check costs O(1), not O(window)
+            """CREATE TABLE budget_totals (
+                scope TEXT PRIMARY KEY,
+                window_seconds BIGINT NOT NULL,
+                total {numeric} NOT NULL)""",
         ),
     ),
 )
@@ -295,8 +303,9 @@ class Store:
             batch.release(reservation)
 
     def budget_spent(self, scope: str, window_seconds: int, now: float) -> int:
-        with self._transaction() as tx:
-            return self._dialect.window_total(tx, self._sql, scope, now - window_seconds)
+        with self.batch() as batch:
+            self._dialect.lock_key(batch._tx, "budget:" + scope)
+            return batch.window_total(scope, window_seconds, now)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -384,13 +393,7 @@ class Batch:
         uses: list[BudgetUse] = []
         for claim in sorted(claims, key=lambda c: c.scope):  # one lock order: no deadlock
             self._dialect.lock_key(self._tx, "budget:" + claim.scope)
-            self._tx.execute(
-                self._sql("DELETE FROM budget_spend WHERE scope = ? AND at < ?"),
-                (claim.scope, now - BUDGET_RETENTION_SECONDS),
-            )
-            spent = self._dialect.window_total(
-                self._tx, self._sql, claim.scope, now - claim.window_seconds
-            )
+            spent = self.window_total(claim.scope, claim.window_seconds, now)
             if spent + claim.amount > claim.limit:
                 raise BudgetExceeded(
                     BudgetUse(claim.scope, spent, claim.limit, claim.window_seconds), claim.amount
@@ -398,15 +401,67 @@ class Batch:
             uses.append(
                 BudgetUse(claim.scope, spent + claim.amount, claim.limit, claim.window_seconds)
             )
-        for claim in claims:
+        for claim, use in zip(sorted(claims, key=lambda c: c.scope), uses, strict=True):
             self._tx.execute(
                 self._sql(
-                    "INSERT INTO budget_spend (reservation, scope, amount, at, state) "
-                    "VALUES (?, ?, ?, ?, 'reserved')"
+                    "INSERT INTO budget_spend (reservation, scope, amount, at, state, counted) "
+                    "VALUES (?, ?, ?, ?, 'reserved', 1)"
                 ),
                 (reservation, claim.scope, self._dialect.to_numeric(claim.amount), now),
             )
+            self._set_total(claim.scope, claim.window_seconds, use.spent)
         return uses
+
+    def window_total(self, scope: str, window_seconds: int, now: float) -> int:
+        """What `scope` has spent in the `window_seconds` before `now`, bringing its running
+        total up to date: rows that left the window are subtracted (once). A window the
+        total was not kept for (new budget, changed window) is summed from the rows."""
+        since = now - window_seconds
+        row = self._tx.execute(
+            self._sql("SELECT window_seconds, total FROM budget_totals WHERE scope = ?"), (scope,)
+        ).fetchone()
+        if row is None or int(row[0]) != window_seconds:
+            self._tx.execute(
+                self._sql("DELETE FROM budget_spend WHERE scope = ? AND at < ?"),
+                (scope, now - BUDGET_RETENTION_SECONDS),
+            )
+            self._tx.execute(
+                self._sql("UPDATE budget_spend SET counted = CASE WHEN at > ? THEN 1 ELSE 0 END "
+                          "WHERE scope = ?"),
+                (since, scope),
+            )
+            total = self._sum(scope, "counted = 1")
+        else:
+            total = int(row[1])
+            expired = self._sum(scope, "counted = 1 AND at <= ?", since)
+            if expired:
+                self._tx.execute(
+                    self._sql("UPDATE budget_spend SET counted = 0 "
+                              "WHERE scope = ? AND counted = 1 AND at <= ?"),
+                    (scope, since),
+                )
+                total -= expired
+            else:
+                return total
+        self._set_total(scope, window_seconds, total)
+        return total
+
+    def _sum(self, scope: str, condition: str, *params: Any) -> int:
+        rows = self._tx.execute(
+            self._sql(f"SELECT amount FROM budget_spend WHERE scope = ? AND {condition}"),  # noqa: S608 - fixed conditions
+            (scope, *params),
+        ).fetchall()
+        return sum(int(r[0]) for r in rows)
+
+    def _set_total(self, scope: str, window_seconds: int, total: int) -> None:
+        self._tx.execute(
+            self._sql(
+                "INSERT INTO budget_totals (scope, window_seconds, total) VALUES (?, ?, ?) "
+                "ON CONFLICT (scope) DO UPDATE SET window_seconds = excluded.window_seconds, "
+                "total = excluded.total"
+            ),
+            (scope, window_seconds, self._dialect.to_numeric(total)),
+        )
 
     def settle(self, reservation: str) -> None:
         """A signature exists: the reservation is spent for good."""
@@ -417,9 +472,27 @@ class Batch:
 
     def release(self, reservation: str) -> None:
         """No signature was made: give the reservation back."""
+        rows = self._tx.execute(
+            self._sql("SELECT scope, amount FROM budget_spend "
+                      "WHERE reservation = ? AND counted = 1"),
+            (reservation,),
+        ).fetchall()
+        for scope, amount in rows:
+            self._dialect.lock_key(self._tx, "budget:" + str(scope))
+            self._subtract(str(scope), int(amount))
         self._tx.execute(
             self._sql("DELETE FROM budget_spend WHERE reservation = ?"), (reservation,)
         )
+
+    def _subtract(self, scope: str, amount: int) -> None:
+        row = self._tx.execute(
+            self._sql("SELECT total FROM budget_totals WHERE scope = ?"), (scope,)
+        ).fetchone()
+        if row is not None:
+            self._tx.execute(
+                self._sql("UPDATE budget_totals SET total = ? WHERE scope = ?"),
+                (self._dialect.to_numeric(int(row[0]) - amount), scope),
+            )
 
 
 class _Dialect:
@@ -435,13 +508,6 @@ class _Dialect:
     def to_numeric(self, value: int) -> Any:
         return str(value)
 
-    def window_total(
-        self, connection: _Connection, sql: Callable[[str], str], scope: str, since: float
-    ) -> int:
-        rows = connection.execute(
-            sql("SELECT amount FROM budget_spend WHERE scope = ? AND at > ?"), (scope, since)
-        ).fetchall()
-        return sum(int(r[0]) for r in rows)
 
     def connect(self) -> _Connection:
         raise NotImplementedError
@@ -523,14 +589,6 @@ class _Postgres(_Dialect):
 
         return Decimal(value)
 
-    def window_total(
-        self, connection: _Connection, sql: Callable[[str], str], scope: str, since: float
-    ) -> int:
-        row = connection.execute(
-            sql("SELECT coalesce(sum(amount), 0) FROM budget_spend WHERE scope = ? AND at > ?"),
-            (scope, since),
-        ).fetchone()
-        return int(row[0])
 
     def begin(self, connection: _Connection, lock: bool) -> None:
         connection.execute("BEGIN")
