@@ -62,7 +62,7 @@ def test_undecodable_message_is_refused_and_the_stream_goes_on(env_server: Runni
     assert [r.index for r in replies] == [0, 1, 2]
     assert replies[1].error == pb.Status(
         code=grpc.StatusCode.INVALID_ARGUMENT.value[0],
-        message="request is not a valid SignTransactions request message")
+        message="request is not a valid SignTransaction request message")
     assert replies[0].signed == replies[2].signed == _unary(env_server, GOOD[0]).signed
 
 

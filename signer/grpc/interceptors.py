@@ -71,7 +71,7 @@ def _wrap_unary(method: str, handler: "Handler") -> "Handler":
     inner = handler.unary_unary
     parse = handler.request_deserializer
     assert inner is not None and parse is not None  # generated unary handlers carry both
-    what = _what(method)
+    what = _what(method, parse)
 
     def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
         started = time.perf_counter()
@@ -109,7 +109,7 @@ def _wrap_stream(method: str, handler: "Handler") -> "Handler":
     inner = handler.stream_stream
     parse = handler.request_deserializer
     assert inner is not None and parse is not None
-    what = _what(method)
+    what = _what(method, parse)
 
     def stream_stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
         started = time.perf_counter()
@@ -234,7 +234,12 @@ def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return deserialize
 
 
-def _what(method: str) -> str:
+def _what(method: str, parse: Callable[[bytes], Any]) -> str:
+    """"SignTransaction request" for SignTransactionRequest, whichever method takes it."""
+    message_class = getattr(parse, "__self__", None)
+    name = getattr(getattr(message_class, "DESCRIPTOR", None), "name", "")
+    if name.endswith("Request"):
+        return name.removesuffix("Request") + " request"
     return method.rsplit("/", 1)[-1] + " request"
 
 
