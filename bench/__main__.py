@@ -5,7 +5,7 @@ import os
 import platform
 import sys
 
-SUITES = ("core", "policy", "pkcs11", "kms", "access")
+SUITES = ("core", "policy", "pkcs11", "kms", "access", "transport")
 
 
 def main(argv: list[str]) -> None:

@@ -58,7 +58,7 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             if handler is None:
                 return None
             if handler.unary_unary is not None:
-                wrapped = _wrap_unary(details.method, handler)
+                wrapped = _wrap(details.method, handler)
             elif handler.stream_stream is not None:
                 wrapped = _wrap_stream(details.method, handler)
             else:
@@ -67,11 +67,11 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         return wrapped
 
 
-def _wrap_unary(method: str, handler: "Handler") -> "Handler":
+def _wrap(method: str, handler: "Handler") -> "Handler":
     inner = handler.unary_unary
     parse = handler.request_deserializer
     assert inner is not None and parse is not None  # generated unary handlers carry both
-    what = _what(method, parse)
+    what = method.rsplit("/", 1)[-1] + " request"
 
     def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
         started = time.perf_counter()
@@ -84,8 +84,11 @@ def _wrap_unary(method: str, handler: "Handler") -> "Handler":
             if isinstance(request, _Undecodable):
                 raise InvalidRequest(f"request is not a valid {what} message")
             return inner(request, context)
-        except Exception as exc:
-            code, message = _status_of(exc, method, request_id)
+        except SignerError as exc:
+            code, message = status_for(exc), str(exc)
+        except Exception:
+            log.exception("unexpected fault in %s (request %s)", method, request_id)
+            code, message = UNEXPECTED
         finally:
             if log.isEnabledFor(logging.INFO):
                 log.info(
@@ -98,9 +101,16 @@ def _wrap_unary(method: str, handler: "Handler") -> "Handler":
                 )
         context.abort(code, message)
 
+    def deserialize(data: bytes) -> Any:
+        # grpc answers INTERNAL when a deserializer raises; bad bytes are the caller's fault.
+        try:
+            return parse(data)
+        except Exception:
+            return _UNDECODABLE
+
     return grpc.unary_unary_rpc_method_handler(
         unary_unary,
-        request_deserializer=_lenient(parse),
+        request_deserializer=deserialize,
         response_serializer=handler.response_serializer,
     )
 
@@ -109,7 +119,7 @@ def _wrap_stream(method: str, handler: "Handler") -> "Handler":
     inner = handler.stream_stream
     parse = handler.request_deserializer
     assert inner is not None and parse is not None
-    what = _what(method, parse)
+    what = _what(parse)
 
     def stream_stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
         started = time.perf_counter()
@@ -121,6 +131,8 @@ def _wrap_stream(method: str, handler: "Handler") -> "Handler":
         try:
             context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
             yield from inner(messages, context)
+            if not context.is_active():  # the request iterator may just end when the call does
+                code = _ended_by_caller(context)
         except grpc.RpcError:
             # grpc's request iterator raises this when the caller cancels or the deadline passes
             code = _ended_by_caller(context)
@@ -225,8 +237,7 @@ def _ended_by_caller(context: grpc.ServicerContext) -> grpc.StatusCode:
 
 def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     def deserialize(data: bytes) -> Any:
-        # grpc answers INTERNAL when a deserializer raises; bad bytes are the caller's fault.
-        try:
+        try:  # as for unary calls: bad bytes are the caller's fault, not INTERNAL
             return parse(data)
         except Exception:
             return _UNDECODABLE
@@ -234,13 +245,11 @@ def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return deserialize
 
 
-def _what(method: str, parse: Callable[[bytes], Any]) -> str:
-    """"SignTransaction request" for SignTransactionRequest, whichever method takes it."""
-    message_class = getattr(parse, "__self__", None)
-    name = getattr(getattr(message_class, "DESCRIPTOR", None), "name", "")
-    if name.endswith("Request"):
-        return name.removesuffix("Request") + " request"
-    return method.rsplit("/", 1)[-1] + " request"
+def _what(parse: Callable[[bytes], Any]) -> str:
+    """"SignTransaction request" for a stream of SignTransactionRequest: the words unary
+    SignTransaction uses for the same message."""
+    name: str = parse.__self__.DESCRIPTOR.name  # type: ignore[attr-defined]  # Message.FromString
+    return name.removesuffix("Request") + " request"
 
 
 class _Undecodable:

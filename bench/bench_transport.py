@@ -1,0 +1,194 @@
+"""Transport benchmark: unary and streaming SignTransaction against the raw backend, as ratios.
+
+One run (`python -m bench transport`, about a minute and a half) measures, for the env key and
+for a SoftHSM key: the raw signing cost in-process (eth-account's own `sign_transaction` for
+env; the raw python-pkcs11 `C_Sign` loop on one session per core for SoftHSM), then a real
+`wallet-signer serve` process driven by a load generator in a third process with 1, 4 and 16
+closed-loop callers, unary (`SignTransaction`) and streaming (`SignTransactions`, one stream a
+caller, one message in flight). Also the p50 the service adds at 1 caller over the backend's
+own sign time, and the server process's CPU per call.
+
+Knobs (environment): BENCH_SECONDS (per point, default 2), BENCH_MAX_WORKERS (the server's
+max_workers; default: the config default). The server logs at INFO, one access line a call,
+as in production.
+"""
+
+import os
+import statistics
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import Result, closed_loop
+from bench.loadgen import TX_TEMPLATE, LoadGenerator
+from tests.serve_process import ServeProcess, start_serve
+
+SECONDS = float(os.environ.get("BENCH_SECONDS", "2"))
+CALLERS = (1, 4, 16)
+KEY = "0x" + "46" * 32
+EIP1559_TX = {"type": 2, "chainId": 1, "nonce": 0, "to": TX_TEMPLATE["to"], "value": 1,
+              "gas": 21000, "maxFeePerGas": 30 * 10**9, "maxPriorityFeePerGas": 10**9,
+              "data": b""}
+
+
+@dataclass(frozen=True)
+class Point:
+    kind: str  # "unary" or "stream"
+    callers: int
+    result: Result
+    server_cpu_us: float  # server process CPU per call
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.result.latencies_ms)
+
+
+@dataclass(frozen=True)
+class Suite:
+    backend: str
+    raw_label: str
+    raw: dict[int, Result]  # the raw baseline by callers (one entry for SoftHSM: all callers)
+    sign_label: str
+    sign: Result  # the backend's own sign time, 1 thread
+    points: list[Point]
+
+    def raw_for(self, callers: int) -> Result:
+        return self.raw.get(callers) or next(iter(self.raw.values()))
+
+
+def _server_config(workdir: Path, key_stanza: str) -> Path:
+    workers = os.environ.get("BENCH_MAX_WORKERS")
+    config = workdir / "bench.toml"
+    config.write_text('[server]\nlisten = "127.0.0.1:0"\n'
+                      + (f"max_workers = {int(workers)}\n" if workers else "")
+                      + f"[keys.bench]\n{key_stanza}", encoding="utf-8")
+    return config
+
+
+def _start(workdir: Path, key_stanza: str, env: dict[str, str]) -> ServeProcess:
+    return start_serve(workdir, _server_config(workdir, key_stanza), env)
+
+
+def _process_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _served(load: LoadGenerator, served: ServeProcess) -> list[Point]:
+    points = []
+    for kind in ("unary", "stream"):
+        for callers in CALLERS:
+            before = _process_cpu(served.proc.pid)
+            result = load.run(served.target, "bench", kind, callers, SECONDS)
+            cpu = _process_cpu(served.proc.pid) - before
+            points.append(Point(kind, callers, result, 1e6 * cpu / max(result.operations, 1)))
+    return points
+
+
+def _threads(label: str, callers: int, call: Callable[[], object]) -> Result:
+    return closed_loop(label, callers, SECONDS, lambda caller, n: call())
+
+
+def env_suite(load: LoadGenerator) -> Suite:
+    from eth_account import Account
+
+    from signer.backends.env import EnvBackend, parse_private_key
+
+    backend = EnvBackend(parse_private_key(KEY, "bench key"))
+    digest = bytes(range(32))
+    sign = _threads("env sign_digest", 1, lambda: backend.sign_digest(digest, None))
+    raw = {callers: _threads("eth-account", callers, lambda: Account.sign_transaction(EIP1559_TX, KEY))
+           for callers in CALLERS}
+    with tempfile.TemporaryDirectory(prefix="bench-transport-") as workdir:
+        served = _start(Path(workdir), 'backend = "env"\nprivate_key_env = "BENCH_KEY"\n',
+                        {"BENCH_KEY": KEY})
+        try:
+            points = _served(load, served)
+        finally:
+            served.proc.terminate()
+            served.proc.wait(30)
+    return Suite("env", "eth-account sign_transaction in-process, same callers", raw,
+                 "env sign_digest", sign, points)
+
+
+def softhsm_suite(load: LoadGenerator) -> Suite:
+    from pkcs11 import Mechanism, ObjectClass
+
+    from bench.bench_pkcs11 import TOKEN, softhsm_token
+    from signer.backends import pkcs11
+    from signer.config import SOFTHSM_MODULE
+
+    sessions = 2
+    with softhsm_token() as pin_file:
+        connection = pkcs11.connect(SOFTHSM_MODULE, TOKEN, pin_file.read_text().strip())
+        opened = [connection.open_session() for _ in range(sessions)]
+        keys = [s.get_key(object_class=ObjectClass.PRIVATE_KEY, label="bench") for s in opened]
+        digest = bytes(range(32))
+        local = threading.local()
+        ids = iter(range(sessions))
+
+        def raw_sign() -> None:
+            if not hasattr(local, "key"):
+                local.key = keys[next(ids)]
+            local.key.sign(digest, mechanism=Mechanism.ECDSA)
+
+        try:
+            sign = _threads("C_Sign", 1, lambda: keys[0].sign(digest, mechanism=Mechanism.ECDSA))
+            raw = {0: _threads("C_Sign", sessions, raw_sign)}
+        finally:
+            for session in opened:
+                connection.library.raw.close_session(session.handle)
+            pkcs11.disconnect(connection)
+        stanza = (f'backend = "pkcs11"\ntoken_label = "{TOKEN}"\npin_file = "{pin_file}"\n'
+                  f'key_label = "bench"\npool_size = {sessions}\n')
+        with tempfile.TemporaryDirectory(prefix="bench-transport-") as workdir:
+            served = _start(Path(workdir), stanza, {})
+            try:
+                points = _served(load, served)
+            finally:
+                served.proc.terminate()
+                served.proc.wait(30)
+    return Suite("SoftHSM", f"raw python-pkcs11 C_Sign, {sessions} sessions", raw,
+                 "C_Sign, 1 session", sign, points)
+
+
+def report(suites: list[Suite]) -> None:
+    print(f"\n## transport: {SECONDS:g} s a point, load generator in its own process, "
+          f"server max_workers {os.environ.get('BENCH_MAX_WORKERS', 'default')}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print("| backend | route | callers | calls/s | p50 ms | p99 ms | raw/s | vs raw "
+          "| server CPU µs/call |")
+    print("|---|---|--:|--:|--:|--:|--:|--:|--:|")
+    for suite in suites:
+        for p in suite.points:
+            raw = suite.raw_for(p.callers)
+            print(f"| {suite.backend} | {p.kind} | {p.callers} | {p.result.per_second:.0f} "
+                  f"| {p.p50:.2f} | {p.result.percentile(0.99):.2f} | {raw.per_second:.0f} "
+                  f"| {p.result.per_second / raw.per_second:.2f}x | {p.server_cpu_us:.0f} |")
+    print("\nraw baselines: " + "; ".join(f"{s.backend}: {s.raw_label}" for s in suites))
+    print("\n| backend | backend's own sign p50 ms | unary p50 at 1 caller | added "
+          "| stream p50 at 1 caller | added |")
+    print("|---|--:|--:|--:|--:|--:|")
+    for suite in suites:
+        own = statistics.median(suite.sign.latencies_ms)
+        unary, stream = (next(p for p in suite.points if p.kind == k and p.callers == 1)
+                         for k in ("unary", "stream"))
+        print(f"| {suite.backend} ({suite.sign_label}) | {own:.2f} | {unary.p50:.2f} "
+              f"| {unary.p50 - own:.2f} | {stream.p50:.2f} | {stream.p50 - own:.2f} |")
+
+
+def main() -> None:
+    load = LoadGenerator()
+    try:
+        suites = [env_suite(load), softhsm_suite(load)]
+    finally:
+        load.close()
+    report(suites)
+
+
+if __name__ == "__main__":
+    main()
+
+
