@@ -12,9 +12,12 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
+from signer.admin.state import freeze_key
+from signer.app.audit import verify
 from signer.service import KeyRing
 from signer.v1 import signer_pb2 as pb
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, env_wallet, open_app
+from tests.test_app_audit import _config, by_request
 from tests.test_bad_input import CASES, tx
 from tests.test_server import faulty_signer
 
@@ -171,3 +174,29 @@ def test_deadline_ends_a_stream_with_deadline_exceeded(env_server: RunningServer
     assert "status=DEADLINE_EXCEEDED" in line or "status=OK" in line, line
     assert "messages=1 answers=OK:1" in line
     assert "unexpected fault" not in caplog.text
+
+
+def test_each_streamed_message_takes_the_application_path(serve, env_key, tmp_path):
+    """Audit and freeze apply per message: each message is its own audited request
+    (`<stream id>/<index>`), and a frozen key refuses every message, as for unary calls."""
+    app = open_app(KeyRing([env_wallet(env_key)]), tmp_path)
+    running = serve(app)
+    requests = [GOOD[0], tx(to="0x1234"), GOOD[1]]
+    replies = list(running.stub.SignTransactions(
+        iter(requests), metadata=(("x-request-id", "s"),), timeout=10))
+    freeze_key(_config(tmp_path), "hot", "drill")
+    time.sleep(0.6)  # the freeze is read at most 0.5 s old
+    frozen = list(running.stub.SignTransactions(
+        iter(GOOD[:2]), metadata=(("x-request-id", "f"),), timeout=10))
+
+    audited = by_request(app.store)
+    assert set(audited) == {"s/0", "s/1", "s/2", "f/0", "f/1"}
+    for i, reply in enumerate(replies):
+        outcome = audited[f"s/{i}"]["outcome"]
+        assert outcome["method"] == "SignTransaction"
+        assert outcome["status"] == ("OK" if reply.HasField("signed") else "INVALID_ARGUMENT")
+    assert audited["s/0"]["outcome"]["result"] == "0x" + replies[0].signed.transaction_hash.hex()
+    assert [r.error.code for r in frozen] == [grpc.StatusCode.FAILED_PRECONDITION.value[0]] * 2
+    assert frozen[0].error.message == "key 'hot' is frozen: drill"
+    assert audited["f/1"]["outcome"]["decision"] == "deny"
+    assert verify(app.store).ok

@@ -172,10 +172,10 @@ class Refusal:
 
 
 def answer_each(
-    requests: Iterable[Request], answer: Callable[[Request], Answer]
+    requests: Iterable[Request], answer: Callable[[int, Request], Answer]
 ) -> Iterator[tuple[int, "Answer | Refusal"]]:
-    """(index, answer or Refusal) for each request in order, mapping errors per message with
-    the same table and the same undecodable-bytes check as unary calls.
+    """(index, answer(index, request) or Refusal) for each request in order, mapping errors per
+    message with the same table and the same undecodable-bytes check as unary calls.
 
     Lazy: the next request is read only after the previous one is answered and its reply taken,
     so one stream holds at most one request in the server (plus grpc's flow-control window).
@@ -187,7 +187,7 @@ def answer_each(
             if isinstance(request, _Undecodable):
                 assert messages is not None  # only our deserializer makes these
                 raise InvalidRequest(f"request is not a valid {messages.what} message")
-            outcome = answer(request)
+            outcome = answer(index, request)
             code = grpc.StatusCode.OK
         except Exception as exc:
             if messages is None:
@@ -197,6 +197,11 @@ def answer_each(
         if messages is not None:
             messages.answers[code] += 1
         yield index, outcome
+
+
+def message_request_id(stream_request_id: str, index: int) -> str:
+    """A stream message's own request id (audit records, logs): the stream's, then /index."""
+    return f"{stream_request_id}/{index}"
 
 
 class _Messages:

@@ -5,6 +5,7 @@ client certificate grpc verified) and the interceptor's request id.
 """
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import grpc
 
@@ -13,7 +14,12 @@ from signer.app.caller import Caller
 from signer.errors import InvalidRequest
 from signer.eth import messages
 from signer.grpc import convert
-from signer.grpc.interceptors import Refusal, answer_each, current_request_id
+from signer.grpc.interceptors import (
+    Refusal,
+    answer_each,
+    current_request_id,
+    message_request_id,
+)
 from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
 
@@ -44,10 +50,13 @@ class SignerServicer(pb_grpc.SignerServiceServicer):  # type: ignore[misc]
     def SignTransactions(
         self, requests: Iterator[pb.SignTransactionRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.SignTransactionsResponse]:
-        caller = caller_of(context)  # one peer, certificate and request id for the stream
-        for index, outcome in answer_each(
-            requests, lambda request: self._sign_transaction(caller, request, context)
-        ):
+        stream = caller_of(context)  # peer and certificate once; each message its own id
+
+        def sign(index: int, request: pb.SignTransactionRequest) -> pb.SignTransactionResponse:
+            caller = replace(stream, request_id=message_request_id(stream.request_id, index))
+            return self._sign_transaction(caller, request, context)
+
+        for index, outcome in answer_each(requests, sign):
             if isinstance(outcome, Refusal):
                 error = pb.Status(code=outcome.code.value[0], message=outcome.message)
                 yield pb.SignTransactionsResponse(index=index, error=error)
