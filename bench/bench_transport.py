@@ -1,11 +1,13 @@
 """Transport benchmark: unary and streaming SignTransaction against the raw backend, as ratios.
 
-One run (`python -m bench transport`, about a minute and a half) measures, for the env key and
+One run (`python -m bench transport`, about two minutes) measures, for the env key and
 for a SoftHSM key: the raw signing cost in-process (eth-account's own `sign_transaction` for
 env; the raw python-pkcs11 `C_Sign` loop on one session per core for SoftHSM), then a real
 `wallet-signer serve` process driven by a load generator in a third process with 1, 4 and 16
 closed-loop callers, unary (`SignTransaction`) and streaming (`SignTransactions`, one stream a
-caller, one message in flight). Also the p50 the service adds at 1 caller over the backend's
+caller, one message in flight), each against two servers: as operators run it (`wallet-signer
+serve`, durable audit on SQLite) and the same with the audit log off (bench.serve_no_audit),
+which leaves the transport and the signing alone. Also the p50 the service adds at 1 caller over the backend's
 own sign time, and the server process's CPU per call.
 
 Knobs (environment): BENCH_SECONDS (per point, default 2), BENCH_MAX_WORKERS (the server's
@@ -33,8 +35,14 @@ EIP1559_TX = {"type": 2, "chainId": 1, "nonce": 0, "to": TX_TEMPLATE["to"], "val
               "data": b""}
 
 
+# How the server runs: as operators run it (durable audit on SQLite, fsync before each answer),
+# and the same with the audit log switched off, which leaves the transport and signing alone.
+SERVERS = {"audited": "signer.cli", "no audit": "bench.serve_no_audit"}
+
+
 @dataclass(frozen=True)
 class Point:
+    server: str  # a key of SERVERS
     kind: str  # "unary" or "stream"
     callers: int
     result: Result
@@ -63,12 +71,14 @@ def _server_config(workdir: Path, key_stanza: str) -> Path:
     config = workdir / "bench.toml"
     config.write_text('[server]\nlisten = "127.0.0.1:0"\n'
                       + (f"max_workers = {int(workers)}\n" if workers else "")
+                      + f'[store]\nurl = "sqlite://{workdir / "state.db"}"\n'
                       + f"[keys.bench]\n{key_stanza}", encoding="utf-8")
     return config
 
 
-def _start(workdir: Path, key_stanza: str, env: dict[str, str]) -> ServeProcess:
-    return start_serve(workdir, _server_config(workdir, key_stanza), env)
+def _start(workdir: Path, key_stanza: str, env: dict[str, str], module: str) -> ServeProcess:
+    env = {**env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}  # finds bench.*
+    return start_serve(workdir, _server_config(workdir, key_stanza), env, module=module)
 
 
 def _process_cpu(pid: int) -> float:
@@ -76,14 +86,24 @@ def _process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _served(load: LoadGenerator, served: ServeProcess) -> list[Point]:
+def _served(load: LoadGenerator, workdir: Path, key_stanza: str,
+            env: dict[str, str]) -> list[Point]:
     points = []
-    for kind in ("unary", "stream"):
-        for callers in CALLERS:
-            before = _process_cpu(served.proc.pid)
-            result = load.run(served.target, "bench", kind, callers, SECONDS)
-            cpu = _process_cpu(served.proc.pid) - before
-            points.append(Point(kind, callers, result, 1e6 * cpu / max(result.operations, 1)))
+    for server, module in SERVERS.items():
+        directory = workdir / server.replace(" ", "-")
+        directory.mkdir()
+        served = _start(directory, key_stanza, env, module)
+        try:
+            for kind in ("unary", "stream"):
+                for callers in CALLERS:
+                    before = _process_cpu(served.proc.pid)
+                    result = load.run(served.target, "bench", kind, callers, SECONDS)
+                    cpu = _process_cpu(served.proc.pid) - before
+                    points.append(Point(server, kind, callers, result,
+                                        1e6 * cpu / max(result.operations, 1)))
+        finally:
+            served.proc.terminate()
+            served.proc.wait(30)
     return points
 
 
@@ -102,13 +122,8 @@ def env_suite(load: LoadGenerator) -> Suite:
     raw = {callers: _threads("eth-account", callers, lambda: Account.sign_transaction(EIP1559_TX, KEY))
            for callers in CALLERS}
     with tempfile.TemporaryDirectory(prefix="bench-transport-") as workdir:
-        served = _start(Path(workdir), 'backend = "env"\nprivate_key_env = "BENCH_KEY"\n',
-                        {"BENCH_KEY": KEY})
-        try:
-            points = _served(load, served)
-        finally:
-            served.proc.terminate()
-            served.proc.wait(30)
+        points = _served(load, Path(workdir), 'backend = "env"\nprivate_key_env = "BENCH_KEY"\n',
+                         {"BENCH_KEY": KEY})
     return Suite("env", "eth-account sign_transaction in-process, same callers", raw,
                  "env sign_digest", sign, points)
 
@@ -144,12 +159,7 @@ def softhsm_suite(load: LoadGenerator) -> Suite:
         stanza = (f'backend = "pkcs11"\ntoken_label = "{TOKEN}"\npin_file = "{pin_file}"\n'
                   f'key_label = "bench"\npool_size = {sessions}\n')
         with tempfile.TemporaryDirectory(prefix="bench-transport-") as workdir:
-            served = _start(Path(workdir), stanza, {})
-            try:
-                points = _served(load, served)
-            finally:
-                served.proc.terminate()
-                served.proc.wait(30)
+            points = _served(load, Path(workdir), stanza, {})
     return Suite("SoftHSM", f"raw python-pkcs11 C_Sign, {sessions} sessions", raw,
                  "C_Sign, 1 session", sign, points)
 
@@ -158,25 +168,29 @@ def report(suites: list[Suite]) -> None:
     print(f"\n## transport: {SECONDS:g} s a point, load generator in its own process, "
           f"server max_workers {os.environ.get('BENCH_MAX_WORKERS', 'default')}, "
           f"load average {os.getloadavg()[0]:.1f}")
-    print("| backend | route | callers | calls/s | p50 ms | p99 ms | raw/s | vs raw "
+    print("| backend | server | route | callers | calls/s | p50 ms | p99 ms | raw/s | vs raw "
           "| server CPU µs/call |")
-    print("|---|---|--:|--:|--:|--:|--:|--:|--:|")
+    print("|---|---|---|--:|--:|--:|--:|--:|--:|--:|")
     for suite in suites:
         for p in suite.points:
             raw = suite.raw_for(p.callers)
-            print(f"| {suite.backend} | {p.kind} | {p.callers} | {p.result.per_second:.0f} "
+            print(f"| {suite.backend} | {p.server} | {p.kind} | {p.callers} "
+                  f"| {p.result.per_second:.0f} "
                   f"| {p.p50:.2f} | {p.result.percentile(0.99):.2f} | {raw.per_second:.0f} "
                   f"| {p.result.per_second / raw.per_second:.2f}x | {p.server_cpu_us:.0f} |")
     print("\nraw baselines: " + "; ".join(f"{s.backend}: {s.raw_label}" for s in suites))
-    print("\n| backend | backend's own sign p50 ms | unary p50 at 1 caller | added "
+    print("\n| backend | server | backend's own sign p50 ms | unary p50 at 1 caller | added "
           "| stream p50 at 1 caller | added |")
-    print("|---|--:|--:|--:|--:|--:|")
+    print("|---|---|--:|--:|--:|--:|--:|")
     for suite in suites:
         own = statistics.median(suite.sign.latencies_ms)
-        unary, stream = (next(p for p in suite.points if p.kind == k and p.callers == 1)
-                         for k in ("unary", "stream"))
-        print(f"| {suite.backend} ({suite.sign_label}) | {own:.2f} | {unary.p50:.2f} "
-              f"| {unary.p50 - own:.2f} | {stream.p50:.2f} | {stream.p50 - own:.2f} |")
+        for server in SERVERS:
+            unary, stream = (next(p for p in suite.points if p.server == server
+                                  and p.kind == kind and p.callers == 1)
+                             for kind in ("unary", "stream"))
+            print(f"| {suite.backend} ({suite.sign_label}) | {server} | {own:.2f} "
+                  f"| {unary.p50:.2f} | {unary.p50 - own:.2f} | {stream.p50:.2f} "
+                  f"| {stream.p50 - own:.2f} |")
 
 
 def main() -> None:
