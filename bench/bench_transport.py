@@ -1,8 +1,9 @@
 """Transport benchmark: unary and streaming SignTransaction against the raw backend, as ratios.
 
-One run (`python -m bench transport`, about two minutes) measures, for the env key and
+One run (`python -m bench transport`, about two and a half minutes) measures, for the env key and
 for a SoftHSM key: the raw signing cost in-process (eth-account's own `sign_transaction` for
-env; the raw python-pkcs11 `C_Sign` loop on one session per core for SoftHSM), then a real
+env; the raw python-pkcs11 `C_Sign` loop on one session per core for SoftHSM), measured again
+just before each point since a shared machine's load drifts, then a real
 `wallet-signer serve` process driven by a load generator in a third process with 1, 4 and 16
 closed-loop callers, unary (`SignTransaction`) and streaming (`SignTransactions`, one stream a
 caller, one message in flight), each against two servers: as operators run it (`wallet-signer
@@ -18,7 +19,6 @@ as in production.
 import os
 import statistics
 import tempfile
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +47,7 @@ class Point:
     callers: int
     result: Result
     server_cpu_us: float  # server process CPU per call
+    raw: Result  # the raw baseline, measured just before this point (the machine's load drifts)
 
     @property
     def p50(self) -> float:
@@ -57,13 +58,9 @@ class Point:
 class Suite:
     backend: str
     raw_label: str
-    raw: dict[int, Result]  # the raw baseline by callers (one entry for SoftHSM: all callers)
     sign_label: str
     sign: Result  # the backend's own sign time, 1 thread
     points: list[Point]
-
-    def raw_for(self, callers: int) -> Result:
-        return self.raw.get(callers) or next(iter(self.raw.values()))
 
 
 def _server_config(workdir: Path, key_stanza: str) -> Path:
@@ -86,8 +83,8 @@ def _process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _served(load: LoadGenerator, workdir: Path, key_stanza: str,
-            env: dict[str, str]) -> list[Point]:
+def _served(load: LoadGenerator, workdir: Path, key_stanza: str, env: dict[str, str],
+            raw: Callable[[int], Result]) -> list[Point]:
     points = []
     for server, module in SERVERS.items():
         directory = workdir / server.replace(" ", "-")
@@ -96,11 +93,12 @@ def _served(load: LoadGenerator, workdir: Path, key_stanza: str,
         try:
             for kind in ("unary", "stream"):
                 for callers in CALLERS:
+                    baseline = raw(callers)
                     before = _process_cpu(served.proc.pid)
                     result = load.run(served.target, "bench", kind, callers, SECONDS)
                     cpu = _process_cpu(served.proc.pid) - before
                     points.append(Point(server, kind, callers, result,
-                                        1e6 * cpu / max(result.operations, 1)))
+                                        1e6 * cpu / max(result.operations, 1), baseline))
         finally:
             served.proc.terminate()
             served.proc.wait(30)
@@ -119,12 +117,14 @@ def env_suite(load: LoadGenerator) -> Suite:
     backend = EnvBackend(parse_private_key(KEY, "bench key"))
     digest = bytes(range(32))
     sign = _threads("env sign_digest", 1, lambda: backend.sign_digest(digest, None))
-    raw = {callers: _threads("eth-account", callers, lambda: Account.sign_transaction(EIP1559_TX, KEY))
-           for callers in CALLERS}
+
+    def raw(callers: int) -> Result:
+        return _threads("eth-account", callers, lambda: Account.sign_transaction(EIP1559_TX, KEY))
+
     with tempfile.TemporaryDirectory(prefix="bench-transport-") as workdir:
         points = _served(load, Path(workdir), 'backend = "env"\nprivate_key_env = "BENCH_KEY"\n',
-                         {"BENCH_KEY": KEY})
-    return Suite("env", "eth-account sign_transaction in-process, same callers", raw,
+                         {"BENCH_KEY": KEY}, raw)
+    return Suite("env", "eth-account sign_transaction in-process, same number of threads",
                  "env sign_digest", sign, points)
 
 
@@ -141,26 +141,22 @@ def softhsm_suite(load: LoadGenerator) -> Suite:
         opened = [connection.open_session() for _ in range(sessions)]
         keys = [s.get_key(object_class=ObjectClass.PRIVATE_KEY, label="bench") for s in opened]
         digest = bytes(range(32))
-        local = threading.local()
-        ids = iter(range(sessions))
 
-        def raw_sign() -> None:
-            if not hasattr(local, "key"):
-                local.key = keys[next(ids)]
-            local.key.sign(digest, mechanism=Mechanism.ECDSA)
+        def raw(callers: int) -> Result:  # one session a thread, whatever the callers
+            return closed_loop("C_Sign", sessions, SECONDS, lambda caller, n: keys[caller].sign(
+                digest, mechanism=Mechanism.ECDSA))
 
+        stanza = (f'backend = "pkcs11"\ntoken_label = "{TOKEN}"\npin_file = "{pin_file}"\n'
+                  f'key_label = "bench"\npool_size = {sessions}\n')
         try:
             sign = _threads("C_Sign", 1, lambda: keys[0].sign(digest, mechanism=Mechanism.ECDSA))
-            raw = {0: _threads("C_Sign", sessions, raw_sign)}
+            with tempfile.TemporaryDirectory(prefix="bench-transport-") as workdir:
+                points = _served(load, Path(workdir), stanza, {}, raw)
         finally:
             for session in opened:
                 connection.library.raw.close_session(session.handle)
             pkcs11.disconnect(connection)
-        stanza = (f'backend = "pkcs11"\ntoken_label = "{TOKEN}"\npin_file = "{pin_file}"\n'
-                  f'key_label = "bench"\npool_size = {sessions}\n')
-        with tempfile.TemporaryDirectory(prefix="bench-transport-") as workdir:
-            points = _served(load, Path(workdir), stanza, {})
-    return Suite("SoftHSM", f"raw python-pkcs11 C_Sign, {sessions} sessions", raw,
+    return Suite("SoftHSM", f"raw python-pkcs11 C_Sign loop, {sessions} sessions in 2 threads",
                  "C_Sign, 1 session", sign, points)
 
 
@@ -173,7 +169,7 @@ def report(suites: list[Suite]) -> None:
     print("|---|---|---|--:|--:|--:|--:|--:|--:|--:|")
     for suite in suites:
         for p in suite.points:
-            raw = suite.raw_for(p.callers)
+            raw = p.raw
             print(f"| {suite.backend} | {p.server} | {p.kind} | {p.callers} "
                   f"| {p.result.per_second:.0f} "
                   f"| {p.p50:.2f} | {p.result.percentile(0.99):.2f} | {raw.per_second:.0f} "
