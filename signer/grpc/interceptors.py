@@ -192,7 +192,8 @@ def answer_each(
         except Exception as exc:
             if messages is None:
                 raise
-            code, text = _status_of(exc, messages.method, messages.request_id)
+            request_id = message_request_id(messages.request_id, index)
+            code, text = _status_of(exc, messages.method, request_id)
             outcome = Refusal(code, text)
         if messages is not None:
             messages.answers[code] += 1
