@@ -1,4 +1,4 @@
-"""`python -m bench [core|pkcs11|kms|access|transport ...]`: run the benchmarks (all by default).
+"""`python -m bench [core|policy|pkcs11|kms|access|transport ...]`: the benchmarks (all by default).
 
 `python -m bench soak --minutes N` runs the soak test instead (not part of `make bench`).
 """
