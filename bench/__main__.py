@@ -1,14 +1,22 @@
-"""`python -m bench [core|pkcs11|kms ...]`: run the benchmarks (all by default)."""
+"""`python -m bench [core|policy|pkcs11|kms|access|transport ...]`: the benchmarks (all by default).
+
+`python -m bench soak --minutes N` runs the soak test instead (not part of `make bench`).
+"""
 
 import importlib
 import os
 import platform
 import sys
 
-SUITES = ("core", "policy", "pkcs11", "kms", "access")
+SUITES = ("core", "policy", "pkcs11", "kms", "access", "transport")
 
 
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["soak"]:
+        from bench import soak
+
+        soak.main(argv[1:])
+        return
     chosen = argv or list(SUITES)
     unknown = set(chosen) - set(SUITES)
     if unknown:

@@ -6,11 +6,13 @@ SignTransaction over gRPC on loopback with 1, 4 and 16 concurrent callers. The c
 separate process so their gRPC client work does not share the server's GIL.
 """
 
+import contextlib
 import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,20 @@ def grpc_rate(target: str, callers: int) -> float:
     return result
 
 
+@contextlib.contextmanager
+def softhsm_token() -> Iterator[Path]:
+    """A throwaway SoftHSM token TOKEN with a key labelled "bench" (SOFTHSM2_CONF is set for
+    this process and its children); yields the user PIN file."""
+    with tempfile.TemporaryDirectory(prefix="bench-softhsm-") as state:
+        subprocess.run(["bash", str(SETUP_SCRIPT), state, TOKEN], check=True, capture_output=True)
+        os.environ["SOFTHSM2_CONF"] = str(Path(state) / "softhsm2.conf")
+        pin_file = Path(state) / "user-pin"
+        subprocess.run([sys.executable, "-m", "signer.cli", "--log-level", "ERROR", "keys",
+                        "create", "--backend", "pkcs11", "--label", "bench", "--token-label",
+                        TOKEN, "--pin-file", str(pin_file)], check=True, capture_output=True)
+        yield pin_file
+
+
 def main() -> None:
     from signer.backends import pkcs11
     from signer.backends.pkcs11 import Pkcs11Backend
@@ -100,13 +116,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     if SWITCH_INTERVAL:
         sys.setswitchinterval(float(SWITCH_INTERVAL))
-    with tempfile.TemporaryDirectory(prefix="bench-softhsm-") as state:
-        subprocess.run(["bash", str(SETUP_SCRIPT), state, TOKEN], check=True, capture_output=True)
-        os.environ["SOFTHSM2_CONF"] = str(Path(state) / "softhsm2.conf")
-        pin_file = Path(state) / "user-pin"
-        subprocess.run([sys.executable, "-m", "signer.cli", "--log-level", "ERROR", "keys",
-                        "create", "--backend", "pkcs11", "--label", "bench", "--token-label",
-                        TOKEN, "--pin-file", str(pin_file)], check=True, capture_output=True)
+    with softhsm_token() as pin_file:
         connection = pkcs11.connect(SOFTHSM_MODULE, TOKEN, pin_file.read_text().strip())
         try:
             results = {"raw, 1 session": raw_rate(connection, 1),

@@ -2,6 +2,7 @@
 
     account = RemoteAccount.connect("127.0.0.1:50051", "hot")
     signed = account.sign_transaction({...})      # like LocalAccount.sign_transaction
+    results = account.sign_transactions([{...}, {...}])  # many over one stream, in order
     w3.middleware_onion.inject(SignAndSendRawMiddlewareBuilder.build(account), layer=0)
 
 Importing this module registers RemoteAccount with web3.py's signing middleware (when web3 is
@@ -10,7 +11,7 @@ installed), so the middleware takes it wherever it takes a LocalAccount.
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,17 @@ from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
 
 DEFAULT_TIMEOUT = 30.0
+_STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class SigningRefused(Exception):
+    """The server refused one transaction of a batch; `code` is the status unary
+    SignTransaction would have raised for it, `details` its message."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
 
 PemSource = str | os.PathLike[str] | bytes
 
@@ -107,21 +119,52 @@ class RemoteAccount(BaseAccount):
     ) -> SignedTransaction:
         if blobs:
             raise TypeError("blob transactions are not supported by wallet-signer")
+        reply = self._stub.SignTransaction(self._request(transaction_dict), timeout=self._timeout)
+        return _signed_transaction(reply)
+
+    def sign_transactions(
+        self, transactions: Iterable[Mapping[str, Any]], *, timeout: float | None = None
+    ) -> list[SignedTransaction | Exception]:
+        """Sign many transactions over one `SignTransactions` stream; one result per input, in
+        order: the SignedTransaction `sign_transaction` would return, or the exception it would
+        raise (ValueError/TypeError for a dict refused here, before sending; SigningRefused
+        with the server's status otherwise). One refusal does not stop the others.
+
+        `timeout` bounds the whole batch (default: the account's timeout); if the stream itself
+        fails (deadline, server unreachable) grpc.RpcError is raised and nothing is returned.
+        The server answers in order without reading ahead, so a long batch costs it no memory.
+        """
+        results: list[SignedTransaction | Exception | None] = []
+        slots: list[int] = []  # stream index -> position in results
+        requests: list[pb.SignTransactionRequest] = []
+        for tx in transactions:
+            try:
+                requests.append(self._request(tx))
+            except (ValueError, TypeError, KeyError) as refused:
+                results.append(refused)
+                continue
+            slots.append(len(results))
+            results.append(None)
+        if requests:
+            replies = self._stub.SignTransactions(
+                iter(requests), timeout=self._timeout if timeout is None else timeout
+            )
+            for reply in replies:
+                results[slots[reply.index]] = (
+                    _signed_transaction(reply.signed)
+                    if reply.HasField("signed")
+                    else SigningRefused(_STATUS_BY_NUMBER[reply.error.code], reply.error.message)
+                )
+        if any(result is None for result in results):
+            raise RuntimeError("the server ended the stream without answering every transaction")
+        return [result for result in results if result is not None]
+
+    def _request(self, transaction_dict: Mapping[str, Any]) -> pb.SignTransactionRequest:
         sender = transaction_dict.get("from")
         if sender is not None and to_checksum_address(sender) != self._address:
             raise ValueError(f"transaction 'from' {sender} is not this account ({self._address})")
-        reply = self._stub.SignTransaction(
-            pb.SignTransactionRequest(
-                key_id=self._key_id, transaction=transaction_to_proto(transaction_dict)
-            ),
-            timeout=self._timeout,
-        )
-        return SignedTransaction(
-            raw_transaction=HexBytes(reply.raw_transaction),
-            hash=HexBytes(reply.transaction_hash),
-            r=int.from_bytes(reply.signature.r, "big"),
-            s=int.from_bytes(reply.signature.s, "big"),
-            v=reply.signature.v,
+        return pb.SignTransactionRequest(
+            key_id=self._key_id, transaction=transaction_to_proto(transaction_dict)
         )
 
     def sign_message(self, signable_message: SignableMessage) -> SignedMessage:
@@ -174,6 +217,16 @@ class RemoteAccount(BaseAccount):
 
     def __repr__(self) -> str:
         return f"RemoteAccount(key_id={self._key_id!r}, address={self._address})"
+
+
+def _signed_transaction(reply: pb.SignTransactionResponse) -> SignedTransaction:
+    return SignedTransaction(
+        raw_transaction=HexBytes(reply.raw_transaction),
+        hash=HexBytes(reply.transaction_hash),
+        r=int.from_bytes(reply.signature.r, "big"),
+        s=int.from_bytes(reply.signature.s, "big"),
+        v=reply.signature.v,
+    )
 
 
 def transaction_to_proto(tx: Mapping[str, Any]) -> pb.Transaction:

@@ -21,13 +21,15 @@ class ServeProcess:
         return self.log_path.read_text()
 
 
-def start_serve(workdir: Path, config: Path, env: dict[str, str], timeout: float = 30) -> ServeProcess:
+def start_serve(workdir: Path, config: Path, env: dict[str, str], timeout: float = 30,
+                module: str = "signer.cli") -> ServeProcess:
     """Start the server with `config` (listen on port 0) and wait until it is SERVING; its log
-    (default INFO: one access line a call) goes to workdir/serve.log."""
+    (default INFO: one access line a call) goes to workdir/serve.log. `module` is what
+    `python -m` runs with `serve --config FILE` (a benchmark's variant of the CLI)."""
     log_path = workdir / "serve.log"
     with log_path.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "signer.cli", "serve", "--config", str(config)],
+            [sys.executable, "-m", module, "serve", "--config", str(config)],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}, text=True,
             cwd=workdir,
         )

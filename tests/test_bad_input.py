@@ -201,7 +201,8 @@ def test_request_size_is_capped(env_server):
 
 def test_no_method_signs_a_bare_hash():
     names = {m.name for m in pb.DESCRIPTOR.services_by_name["SignerService"].methods}
-    assert names == {"ListKeys", "GetAddress", "SignTransaction", "SignMessage", "SignTypedData"}
+    assert names == {"ListKeys", "GetAddress", "SignTransaction", "SignTransactions", "SignMessage",
+                     "SignTypedData", "EvaluatePolicy"}
 
 
 # --- property tests: random structured requests and random bytes ------------------------------
@@ -270,3 +271,28 @@ def test_random_bytes_never_crash(env_server, payload, method):
     except grpc.RpcError as exc:
         assert exc.code() not in NEVER, exc.details()
     assert env_server.stub.GetAddress(pb.GetAddressRequest(key_id="hot"), timeout=10).address
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payloads=st.lists(st.one_of(st.binary(max_size=120),
+                                   requests.map(lambda r: r.SerializeToString())), max_size=8))
+def test_random_streams_answer_each_message_like_unary(env_server, payloads):
+    """Random bytes and random requests in one stream: each answered in order, with what unary
+    SignTransaction answers for the same bytes, and never UNKNOWN/INTERNAL."""
+    stream = env_server.channel.stream_stream(
+        "/signer.v1.SignerService/SignTransactions",
+        response_deserializer=pb.SignTransactionsResponse.FromString)
+    unary = env_server.channel.unary_unary(
+        "/signer.v1.SignerService/SignTransaction",
+        response_deserializer=pb.SignTransactionResponse.FromString)
+    replies = list(stream(iter(payloads), timeout=30))
+    assert [r.index for r in replies] == list(range(len(payloads)))
+    for payload, reply in zip(payloads, replies, strict=True):
+        try:
+            expected = pb.SignTransactionsResponse(index=reply.index, signed=unary(payload, timeout=10))
+        except grpc.RpcError as exc:
+            assert exc.code() not in NEVER, exc.details()
+            expected = pb.SignTransactionsResponse(
+                index=reply.index, error=pb.Status(code=exc.code().value[0], message=exc.details()))
+        assert reply == expected

@@ -8,6 +8,7 @@ import copy
 import json
 from typing import Any
 
+import grpc
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct, encode_intended_validator, encode_typed_data
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 from web3 import EthereumTesterProvider, Web3
 from web3.middleware import SignAndSendRawMiddlewareBuilder
 
-from signer.client import RemoteAccount
+from signer.client import RemoteAccount, SigningRefused
 from signer.v1 import signer_pb2 as pb
 from tests.conftest import RunningServer
 from tests.test_eth_reference import TYPED_EXAMPLES, VECTORS, transactions
@@ -129,6 +130,59 @@ def test_random_transactions_sign_like_local_account(remote, local, tx, hex_keys
         bytes(theirs.hash), theirs.r, theirs.s, theirs.v)
 
 
+def _same_signed(ours: Any, theirs: Any) -> None:
+    assert bytes(ours.raw_transaction) == bytes(theirs.raw_transaction)
+    assert (bytes(ours.hash), ours.r, ours.s, ours.v) == (
+        bytes(theirs.hash), theirs.r, theirs.s, theirs.v)
+
+
+def test_sign_transactions_equals_local_account_in_order(remote, local):
+    results = remote.sign_transactions([_materialize(tx) for tx in TRANSACTIONS.values()])
+    assert len(results) == len(TRANSACTIONS)
+    for ours, tx in zip(results, TRANSACTIONS.values(), strict=True):
+        _same_signed(ours, local.sign_transaction(_materialize(tx)))
+
+
+def test_sign_transactions_answers_each_refusal_in_its_place(remote, local):
+    """Each result is what sign_transaction returns or raises for that dict; one refusal (here
+    or on the server) does not stop the others."""
+    good = _materialize(TRANSACTIONS["type 2"])
+    batch = [
+        good,
+        {**good, "from": "0x" + "11" * 20},           # refused here: not this account
+        {**good, "chainId": 0},                       # refused by the server: chain_id
+        {**good, "bogus": 1},                         # refused here: unknown field
+        {**good, "type": 3},                          # refused by the server: blob
+        {**good, "nonce": 4},
+    ]
+    results = remote.sign_transactions(batch)
+    assert len(results) == len(batch)
+    for tx, result in zip(batch, results, strict=True):
+        try:
+            expected: Any = remote.sign_transaction(tx)
+        except grpc.RpcError as error:
+            assert isinstance(result, SigningRefused)
+            assert (result.code, result.details) == (error.code(), error.details())
+            assert result.code == grpc.StatusCode.INVALID_ARGUMENT
+        except (ValueError, TypeError) as error:
+            assert type(result) is type(error) and str(result) == str(error)
+        else:
+            _same_signed(result, expected)
+            _same_signed(result, local.sign_transaction(tx))
+    assert "chain_id" in str(results[2]) and "blob" in str(results[4])
+    assert remote.sign_transactions([]) == []
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(batch=st.lists(st.sampled_from([0, 1, 2, 4]).flatmap(transactions), max_size=12))
+def test_random_batches_sign_like_local_account(remote, local, batch):
+    results = remote.sign_transactions(copy.deepcopy(batch))
+    assert len(results) == len(batch)
+    for ours, tx in zip(results, batch, strict=True):
+        _same_signed(ours, local.sign_transaction(copy.deepcopy(tx)))
+
+
 def test_from_is_checked(remote, local):
     tx = _materialize(TRANSACTIONS["type 2"])
     for sender in (remote.address, remote.address.lower()):
@@ -203,8 +257,8 @@ def test_no_bare_hash_signing(remote):
     with pytest.raises(NotImplementedError, match="never signs a bare hash"):
         remote.unsafe_sign_hash(b"\x11" * 32)
     methods = pb.DESCRIPTOR.services_by_name["SignerService"].methods_by_name
-    assert set(methods) == {"ListKeys", "GetAddress", "SignTransaction", "SignMessage",
-                            "SignTypedData"}
+    assert set(methods) == {"ListKeys", "GetAddress", "SignTransaction", "SignTransactions",
+                            "SignMessage", "SignTypedData", "EvaluatePolicy"}
 
 
 def test_web3_sign_and_send_middleware_with_remote_account(env_server: RunningServer):

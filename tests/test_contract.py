@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import grpc
 import pytest
 import rlp
 from eth_account import Account
@@ -241,3 +242,32 @@ def test_a_thousand_signatures_are_low_s_and_recover(server: RunningServer):
 
 def _personal_digest(message: bytes) -> bytes:
     return keccak(b"\x19Ethereum Signed Message:\n" + str(len(message)).encode() + message)
+
+
+def test_stream_signs_a_nonce_sequence_that_a_real_evm_mines(
+    server: RunningServer, chain: EthereumTester
+):
+    """The streaming route on every backend: one stream, every type, consecutive nonces, a bad
+    request in the middle answered on its own; the signed ones are mined in order."""
+    sender = _address(server)
+    _fund(chain, sender)
+    chain_id = chain.backend.chain.chain_id
+    recipient = to_checksum_address(os.urandom(20))
+    messages = [_transaction(t, chain_id, nonce, recipient) for nonce, t in enumerate([0, 1, 2, 4, 2])]
+    _authorize(messages[3], chain_id, to_checksum_address(os.urandom(20)))
+    requests = [pb.SignTransactionRequest(key_id="k", transaction=m) for m in messages]
+    requests.insert(2, pb.SignTransactionRequest(key_id="k", transaction=pb.Transaction(type=3)))
+    replies = list(server.stub.SignTransactions(iter(requests), timeout=60))
+
+    assert [r.index for r in replies] == list(range(len(requests)))
+    assert replies[2].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "blob transactions" in replies[2].error.message
+    signed = [r.signed for i, r in enumerate(replies) if i != 2]
+    for reply in signed:
+        raw = bytes(reply.raw_transaction)
+        assert Account.recover_transaction(raw) == reply.sender == sender
+        assert bytes(reply.transaction_hash) == keccak(raw)
+        receipt = chain.get_transaction_receipt(chain.send_raw_transaction("0x" + raw.hex()))
+        assert receipt["status"] == 1
+    assert chain.get_nonce(sender) == len(signed)
+    assert chain.get_balance(recipient) == sum(12345 + t for t in (0, 1, 2, 4, 2))

@@ -146,6 +146,26 @@ def test_remote_account_connects_with_mtls_in_one_line(mtls_server, pki):
     assert "PRIVATE" not in repr(TlsFiles(pki["ca"].cert_pem, trader.cert_pem, trader.key_pem))
 
 
+def test_a_stream_checks_each_message_against_the_callers_certificate(mtls_server, pki):
+    """SignTransactions over mTLS: each message is checked as unary SignTransaction is (key and
+    method of the client the certificate names); a stranger's messages are each refused."""
+    tx = pb.Transaction(type=2, chain_id=1, to="0x" + "35" * 20, gas_limit=21000,
+                        max_fee_per_gas="10", max_priority_fee_per_gas="1")
+    requests = [pb.SignTransactionRequest(key_id=k, transaction=tx) for k in ("hot", "cold", "hot")]
+    trader = list(stub_for(mtls_server, pki, "trader").SignTransactions(iter(requests), timeout=10))
+    assert [r.HasField("signed") for r in trader] == [True, False, True]
+    assert (trader[1].error.code, trader[1].error.message) == (
+        grpc.StatusCode.PERMISSION_DENIED.value[0],
+        "client 'trader' may not use key 'cold' for SignTransaction")
+    unary = {k: status_of(stub_for(mtls_server, pki, who).SignTransaction, requests[0])
+             for k, who in (("reader", "reader"), ("stranger", "stranger"))}
+    for who, (code, details) in unary.items():
+        replies = list(stub_for(mtls_server, pki, who).SignTransactions(iter(requests[:1]),
+                                                                         timeout=10))
+        assert (replies[0].error.code, replies[0].error.message) == (code.value[0], details)
+        assert code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
+
+
 def test_bad_tls_files_stop_the_server_naming_the_file(pki, tmp_path):
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate")

@@ -1,14 +1,17 @@
 """Cross-cutting work for every call: a request id, error mapping and one access-log line.
 
-The log line carries the method, peer, status and duration; never a payload, key or signature.
+The log line carries the method, peer, status and duration (for a stream: how many messages it
+answered and with which statuses); never a payload, key or signature.
 """
 
 import contextvars
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
@@ -25,6 +28,9 @@ _MAX_REQUEST_ID = 64
 # The request id of the call this thread is serving (set before the handler runs).
 _request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
+Request = TypeVar("Request")
+Answer = TypeVar("Answer")
+
 
 def current_request_id() -> str:
     return _request_id_var.get() or uuid.uuid4().hex
@@ -33,7 +39,9 @@ def current_request_id() -> str:
 class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Turns SignerError into its status; anything else into UNAVAILABLE, logged with trace.
 
-    grpc asks for the handler on every call: the wrapped handler is built once per method.
+    Unary calls and bidirectional streams are wrapped; a stream's messages are each answered
+    with their own status by `answer_each`. grpc asks for the handler on every call: the wrapped
+    handler is built once per method.
     """
 
     def __init__(self) -> None:
@@ -47,9 +55,15 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         wrapped = self._wrapped.get(details.method)
         if wrapped is None:
             handler = continuation(details)
-            if handler is None or handler.unary_unary is None:
-                return handler
-            wrapped = self._wrapped[details.method] = _wrap(details.method, handler)
+            if handler is None:
+                return None
+            if handler.unary_unary is not None:
+                wrapped = _wrap(details.method, handler)
+            elif handler.stream_stream is not None:
+                wrapped = _wrap_stream(details.method, handler)
+            else:
+                return handler  # health's Watch (server streaming): nothing of ours to map
+            self._wrapped[details.method] = wrapped
         return wrapped
 
 
@@ -99,6 +113,149 @@ def _wrap(method: str, handler: "Handler") -> "Handler":
         request_deserializer=deserialize,
         response_serializer=handler.response_serializer,
     )
+
+
+def _wrap_stream(method: str, handler: "Handler") -> "Handler":
+    inner = handler.stream_stream
+    parse = handler.request_deserializer
+    assert inner is not None and parse is not None
+    what = _what(parse)
+
+    def stream_stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+        started = time.perf_counter()
+        request_id = _request_id(context.invocation_metadata())
+        _request_id_var.set(request_id)
+        messages = _Messages(requests, what, method, request_id)
+        code = grpc.StatusCode.OK
+        message = ""
+        try:
+            context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+            yield from inner(messages, context)
+            if not context.is_active():  # the request iterator may just end when the call does
+                code = _ended_by_caller(context)
+        except grpc.RpcError:
+            # grpc's request iterator raises this when the caller cancels or the deadline passes
+            code = _ended_by_caller(context)
+        except GeneratorExit:
+            code = _ended_by_caller(context)
+            raise
+        except Exception as exc:
+            code, message = _status_of(exc, method, request_id)
+        finally:
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "%s peer=%s request_id=%s status=%s ms=%.2f messages=%d answers=%s",
+                    method,
+                    context.peer(),
+                    request_id,
+                    code.name,
+                    (time.perf_counter() - started) * 1000,
+                    messages.count,
+                    ",".join(f"{c.name}:{n}" for c, n in messages.answers.items()) or "-",
+                )
+        if code is not grpc.StatusCode.OK and context.is_active():
+            context.abort(code, message)
+
+    return grpc.stream_stream_rpc_method_handler(
+        stream_stream,
+        request_deserializer=_lenient(parse),
+        response_serializer=handler.response_serializer,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """One stream message's error status; the stream itself goes on."""
+
+    code: grpc.StatusCode
+    message: str
+
+
+def answer_each(
+    requests: Iterable[Request], answer: Callable[[int, Request], Answer]
+) -> Iterator[tuple[int, "Answer | Refusal"]]:
+    """(index, answer(index, request) or Refusal) for each request in order, mapping errors per
+    message with the same table and the same undecodable-bytes check as unary calls.
+
+    Lazy: the next request is read only after the previous one is answered and its reply taken,
+    so one stream holds at most one request in the server (plus grpc's flow-control window).
+    """
+    messages = requests if isinstance(requests, _Messages) else None
+    for index, request in enumerate(requests):
+        outcome: Answer | Refusal
+        try:
+            if isinstance(request, _Undecodable):
+                assert messages is not None  # only our deserializer makes these
+                raise InvalidRequest(f"request is not a valid {messages.what} message")
+            outcome = answer(index, request)
+            code = grpc.StatusCode.OK
+        except Exception as exc:
+            if messages is None:
+                raise
+            request_id = message_request_id(messages.request_id, index)
+            code, text = _status_of(exc, messages.method, request_id)
+            outcome = Refusal(code, text)
+        if messages is not None:
+            messages.answers[code] += 1
+        yield index, outcome
+
+
+def message_request_id(stream_request_id: str, index: int) -> str:
+    """A stream message's own request id (audit records, logs): the stream's, then /index."""
+    return f"{stream_request_id}/{index}"
+
+
+class _Messages:
+    """A stream's request iterator that knows its call, for per-message errors and the log."""
+
+    __slots__ = ("_requests", "answers", "count", "method", "request_id", "what")
+
+    def __init__(self, requests: Iterator[Any], what: str, method: str, request_id: str) -> None:
+        self._requests = requests
+        self.what = what
+        self.method = method
+        self.request_id = request_id
+        self.count = 0
+        self.answers: Counter[grpc.StatusCode] = Counter()
+
+    def __iter__(self) -> "_Messages":
+        return self
+
+    def __next__(self) -> Any:
+        request = next(self._requests)
+        self.count += 1
+        return request
+
+
+def _status_of(exc: Exception, method: str, request_id: str) -> tuple[grpc.StatusCode, str]:
+    if isinstance(exc, SignerError):
+        return status_for(exc), str(exc)
+    log.exception("unexpected fault in %s (request %s)", method, request_id)
+    return UNEXPECTED
+
+
+def _ended_by_caller(context: grpc.ServicerContext) -> grpc.StatusCode:
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
+
+
+def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:  # as for unary calls: bad bytes are the caller's fault, not INTERNAL
+            return parse(data)
+        except Exception:
+            return _UNDECODABLE
+
+    return deserialize
+
+
+def _what(parse: Callable[[bytes], Any]) -> str:
+    """"SignTransaction request" for a stream of SignTransactionRequest: the words unary
+    SignTransaction uses for the same message."""
+    name: str = parse.__self__.DESCRIPTOR.name  # type: ignore[attr-defined]  # Message.FromString
+    return name.removesuffix("Request") + " request"
 
 
 class _Undecodable:

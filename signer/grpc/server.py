@@ -66,6 +66,10 @@ class SignerServer:
             options=[
                 ("grpc.max_receive_message_length", config.max_request_bytes),
                 ("grpc.so_reuseport", 0),
+                # A stream is read only as fast as it is answered; without BDP probing its
+                # flow-control window stays at 64 KiB instead of growing to several MiB, so a
+                # fast sender cannot make the server buffer much for it.
+                ("grpc.http2.bdp_probe", 0),
             ],
         )
         signer_pb2_grpc.add_SignerServiceServicer_to_server(SignerServicer(app), self._server)

@@ -4,6 +4,9 @@ Errors are mapped by the interceptor; who the caller is comes from the TLS hands
 client certificate grpc verified) and the interceptor's request id.
 """
 
+from collections.abc import Iterator
+from dataclasses import replace
+
 import grpc
 
 from signer.app.application import Application
@@ -11,7 +14,12 @@ from signer.app.caller import Caller
 from signer.errors import InvalidRequest
 from signer.eth import messages
 from signer.grpc import convert
-from signer.grpc.interceptors import current_request_id
+from signer.grpc.interceptors import (
+    Refusal,
+    answer_each,
+    current_request_id,
+    message_request_id,
+)
 from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
 
@@ -37,7 +45,29 @@ class SignerServicer(pb_grpc.SignerServiceServicer):  # type: ignore[misc]
     def SignTransaction(
         self, request: pb.SignTransactionRequest, context: grpc.ServicerContext
     ) -> pb.SignTransactionResponse:
-        with self._app.signing(caller_of(context), "SignTransaction", request.key_id) as signing:
+        return self._sign_transaction(caller_of(context), request, context)
+
+    def SignTransactions(
+        self, requests: Iterator[pb.SignTransactionRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.SignTransactionsResponse]:
+        stream = caller_of(context)  # peer and certificate once; each message its own id
+
+        def sign(index: int, request: pb.SignTransactionRequest) -> pb.SignTransactionResponse:
+            caller = replace(stream, request_id=message_request_id(stream.request_id, index))
+            return self._sign_transaction(caller, request, context)
+
+        for index, outcome in answer_each(requests, sign):
+            if isinstance(outcome, Refusal):
+                error = pb.Status(code=outcome.code.value[0], message=outcome.message)
+                yield pb.SignTransactionsResponse(index=index, error=error)
+            else:
+                yield pb.SignTransactionsResponse(index=index, signed=outcome)
+
+    def _sign_transaction(
+        self, caller: Caller, request: pb.SignTransactionRequest, context: grpc.ServicerContext
+    ) -> pb.SignTransactionResponse:
+        """The one path for a transaction, unary or streamed."""
+        with self._app.signing(caller, "SignTransaction", request.key_id) as signing:
             tx = convert.transaction_from_request(request)
             signed = signing.sign_transaction(tx, _remaining(context))
         return convert.sign_transaction_response(signing.signer, signed)

@@ -132,6 +132,24 @@ class SignTransactionResponse(_message.Message):
     signature: Signature
     def __init__(self, raw_transaction: _Optional[bytes] = ..., transaction_hash: _Optional[bytes] = ..., sender: _Optional[str] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ...) -> None: ...
 
+class Status(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class SignTransactionsResponse(_message.Message):
+    __slots__ = ("index", "signed", "error")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    signed: SignTransactionResponse
+    error: Status
+    def __init__(self, index: _Optional[int] = ..., signed: _Optional[_Union[SignTransactionResponse, _Mapping]] = ..., error: _Optional[_Union[Status, _Mapping]] = ...) -> None: ...
+
 class SignMessageRequest(_message.Message):
     __slots__ = ("key_id", "message")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]

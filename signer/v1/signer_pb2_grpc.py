@@ -49,6 +49,11 @@ class SignerServiceStub:
                 request_serializer=signer_dot_v1_dot_signer__pb2.SignTransactionRequest.SerializeToString,
                 response_deserializer=signer_dot_v1_dot_signer__pb2.SignTransactionResponse.FromString,
                 _registered_method=True)
+        self.SignTransactions = channel.stream_stream(
+                '/signer.v1.SignerService/SignTransactions',
+                request_serializer=signer_dot_v1_dot_signer__pb2.SignTransactionRequest.SerializeToString,
+                response_deserializer=signer_dot_v1_dot_signer__pb2.SignTransactionsResponse.FromString,
+                _registered_method=True)
         self.SignMessage = channel.unary_unary(
                 '/signer.v1.SignerService/SignMessage',
                 request_serializer=signer_dot_v1_dot_signer__pb2.SignMessageRequest.SerializeToString,
@@ -85,6 +90,18 @@ class SignerServiceServicer:
 
     def SignTransaction(self, request, context):
         """Signs an Ethereum transaction (types 0, 1, 2 and 4).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignTransactions(self, request_iterator, context):
+        """Signs many transactions over one stream, for callers that sign a lot (market makers,
+        batchers): each request is answered in order, exactly as SignTransaction would answer it,
+        with its 0-based position in the stream and either the signed transaction or that
+        request's own status. An error for one request does not end the stream. The server reads
+        the next request only after answering the previous one, so a fast sender is held back by
+        HTTP/2 flow control rather than buffered without bound.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -131,6 +148,11 @@ def add_SignerServiceServicer_to_server(servicer, server):
                     servicer.SignTransaction,
                     request_deserializer=signer_dot_v1_dot_signer__pb2.SignTransactionRequest.FromString,
                     response_serializer=signer_dot_v1_dot_signer__pb2.SignTransactionResponse.SerializeToString,
+            ),
+            'SignTransactions': grpc.stream_stream_rpc_method_handler(
+                    servicer.SignTransactions,
+                    request_deserializer=signer_dot_v1_dot_signer__pb2.SignTransactionRequest.FromString,
+                    response_serializer=signer_dot_v1_dot_signer__pb2.SignTransactionsResponse.SerializeToString,
             ),
             'SignMessage': grpc.unary_unary_rpc_method_handler(
                     servicer.SignMessage,
@@ -229,6 +251,33 @@ class SignerService:
             '/signer.v1.SignerService/SignTransaction',
             signer_dot_v1_dot_signer__pb2.SignTransactionRequest.SerializeToString,
             signer_dot_v1_dot_signer__pb2.SignTransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignTransactions(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/signer.v1.SignerService/SignTransactions',
+            signer_dot_v1_dot_signer__pb2.SignTransactionRequest.SerializeToString,
+            signer_dot_v1_dot_signer__pb2.SignTransactionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
