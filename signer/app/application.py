@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from signer.app.access import AccessControl, Client
@@ -37,6 +36,7 @@ from signer.errors import (
     Unauthenticated,
 )
 from signer.eth import messages, transactions
+from signer.eth.fields import checksum
 from signer.policy import Decision
 from signer.service import KeyRing
 from signer.store import BudgetClaim, BudgetExceeded, FrozenKey, Store, open_store
@@ -223,7 +223,7 @@ class Application:
             if signer.address_bytes == address and self.access.may_use(client, signer.key_id):
                 self.access.check(client, method, signer.key_id)
                 return signer
-        raise KeyNotFound(f"no key for {to_checksum_address(address)} is available to this client")
+        raise KeyNotFound(f"no key for {checksum(address)} is available to this client")
 
     def sign_transaction(
         self, caller: Caller, key_id: str, tx: transactions.UnsignedTransaction,
@@ -499,7 +499,7 @@ def _summary(tx: transactions.UnsignedTransaction) -> dict[str, Any]:
         "type": tx.type,
         "chain_id": tx.chain_id,
         "nonce": tx.nonce,
-        "to": to_checksum_address(tx.to) if tx.to else None,
+        "to": checksum(tx.to) if tx.to else None,
         "value": str(tx.value),
         "data_bytes": len(tx.data),
         "data_keccak": "0x" + keccak(tx.data).hex() if tx.data else None,

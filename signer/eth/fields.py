@@ -3,6 +3,7 @@
 Each parser names the field in its error so a caller can fix the request without guessing.
 """
 
+import functools
 import re
 
 from eth_utils.address import to_checksum_address
@@ -19,6 +20,12 @@ _DECIMAL_RE = re.compile(r"[0-9]+")
 _MAX_DECIMAL_DIGITS = 78
 
 
+@functools.lru_cache(maxsize=4096)
+def checksum(raw: bytes) -> str:
+    """The EIP-55 form of a 20-byte address (cached: agents use the same few addresses)."""
+    return str(to_checksum_address(raw))
+
+
 def parse_address(text: str, field: str) -> bytes:
     """A 0x-prefixed 20-byte address; mixed case must be a valid EIP-55 checksum."""
     if not _ADDRESS_RE.fullmatch(text):
@@ -28,7 +35,7 @@ def parse_address(text: str, field: str) -> bytes:
     digits = text[2:]
     raw = bytes.fromhex(digits)
     if not (digits.islower() or digits.isupper() or digits.isdigit()):
-        if to_checksum_address(raw) != text:
+        if checksum(raw) != text:
             raise InvalidRequest(f"{field}: EIP-55 checksum mismatch in {text}")
     return raw
 
@@ -62,7 +69,7 @@ def check_uint64(value: int, field: str) -> int:
 
 def address_of(public_key: bytes) -> str:
     """The EIP-55 address of a 65-byte uncompressed SEC1 public key."""
-    return to_checksum_address(keccak(public_key[1:])[-20:])
+    return checksum(keccak(public_key[1:])[-20:])
 
 
 def _show(text: str) -> str:

@@ -14,11 +14,10 @@ from enum import Enum
 from functools import lru_cache, partial
 from typing import Any
 
-from eth_utils.address import to_checksum_address
-
 from signer.errors import InvalidRequest
 from signer.eth import fields
 from signer.eth.abi import AbiType
+from signer.eth.fields import checksum
 
 _DECIMAL = re.compile(r"-?[0-9]{1,78}")
 _HEX = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
@@ -241,7 +240,7 @@ def abi_leaf(params: dict[str, AbiType], path: tuple[str, ...], where: str) -> A
 @lru_cache(maxsize=4096)
 def _checksum(address: bytes) -> str:
     """EIP-55 costs a keccak; denials name the same few addresses over and over."""
-    return to_checksum_address(address)
+    return checksum(address)
 
 
 def show(value: Any) -> str:
