@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,8 +61,10 @@ class _Pending:
     settle: str | None = None
     release: str | None = None
     done: bool = False
+    leads: bool = False  # handed the lead by the previous leader
     error: BaseException | None = None
     uses: list[BudgetUse] = field(default_factory=list)
+    wake: threading.Event = field(default_factory=threading.Event)
 
 
 class AuditLog:
@@ -77,7 +78,7 @@ class AuditLog:
         self.writer = uuid.uuid4().hex
         self._clock = clock
         self._role = role
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._flushing = False
         self._head: tuple[int, str] | None = None  # our last durable (seq, hash)
@@ -100,31 +101,43 @@ class AuditLog:
         raises BudgetExceeded and nothing of this call is written."""
         stamped = [{"at": self._clock(), **body} for body in bodies]
         entry = _Pending(stamped, reserve, settle, release)
-        deadline = time.monotonic() + (DEFAULT_COMMIT_TIMEOUT if timeout is None else timeout)
-        with self._cond:
+        with self._lock:
             self._queue.append(entry)
-            while not entry.done and self._flushing:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    if entry in self._queue:  # not taken by a leader yet: never written
+            leads = not self._flushing
+            self._flushing = True
+        if not leads:
+            # wait for a leader to commit this entry, or to hand this thread the lead
+            entry.wake.wait(DEFAULT_COMMIT_TIMEOUT if timeout is None else timeout)
+            with self._lock:
+                leads = entry.leads
+                if not leads and not entry.done:
+                    if entry in self._queue:  # not taken by a leader: it will never be written
                         self._queue.remove(entry)
                     raise StoreUnavailable("audit log: commit did not finish in time")
-                self._cond.wait(remaining)
-            if not entry.done:  # no flush in progress: lead one for everything queued
-                batch, self._queue = self._queue, []
-                self._flushing = True
-        if not entry.done:
-            try:
-                self._flush(batch)
-            finally:
-                with self._cond:
-                    self._flushing = False
-                    self._cond.notify_all()
+        if leads:
+            self._lead()
         if isinstance(entry.error, BudgetExceeded):
             raise entry.error
         if entry.error is not None:
             raise StoreUnavailable(str(entry.error)) from None
         return entry.uses
+
+    def _lead(self) -> None:
+        """Commit everything queued (this thread's entry included), then hand the lead to
+        the oldest entry queued meanwhile: one thread woken per commit, not every waiter."""
+        with self._lock:
+            batch, self._queue = self._queue, []
+        try:
+            self._flush(batch)
+        finally:
+            with self._lock:
+                for entry in batch:
+                    entry.wake.set()
+                if self._queue:
+                    self._queue[0].leads = True
+                    self._queue[0].wake.set()
+                else:
+                    self._flushing = False
 
     def _flush(self, batch: list[_Pending]) -> None:
         try:

@@ -374,13 +374,14 @@ class Batch:
         )
 
     def append(self, rows: Sequence[AuditRow]) -> None:
-        for row in rows:
-            self._tx.execute(
+        if rows:
+            self._dialect.execute_many(
+                self._tx,
                 self._sql(
                     "INSERT INTO audit_log (writer, seq, at, body, prev_hash, hash) "
                     "VALUES (?, ?, ?, ?, ?, ?)"
                 ),
-                (row.writer, row.seq, row.at, row.body, row.prev_hash, row.hash),
+                [(r.writer, r.seq, r.at, r.body, r.prev_hash, r.hash) for r in rows],
             )
 
     def reserve(
@@ -505,6 +506,11 @@ class _Dialect:
     def lock_key(self, connection: _Connection, key: str) -> None:
         """Serialize transactions on `key` until this one ends (SQLite: already serialized)."""
 
+    def execute_many(
+        self, connection: _Connection, statement: str, params: Sequence[Sequence[Any]]
+    ) -> None:
+        connection.executemany(statement, params)  # type: ignore[attr-defined]
+
     def to_numeric(self, value: int) -> Any:
         return str(value)
 
@@ -583,6 +589,12 @@ class _Postgres(_Dialect):
 
     def lock_key(self, connection: _Connection, key: str) -> None:
         connection.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+
+    def execute_many(
+        self, connection: _Connection, statement: str, params: Sequence[Sequence[Any]]
+    ) -> None:
+        with connection.cursor() as cursor:  # type: ignore[attr-defined]
+            cursor.executemany(statement, params)
 
     def to_numeric(self, value: int) -> Any:
         from decimal import Decimal
