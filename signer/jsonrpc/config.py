@@ -10,7 +10,6 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-
 DEFAULT_JSONRPC_LISTEN = "127.0.0.1:9000"
 
 

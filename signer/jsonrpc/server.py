@@ -98,7 +98,7 @@ class JsonRpcListener:
 
     def start(self) -> None:
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
             name="jsonrpc-accept", daemon=True,
         )
         self._thread.start()
