@@ -3,6 +3,7 @@ errors for every kind of bad request, batches, limits, and an upstream that fail
 
 import http.client
 import json
+import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -206,20 +207,26 @@ def test_upstream_down_is_resource_unavailable(door_factory):
         assert "upstream node unavailable" in reply["error"]["message"]
 
 
-class _RefusingRawTransactions(BaseHTTPRequestHandler):
-    """A fault injector in front of the real anvil: everything passes through except
-    eth_sendRawTransaction, whose connection is cut (the node never sees it)."""
+class _FaultyNode(BaseHTTPRequestHandler):
+    """A fault injector in front of the real anvil: every request passes through unless
+    `fault(request)` says otherwise ("cut": the connection drops, the node never sees it; a
+    dict: answered with that result instead of the node's)."""
 
     protocol_version = "HTTP/1.1"
     upstream = ""
+    fault: Any = staticmethod(lambda request: None)
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        if json.loads(body).get("method") == "eth_sendRawTransaction":
+        request = json.loads(body)
+        injected = type(self).fault(request)
+        if injected == "cut":
             self.close_connection = True
             self.connection.close()
             return
         status, reply = post(self.upstream, body)
+        if injected is not None:
+            reply = {"jsonrpc": "2.0", "id": request["id"], "result": injected["result"]}
         data = json.dumps(reply).encode()
         self.send_response(status)
         self.send_header("Content-Length", str(len(data)))
@@ -230,16 +237,30 @@ class _RefusingRawTransactions(BaseHTTPRequestHandler):
         pass
 
 
-def test_a_failed_submission_after_signing_is_in_the_audit_and_frees_the_nonce(
-        door_factory, anvil: Anvil):
-    _RefusingRawTransactions.upstream = anvil.url
-    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _RefusingRawTransactions)
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    try:
-        door = door_factory(upstream=f"http://127.0.0.1:{proxy.server_address[1]}")
-        reply = rpc(door.url, "eth_sendTransaction", [{"from": door.address, "to": TO}])
-    finally:
+@pytest.fixture
+def faulty_node(anvil: Anvil):
+    """faulty_node(fault) -> URL of a proxy to anvil that injects `fault`."""
+    proxies = []
+
+    def start(fault: Any) -> str:
+        handler = type("Faulty", (_FaultyNode,), {"upstream": anvil.url,
+                                                  "fault": staticmethod(fault)})
+        proxy = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        proxies.append(proxy)
+        return f"http://127.0.0.1:{proxy.server_address[1]}"
+
+    yield start
+    for proxy in proxies:
         proxy.shutdown()
+        proxy.server_close()
+
+
+def test_a_failed_submission_after_signing_is_in_the_audit_and_frees_the_nonce(
+        door_factory, faulty_node, anvil: Anvil):
+    node = faulty_node(lambda r: "cut" if r["method"] == "eth_sendRawTransaction" else None)
+    door = door_factory(upstream=node)
+    reply = rpc(door.url, "eth_sendTransaction", [{"from": door.address, "to": TO}])
     assert reply["error"]["code"] == -32002
     tx_hash = reply["error"]["message"].split("transaction ")[1].split()[0]
     assert "was signed but not submitted" in reply["error"]["message"]
@@ -250,3 +271,26 @@ def test_a_failed_submission_after_signing_is_in_the_audit_and_frees_the_nonce(
     assert anvil.pending_pool_empty()
     # the nonce was given back: the next reservation hands out 0 again
     assert door.app.store.next_nonce(31337, bytes.fromhex(door.address[2:]), 0) == 0
+
+
+def test_nonce_too_low_from_the_node_resyncs_and_retries(door_factory, faulty_node,
+                                                         anvil: Anvil, caplog):
+    caplog.set_level(logging.INFO, logger="signer.jsonrpc.sending")
+    stale = {"left": 1}
+
+    def stale_pending_count(request: dict[str, Any]) -> Any:
+        # a lagging node answers the pending count once with 0
+        if request["method"] == "eth_getTransactionCount" and stale["left"]:
+            stale["left"] -= 1
+            return {"result": "0x0"}
+        return None
+
+    door = door_factory(upstream=faulty_node(stale_pending_count))
+    # nonce 0 is used outside the signer's counter (a client-chosen nonce, sent directly)
+    raw = result(door.url, "eth_signTransaction", [{**tx(door), "maxFeePerGas": hex(10**10)}])
+    anvil.receipt(result(anvil.url, "eth_sendRawTransaction", [raw]))
+    tx_hash = result(door.url, "eth_sendTransaction", [{"from": door.address, "to": TO}])
+    assert anvil.receipt(tx_hash)["status"] == "0x1"
+    assert result(anvil.url, "eth_getTransactionByHash", [tx_hash])["nonce"] == "0x1"
+    assert stale["left"] == 0
+    assert "nonce 0 of %s too low for the node: re-syncing" % door.address in caplog.text
