@@ -108,8 +108,8 @@ def test_core_validation_errors_use_the_json_names():
     request = rpc_json.transaction_request({
         "to": "0x" + "11" * 20, "chainId": "0x1", "nonce": "0x0", "gas": "0x5208",
         "maxFeePerGas": "0x1", "maxPriorityFeePerGas": "0x2"})
-    with pytest.raises(InvalidRequest, match="^maxPriorityFeePerGas: exceeds max_fee_per_gas"):
+    with pytest.raises(InvalidRequest, match=r"^maxPriorityFeePerGas: exceeds max_fee_per_gas"):
         rpc_json.unsigned_transaction(request)
     missing = rpc_json.transaction_request({"to": "0x" + "11" * 20, "gasPrice": "0x1"})
-    with pytest.raises(InvalidRequest, match="^chainId: required"):
+    with pytest.raises(InvalidRequest, match=r"^chainId: required"):
         rpc_json.unsigned_transaction(missing)

@@ -293,4 +293,4 @@ def test_nonce_too_low_from_the_node_resyncs_and_retries(door_factory, faulty_no
     assert anvil.receipt(tx_hash)["status"] == "0x1"
     assert result(anvil.url, "eth_getTransactionByHash", [tx_hash])["nonce"] == "0x1"
     assert stale["left"] == 0
-    assert "nonce 0 of %s too low for the node: re-syncing" % door.address in caplog.text
+    assert f"nonce 0 of {door.address} too low for the node: re-syncing" in caplog.text
