@@ -1,10 +1,14 @@
-"""Nonces across replicas: two `wallet-signer serve` processes sharing one store, 50 concurrent
+"""Nonces across replicas: two `wallet-signer serve` processes sharing one store (SQLite file,
+PostgreSQL), 50 concurrent
 nonce-less eth_sendTransaction from one key -> 50 distinct consecutive nonces, all mined."""
 
 import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import STORES
 from tests.jsonrpc.conftest import Anvil, result, signer_key
 from tests.serve_process import ServeProcess, start_serve
 
@@ -27,11 +31,12 @@ def serve_with_jsonrpc(workdir: Path, store_url: str, upstream: str, key: str) -
     return served, f"http://127.0.0.1:{port.group(1)}"
 
 
+@pytest.mark.parametrize("store", STORES)
 def test_concurrent_sends_through_two_replicas_get_distinct_consecutive_nonces(
-        tmp_path: Path, anvil: Anvil):
+        store: str, request: pytest.FixtureRequest, tmp_path: Path, anvil: Anvil):
     key, signer = signer_key()
     anvil.fund(signer.address)
-    store_url = f"sqlite://{tmp_path / 'shared' / 'state.db'}"
+    store_url: str = request.getfixturevalue(f"{store}_store_url")
     replicas = [serve_with_jsonrpc(tmp_path / f"replica{i}", store_url, anvil.url, key)
                 for i in range(2)]
     try:
