@@ -294,3 +294,16 @@ def test_nonce_too_low_from_the_node_resyncs_and_retries(door_factory, faulty_no
     assert result(anvil.url, "eth_getTransactionByHash", [tx_hash])["nonce"] == "0x1"
     assert stale["left"] == 0
     assert f"nonce 0 of {door.address} too low for the node: re-syncing" in caplog.text
+
+
+def test_op_stack_signer_client_request_shape(door: Door, anvil: Anvil):
+    """What op-batcher/op-proposer (op-service/signer TransactionArgs) send: nulls for unset
+    fields, `input` plus `data: null`, an empty access list, hex chain id; raw hex back."""
+    args = {"from": door.address, "to": TO, "gas": "0x5208", "gasPrice": None,
+            "maxFeePerGas": hex(10**10), "maxPriorityFeePerGas": hex(10**9), "value": "0x3",
+            "nonce": "0x0", "data": None, "input": "0x", "accessList": [], "chainId": "0x7a69"}
+    assert result(door.url, "health_status") == "OK"
+    raw = result(door.url, "eth_signTransaction", [args])
+    assert Account.recover_transaction(raw) == door.address and raw.startswith("0x02")
+    receipt = anvil.receipt(result(anvil.url, "eth_sendRawTransaction", [raw]))
+    assert receipt["status"] == "0x1"
