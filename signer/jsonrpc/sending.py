@@ -69,7 +69,17 @@ class Filler:
         return request
 
     def _fill_fees(self, request: TransactionRequest) -> TransactionRequest:
-        tx_type = request.implied_type()
+        # Without a type or any fee field the fee market decides (an access list alone
+        # rides in a type 2 transaction on a chain with a base fee, as wallets do).
+        fees_given = any(
+            fee is not None
+            for fee in (request.gas_price, request.max_fee_per_gas,
+                        request.max_priority_fee_per_gas)
+        )
+        market_decides = (
+            request.type is None and not fees_given and request.authorization_list is None
+        )
+        tx_type = None if market_decides else request.implied_type()
         if tx_type in (txs.LEGACY, txs.ACCESS_LIST):
             if request.gas_price is not None:
                 return request.with_fields(type=tx_type)

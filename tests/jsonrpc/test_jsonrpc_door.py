@@ -307,3 +307,28 @@ def test_op_stack_signer_client_request_shape(door: Door, anvil: Anvil):
     assert Account.recover_transaction(raw) == door.address and raw.startswith("0x02")
     receipt = anvil.receipt(result(anvil.url, "eth_sendRawTransaction", [raw]))
     assert receipt["status"] == "0x1"
+
+
+def test_every_type_is_filled_sent_and_mined(door: Door, anvil: Anvil):
+    """eth_sendTransaction and viem's wallet_sendTransaction, with the type chosen, inferred or
+    left to the node's fee market; the type 4 authorization is signed by another account."""
+    delegator = Account.create()
+    auth = delegator.sign_authorization({"chainId": 31337, "address": "0x" + "33" * 20,
+                                         "nonce": 0})
+    authorization = {"chainId": hex(auth.chain_id), "address": "0x" + "33" * 20, "nonce": "0x0",
+                     "yParity": hex(auth.y_parity), "r": hex(auth.r), "s": hex(auth.s)}
+    access = [{"address": "0x" + "44" * 20, "storageKeys": []}]
+    cases = [
+        ("eth_sendTransaction", {"type": "0x0"}, 0),
+        ("eth_sendTransaction", {"gasPrice": hex(3 * GWEI), "accessList": access}, 1),
+        ("wallet_sendTransaction", {"accessList": access}, 2),
+        ("eth_sendTransaction", {"type": "0x4", "authorizationList": [authorization]}, 4),
+    ]
+    for method, fields, expected_type in cases:
+        tx_hash = result(door.url, method, [{"from": door.address, "to": TO, **fields}])
+        assert anvil.receipt(tx_hash)["status"] == "0x1", (method, fields)
+        mined = result(anvil.url, "eth_getTransactionByHash", [tx_hash])
+        assert int(mined["type"], 16) == expected_type
+    code = result(anvil.url, "eth_getCode", [delegator.address, "latest"])
+    assert code == "0xef0100" + "33" * 20  # the EIP-7702 delegation took effect
+    assert result(door.url, "eth_requestAccounts") == [door.address]
