@@ -27,8 +27,8 @@ from pydantic import (
 )
 
 from signer.errors import ConfigError
-from signer.policy import PolicyConfig, check_policy_references
 from signer.jsonrpc.config import JsonRpcConfig
+from signer.policy import PolicyConfig, check_policy_references
 
 ENV_PREFIX = "WALLET_SIGNER_"
 DEFAULT_LISTEN = "127.0.0.1:50051"

@@ -13,15 +13,22 @@ from signer.config import ClientConfig, ServerConfig
 from signer.errors import ConfigError
 from signer.jsonrpc.config import JsonRpcConfig
 from signer.jsonrpc.server import JsonRpcListener
+from signer.policy import PolicyConfig
 from signer.service import KeyRing
 from signer.tls import ReloadableTls
 from tests.conftest import env_wallet, open_app
-from tests.jsonrpc.conftest import Anvil
+from tests.jsonrpc.conftest import Anvil, result
 from tests.tls_certs import CertificateAuthority
 
 HOT, COLD = "0x" + "11" * 32, "0x" + "22" * 32
+FRIEND = "0x" + "f1" * 20
+POLICIES = {"payer": PolicyConfig.model_validate({
+    "chains": [31337], "max_gas_fee_wei": "10000000000000000",
+    "allow": [{"id": "small-to-friend", "to": FRIEND, "value_max": "1000"}],
+})}
 CLIENTS = {
     "trader": ClientConfig(identity="spiffe://test/trader", keys=["hot"]),
+    "payer": ClientConfig(identity="spiffe://test/payer", keys=["hot"], policy="payer"),
     "reader": ClientConfig(identity="reader.internal", keys=["*"],
                            methods=["ListKeys", "GetAddress"]),
 }
@@ -37,6 +44,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "trader": ca.issue("trader", uris=("spiffe://test/trader",)),
         "reader": ca.issue("reader", dns=("reader.internal",)),
         "stranger": ca.issue("stranger", uris=("spiffe://test/stranger",)),
+        "payer": ca.issue("payer", uris=("spiffe://test/payer",)),
         "foreign": CertificateAuthority(directory, "other CA").issue(
             "foreign", uris=("spiffe://test/trader",)),
     }
@@ -48,7 +56,7 @@ def door(pki: dict[str, Any], anvil: Anvil, tmp_path):
                           tls_key_file=pki["server"].key_file, client_ca_file=pki["ca"].cert_file)
     tls = ReloadableTls(config)
     keyring = KeyRing([env_wallet(HOT, "hot"), env_wallet(COLD, "cold")])
-    app = open_app(keyring, tmp_path, clients=CLIENTS)
+    app = open_app(keyring, tmp_path, clients=CLIENTS, policies=POLICIES)
     listener = JsonRpcListener(app, JsonRpcConfig(listen="127.0.0.1:0", upstream=anvil.url),
                                server_config=config, tls=tls)
     listener.start()
@@ -101,6 +109,26 @@ def test_per_client_keys_and_methods_apply(door, pki):
     _, reply = call(listener, pki, "reader", "personal_sign", ["0x00", hot])
     assert reply["error"]["code"] == -32000
     assert "may not call SignMessage" in reply["error"]["message"]
+
+
+def test_a_policy_denial_is_transaction_rejected_and_never_reaches_the_node(door, pki,
+                                                                           anvil: Anvil):
+    listener, _, keyring = door
+    hot = keyring.get("hot").address
+    anvil.fund(hot)
+    before = result(anvil.url, "eth_getTransactionCount", [hot, "pending"])
+    _, reply = call(listener, pki, "payer", "eth_sendTransaction",
+                    [{"from": hot, "to": FRIEND, "value": hex(5000)}])
+    assert reply["error"]["code"] == -32003, reply
+    assert "policy payer" in reply["error"]["message"]
+    assert "small-to-friend" in reply["error"]["message"]
+    assert anvil.pending_pool_empty()
+    # the nonce the denied request reserved was given back: the next allowed send uses it
+    _, reply = call(listener, pki, "payer", "eth_sendTransaction",
+                    [{"from": hot, "to": FRIEND, "value": hex(500)}])
+    tx_hash = reply["result"]
+    assert anvil.receipt(tx_hash)["status"] == "0x1"
+    assert result(anvil.url, "eth_getTransactionByHash", [tx_hash])["nonce"] == before
 
 
 def test_reload_serves_the_new_certificate_to_new_connections(door, pki):
