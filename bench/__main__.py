@@ -8,7 +8,7 @@ import os
 import platform
 import sys
 
-SUITES = ("core", "policy", "pkcs11", "kms", "access", "transport")
+SUITES = ("core", "policy", "pkcs11", "kms", "access", "transport", "jsonrpc")
 
 
 def main(argv: list[str]) -> None:

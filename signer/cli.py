@@ -328,7 +328,22 @@ def _serve(args: argparse.Namespace) -> int:
     if args.config is not None:
         path = args.config
         server.reload_hooks.append(lambda: app.reload_from(path))
-    serve_forever(server)
+    jsonrpc = None
+    if config.jsonrpc is not None:
+        from signer.jsonrpc.server import JsonRpcListener
+
+        try:
+            jsonrpc = JsonRpcListener(app, config.jsonrpc, server_config=config.server,
+                                      tls=server.tls, allow_insecure=args.insecure_listen)
+        except BaseException:
+            server.stop(0)
+            raise
+        jsonrpc.start()
+    try:
+        serve_forever(server)
+    finally:
+        if jsonrpc is not None:
+            jsonrpc.stop(0)
     return 0
 
 

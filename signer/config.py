@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from signer.errors import ConfigError
+from signer.jsonrpc.config import JsonRpcConfig
 from signer.policy import PolicyConfig, check_policy_references
 
 ENV_PREFIX = "WALLET_SIGNER_"
@@ -180,6 +181,7 @@ class Config(_Strict):
     policies: dict[Annotated[str, Field(pattern=KEY_ID_PATTERN)], PolicyConfig] = Field(
         default_factory=dict
     )
+    jsonrpc: JsonRpcConfig | None = None
 
     @model_validator(mode="after")
     def _clients(self) -> "Config":

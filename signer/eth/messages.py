@@ -226,11 +226,11 @@ def parse_typed_data(typed_data_json: str) -> dict[str, Any]:
     _check_depth(typed_data_json)
     try:
         data = json.loads(
-            typed_data_json, object_pairs_hook=_no_duplicates, parse_constant=_no_constants
+            typed_data_json, object_pairs_hook=no_duplicate_keys, parse_constant=no_json_constants
         )
     except (json.JSONDecodeError, RecursionError) as exc:
         raise InvalidRequest(f"typed_data_json: not valid JSON ({_describe(exc)})") from None
-    except _DuplicateKey as exc:
+    except DuplicateKey as exc:
         raise InvalidRequest(f"typed_data_json: duplicate key {exc.args[0]!r}") from None
     if not isinstance(data, dict):
         raise InvalidRequest("typed_data_json: expected a JSON object")
@@ -245,28 +245,33 @@ def parse_typed_data(typed_data_json: str) -> dict[str, Any]:
 
 
 def _check_depth(text: str) -> None:
-    """Refuse JSON nested deeper than MAX_JSON_DEPTH before any recursive parser sees it."""
+    check_json_depth(text, "typed_data_json", MAX_JSON_DEPTH)
+
+
+def check_json_depth(text: str, field: str, max_depth: int) -> None:
+    """Refuse JSON nested deeper than `max_depth` before any recursive parser sees it."""
     depth = 0
     for match in _JSON_BRACKET.finditer(_JSON_STRING.sub("", text)):
         depth += 1 if match.group() in "[{" else -1
-        if depth > MAX_JSON_DEPTH:
-            raise InvalidRequest(f"typed_data_json: nested deeper than {MAX_JSON_DEPTH} levels")
+        if depth > max_depth:
+            raise InvalidRequest(f"{field}: nested deeper than {max_depth} levels")
 
 
-class _DuplicateKey(ValueError):
+class DuplicateKey(ValueError):
     pass
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`json.loads` object_pairs_hook: a repeated key raises ValueError naming it."""
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise _DuplicateKey(key[:80])
+            raise DuplicateKey(key[:80])
         result[key] = value
     return result
 
 
-def _no_constants(name: str) -> Any:
+def no_json_constants(name: str) -> Any:
     raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
 
 

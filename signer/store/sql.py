@@ -20,7 +20,7 @@ from signer.errors import ConfigError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # (version, statements): applied in order by `migrate`, each version once.
 _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
@@ -67,6 +67,17 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 scope TEXT PRIMARY KEY,
                 window_seconds BIGINT NOT NULL,
                 total {numeric} NOT NULL)""",
+        ),
+    ),
+    (
+        3,
+        (
+            # The next nonce the JSON-RPC door hands out per (chain, sender): replicas agree.
+            """CREATE TABLE nonces (
+                chain_id BIGINT NOT NULL,
+                address TEXT NOT NULL,
+                next_nonce BIGINT NOT NULL,
+                PRIMARY KEY (chain_id, address))""",
         ),
     ),
 )
@@ -306,6 +317,37 @@ class Store:
         with self.batch() as batch:
             self._dialect.lock_key(batch._tx, "budget:" + scope)
             return batch.window_total(scope, window_seconds, now)
+
+    # -- nonces (JSON-RPC eth_sendTransaction) ---------------------------------------------
+
+    def next_nonce(self, chain_id: int, address: bytes, floor: int) -> int:
+        """Reserve a nonce for `address` on `chain_id`: the stored next one, or `floor` (the
+        node's pending count) if that is higher. One atomic statement, so concurrent callers
+        on any replica never get the same nonce."""
+        with self._transaction() as tx:
+            row = tx.execute(
+                self._sql(
+                    "INSERT INTO nonces (chain_id, address, next_nonce) VALUES (?, ?, ?) "
+                    "ON CONFLICT (chain_id, address) DO UPDATE SET next_nonce = CASE "
+                    "WHEN nonces.next_nonce >= excluded.next_nonce THEN nonces.next_nonce + 1 "
+                    "ELSE excluded.next_nonce END RETURNING next_nonce - 1"
+                ),
+                (chain_id, "0x" + address.hex(), floor + 1),
+            ).fetchone()
+        return int(row[0])
+
+    def release_nonce(self, chain_id: int, address: bytes, nonce: int) -> bool:
+        """Give back `nonce` if it is still the last one handed out (its transaction never
+        reached the node); False when a later nonce was reserved meanwhile."""
+        with self._transaction() as tx:
+            cursor = tx.execute(
+                self._sql(
+                    "UPDATE nonces SET next_nonce = ? "
+                    "WHERE chain_id = ? AND address = ? AND next_nonce = ?"
+                ),
+                (nonce, chain_id, "0x" + address.hex(), nonce + 1),
+            )
+            return bool(cursor.rowcount)
 
     # -- plumbing -------------------------------------------------------------------------
 

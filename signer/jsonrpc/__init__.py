@@ -1,0 +1,1 @@
+"""The Ethereum JSON-RPC front door: a second thin adapter over the application path."""
