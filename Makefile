@@ -25,7 +25,7 @@ serve: $(STAMP) system-deps
 test: $(STAMP) system-deps
 	$(BIN)/ruff check signer tests bench
 	$(BIN)/mypy signer
-	WALLET_SIGNER_REQUIRE_BACKENDS=env,pkcs11,kms,postgres $(BIN)/pytest -q
+	WALLET_SIGNER_REQUIRE_BACKENDS=env,pkcs11,kms,postgres,jsonrpc $(BIN)/pytest -q
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench
