@@ -17,6 +17,7 @@ from typing import Any, TypeAlias
 import grpc
 
 from signer import config as config_module
+from signer import logs
 from signer.config import Config
 from signer.errors import (
     BackendUnavailable,
@@ -46,11 +47,7 @@ BACKEND_FLAGS = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(args.log_format, args.log_level)
     try:
         result: int = args.run(args)
         return result
@@ -77,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    parser.add_argument(
+        "--log-format", choices=["json", "text"],
+        help="log records as JSON lines or text (default: json unless stderr is a terminal)",
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     _add_serve(commands)
@@ -319,9 +320,13 @@ def _serve(args: argparse.Namespace) -> int:
     except BaseException:
         keyring.close()
         raise
+    listener = None
     try:
+        listener = _metrics_listener(config)
         server = SignerServer(app, config.server, allow_insecure=args.insecure_listen)
     except BaseException:
+        if listener is not None:
+            listener.close()
         keyring.close()
         app.close()
         raise
@@ -337,6 +342,8 @@ def _serve(args: argparse.Namespace) -> int:
                                       tls=server.tls, allow_insecure=args.insecure_listen)
         except BaseException:
             server.stop(0)
+            if listener is not None:
+                listener.close()
             raise
         jsonrpc.start()
     try:
@@ -344,7 +351,21 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         if jsonrpc is not None:
             jsonrpc.stop(0)
+        if listener is not None:
+            listener.close()
     return 0
+
+
+def _metrics_listener(config: Config) -> Any:
+    """The Prometheus listener of `[metrics]`, or None when the table is absent."""
+    if config.metrics is None:
+        return None
+    from signer.metrics import MetricsListener
+
+    if not config.metrics.is_loopback():
+        log.warning("metrics.listen %s is not a loopback address: anyone who can reach it can "
+                    "read the metrics (no secrets, but key ids and load)", config.metrics.listen)
+    return MetricsListener(config.metrics.listen)
 
 
 def _keys_list(args: argparse.Namespace) -> int:

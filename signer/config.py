@@ -50,8 +50,13 @@ class ServerConfig(_Strict):
     # Threads serving requests; a KMS call holds one for its whole round trip.
     max_workers: int = Field(default=32, ge=1, le=1024)
     max_request_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # Calls accepted at once (running or waiting for a worker); beyond it grpc answers
+    # RESOURCE_EXHAUSTED at once instead of queueing without limit.
+    max_concurrent_calls: int = Field(default=256, ge=1, le=65536)
     # Seconds in-flight calls get to finish after SIGTERM.
     shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=300)
+    # Seconds between self-tests of a key that failed or has not signed in that long.
+    health_check_interval_seconds: float = Field(default=30.0, ge=0.05, le=3600)
 
     @field_validator("listen")
     @classmethod
@@ -72,13 +77,21 @@ class ServerConfig(_Strict):
         return self.tls_cert_file is not None
 
     def is_loopback(self) -> bool:
-        host, _ = split_listen(self.listen)
-        if host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback(self.listen)
+
+
+class MetricsConfig(_Strict):
+    # Prometheus exposition (HTTP, /metrics); a non-loopback address is allowed and logged.
+    listen: str
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    def is_loopback(self) -> bool:
+        return is_loopback(self.listen)
 
 
 class EnvKeyConfig(_Strict):
@@ -171,6 +184,7 @@ class StoreConfig(_Strict):
 class Config(_Strict):
     environment: Literal["development", "production"] = "development"
     server: ServerConfig = ServerConfig()
+    metrics: MetricsConfig | None = None  # off when absent
     keys: dict[Annotated[str, Field(pattern=KEY_ID_PATTERN)], KeyConfig] = Field(
         default_factory=dict
     )
@@ -236,6 +250,16 @@ class Config(_Strict):
                     "policy: give each a `policy` (default deny), or take the Sign* methods away"
                 )
         return self
+
+
+def is_loopback(listen: str) -> bool:
+    host, _ = split_listen(listen)
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def split_listen(listen: str) -> tuple[str, int]:

@@ -76,6 +76,12 @@ class DeadlineExceeded(SignerError):
     code = "DEADLINE_EXCEEDED"
 
 
+class ResourceExhausted(SignerError):
+    """The request exceeds a limit of the service (e.g. its size): not worth retrying as is."""
+
+    code = "RESOURCE_EXHAUSTED"
+
+
 class ConfigError(SignerError):
     """The configuration is invalid; raised only at start-up (and on reload)."""
 

@@ -1,8 +1,10 @@
 """The key ring the API serves from: configured keys by key_id, opened once at start-up."""
 
 import logging
+import threading
 from collections.abc import Iterable, Iterator
 
+from signer import metrics
 from signer.backends.base import DigestBackend
 from signer.config import Config, EnvKeyConfig, KeyConfig, KmsKeyConfig, Pkcs11KeyConfig
 from signer.errors import InvalidRequest, KeyNotFound
@@ -13,8 +15,13 @@ log = logging.getLogger(__name__)
 MAX_KEY_ID_LENGTH = 64
 
 
-def open_backend(key_id: str, config: KeyConfig) -> DigestBackend:
-    """Open one key's backend; heavy libraries are imported only for backends in use."""
+def open_backend(
+    key_id: str, config: KeyConfig, max_concurrent_calls: int | None = None
+) -> DigestBackend:
+    """Open one key's backend; heavy libraries are imported only for backends in use.
+
+    `max_concurrent_calls`: how many signing calls the server runs at once (its workers), which
+    a backend that keeps its own threads or connections (KMS) sizes them by."""
     if isinstance(config, EnvKeyConfig):
         from signer.backends.env import EnvBackend
 
@@ -27,7 +34,7 @@ def open_backend(key_id: str, config: KeyConfig) -> DigestBackend:
     if isinstance(config, KmsKeyConfig):
         from signer.backends.kms import KmsBackend
 
-        kms_backend: DigestBackend = KmsBackend.open(key_id, config)
+        kms_backend: DigestBackend = KmsBackend.open(key_id, config, max_concurrent_calls)
         return kms_backend
     raise AssertionError(f"unhandled backend config {type(config).__name__}")  # pragma: no cover
 
@@ -41,6 +48,7 @@ class KeyRing:
             if signer.key_id in self._signers:
                 raise ValueError(f"two signers named {signer.key_id!r}")
             self._signers[signer.key_id] = signer
+        metrics.register_keys(self._signers)
 
     @classmethod
     def from_config(cls, config: Config) -> "KeyRing":
@@ -49,7 +57,8 @@ class KeyRing:
         signers: list[WalletSigner] = []
         try:
             for key_id, key_config in config.keys.items():
-                opened.append(open_backend(key_id, key_config))
+                # +1: the periodic self-test may sign while every worker does
+                opened.append(open_backend(key_id, key_config, config.server.max_workers + 1))
                 signers.append(WalletSigner(key_id, opened[-1]))
                 log.info(
                     "key %r: backend %s, address %s",
@@ -80,12 +89,23 @@ class KeyRing:
     def __len__(self) -> int:
         return len(self._signers)
 
-    def self_test(self) -> None:
+    def self_test(self, timeout: float | None = None) -> None:
         """Sign and recover with every key; raises on the first key that fails."""
         for signer in self:
-            signer.self_test()
+            signer.self_test(timeout)
             log.info("key %r passed its self-test", signer.key_id)
 
-    def close(self) -> None:
-        for signer in self:
-            signer.backend.close()
+    def close(self, timeout: float | None = None) -> bool:
+        """Close every backend; with a timeout, give up waiting after `timeout` seconds (a
+        backend still busy in a call is left to the process's exit). True if all closed."""
+        if timeout is None:
+            for signer in self:
+                signer.backend.close()
+            return True
+        closer = threading.Thread(target=self.close, name="close-backends", daemon=True)
+        closer.start()
+        closer.join(timeout)
+        if closer.is_alive():
+            log.warning("backends did not close within %.1fs; leaving them to the exit", timeout)
+            return False
+        return True

@@ -1,18 +1,30 @@
 """WalletSigner: one key, every kind of Ethereum signature, through one digest-signing path."""
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from eth_utils.crypto import keccak
 
+from signer import metrics
 from signer.backends.base import DigestBackend
-from signer.errors import ConfigError
+from signer.errors import (
+    BackendUnavailable,
+    ConfigError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    PermissionDenied,
+    SignerError,
+)
 from signer.eth import messages, signature, transactions
 from signer.eth.fields import address_of
 from signer.eth.signature import RecoverableSignature
+from signer.health import KeyHealth
 
 SELF_TEST_DIGEST = keccak(b"wallet-signer start-up self-test")
+# Errors that say the key cannot sign now (as opposed to the caller's deadline running out).
+_BACKEND_FAULTS = (BackendUnavailable, FailedPrecondition, PermissionDenied)
 
 # Called with the digest after every check and right before the backend is asked to sign it
 # (the audit's intent record); raising stops the signature.
@@ -35,7 +47,12 @@ class SignedDigest:
 
 
 class WalletSigner:
-    """Routes every request for one key through `_sign_digest`; the backend never sees more."""
+    """Routes every request for one key through `_sign_digest`; the backend never sees more.
+
+    Every backend signature is timed and its outcome recorded in `health` (a fault flips the key
+    to not serving, a good signature back). A server sets `require_self_test`: until
+    `self_test()` has passed, signing is refused.
+    """
 
     def __init__(self, key_id: str, backend: DigestBackend) -> None:
         self.key_id = key_id
@@ -43,6 +60,8 @@ class WalletSigner:
         self.public_key = _checked_public_key(key_id, backend.public_key)
         self.address = address_of(self.public_key)
         self.address_bytes = bytes.fromhex(self.address[2:])
+        self.health = KeyHealth(key_id)
+        self.require_self_test = False
 
     @property
     def backend_name(self) -> str:
@@ -72,9 +91,10 @@ class WalletSigner:
     ) -> SignedDigest:
         return self.sign_prepared(messages.typed_data_digest(typed_data_json), timeout, before_sign)
 
-    def self_test(self) -> None:
+    def self_test(self, timeout: float | None = None) -> None:
         """Sign a fixed digest and recover this key's own public key, or raise."""
-        self._sign_digest(SELF_TEST_DIGEST, None)
+        self._backend_sign(SELF_TEST_DIGEST, timeout)
+        self.health.self_tested = True
 
     def sign_prepared(
         self, digest: bytes, timeout: float | None, before_sign: BeforeSign | None = None
@@ -85,12 +105,44 @@ class WalletSigner:
     def _sign_digest(
         self, digest: bytes, timeout: float | None, before_sign: BeforeSign | None = None
     ) -> RecoverableSignature:
-        assert len(digest) == 32  # every caller passes a keccak-256 output
+        if self.require_self_test and not self.health.self_tested:
+            raise BackendUnavailable(f"key {self.key_id!r} has not passed its self-test yet")
+        deadline = None if timeout is None else time.monotonic() + timeout
         if before_sign is not None:
             before_sign(digest)
-        der_or_raw = self.backend.sign_digest(digest, timeout)
-        r, s = signature.decode(der_or_raw, self.backend.signature_format)
-        return signature.normalize(digest, r, s, self.public_key)
+        if deadline is not None:
+            timeout = deadline - time.monotonic()  # what is left after the intent record
+            if timeout <= 0:
+                # Never sign for a caller who has given up: the backend is not asked.
+                raise DeadlineExceeded(
+                    f"key {self.key_id!r}: the caller's deadline passed before the backend was "
+                    "asked; nothing was signed"
+                )
+        return self._backend_sign(digest, timeout)
+
+    def _backend_sign(self, digest: bytes, timeout: float | None) -> RecoverableSignature:
+        assert len(digest) == 32  # every caller passes a keccak-256 output
+        backend = self.backend.name
+        started = time.perf_counter()
+        try:
+            der_or_raw = self.backend.sign_digest(digest, timeout)
+            seconds = time.perf_counter() - started
+            r, s = signature.decode(der_or_raw, self.backend.signature_format)
+            recoverable = signature.normalize(digest, r, s, self.public_key)
+        except SignerError as exc:
+            kind = next(c.__name__ for c in type(exc).__mro__ if not c.__name__.startswith("_"))
+            metrics.backend_failed(self.key_id, backend, kind, time.perf_counter() - started)
+            if isinstance(exc, _BACKEND_FAULTS):
+                self.health.failed()
+            raise
+        except Exception:
+            metrics.backend_failed(self.key_id, backend, metrics.UNEXPECTED_ERROR,
+                                   time.perf_counter() - started)
+            self.health.failed()
+            raise
+        metrics.backend_signed(self.key_id, backend, seconds)
+        self.health.succeeded()
+        return recoverable
 
     def __repr__(self) -> str:
         return f"WalletSigner({self.key_id!r}, {self.backend_name}, {self.address})"

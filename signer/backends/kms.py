@@ -1,8 +1,10 @@
 """AWS KMS backend: an ECC_SECG_P256K1 / SIGN_VERIFY key signs each digest with one `Sign` call.
 
-Clients: one botocore client per (region, endpoint, timeouts, attempts), created once per process
-and shared by every key and thread (botocore clients are thread-safe); its connection pool is
-sized so concurrent calls never queue for a connection.
+Clients: one botocore client per (region, endpoint, timeouts, attempts, concurrency), created once
+per process and shared by every key and thread (botocore clients are thread-safe). Its HTTP
+connection pool and its call pool (below) hold `max_concurrent_calls` each: the server passes its
+worker count plus one (the periodic self-test), so the server, not this module, bounds how many
+KMS calls run at once, and no call queues for a connection.
 
 Retries: botocore's `standard` mode with `total_max_attempts` (attempts, first try included), so
 throttling and transient faults are retried with jittered backoff and a per-client retry quota.
@@ -26,6 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from signer import metrics
 from signer.config import KmsKeyConfig
 from signer.errors import (
     BackendUnavailable,
@@ -42,9 +45,9 @@ log = logging.getLogger(__name__)
 KEY_SPEC = "ECC_SECG_P256K1"
 KEY_USAGE = "SIGN_VERIFY"
 SIGNING_ALGORITHM = "ECDSA_SHA_256"
-# Upper bound on simultaneous KMS calls per process (pool threads and HTTP connections); above
-# the gRPC server's worker count so that the server, not this module, bounds concurrency.
-MAX_CONCURRENT_CALLS = 128
+# Simultaneous calls per client (threads of its call pool, HTTP connections) when the opener
+# does not say: the default server.max_workers (32) plus one for the periodic self-test.
+DEFAULT_MAX_CONCURRENT_CALLS = 33
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,12 +57,16 @@ class ClientSettings:
     connect_timeout: float
     read_timeout: float
     max_attempts: int
+    max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS
 
     @classmethod
-    def from_config(cls, config: KmsKeyConfig) -> "ClientSettings":
+    def from_config(
+        cls, config: KmsKeyConfig, max_concurrent_calls: int | None = None
+    ) -> "ClientSettings":
         return cls(
             config.region, config.endpoint_url, config.connect_timeout_seconds,
             config.read_timeout_seconds, config.max_attempts,
+            max_concurrent_calls or DEFAULT_MAX_CONCURRENT_CALLS,
         )
 
 
@@ -67,25 +74,30 @@ class KmsBackend:
     name: ClassVar[str] = "kms"
     signature_format: ClassVar[SignatureFormat] = "der"
 
-    def __init__(self, key_id: str, client: Any, key_arn: str, public_key: bytes) -> None:
+    def __init__(self, key_id: str, client: Any, key_arn: str, public_key: bytes,
+                 call_pool: ThreadPoolExecutor | None = None) -> None:
         self._key_id = key_id
         self._client = client
+        self._call_pool = call_pool or shared_call_pool(DEFAULT_MAX_CONCURRENT_CALLS)
         # Sign by the key the address was derived from, not the alias: re-pointing an alias
         # while we run must not silently switch keys.
         self._key_arn = key_arn
         self._public_key = public_key
 
     @classmethod
-    def open(cls, key_id: str, config: KmsKeyConfig) -> "KmsBackend":
+    def open(cls, key_id: str, config: KmsKeyConfig,
+             max_concurrent_calls: int | None = None) -> "KmsBackend":
         """GetPublicKey once, refuse keys Ethereum cannot use; errors name keys.<key_id>."""
-        client = shared_client(ClientSettings.from_config(config))
+        settings = ClientSettings.from_config(config, max_concurrent_calls)
+        client = shared_client(settings)
         try:
             reply = client.get_public_key(KeyId=config.kms_key_id)
         except (BotoCoreError, ClientError) as exc:
             error = translate(exc, key_id, "GetPublicKey")
             raise type(error)(f"keys.{key_id} ({config.kms_key_id}): {error}") from None
         key_arn, public_key = parse_public_key_reply(reply, f"keys.{key_id} ({config.kms_key_id})")
-        return cls(key_id, client, key_arn, public_key)
+        return cls(key_id, client, key_arn, public_key,
+                   shared_call_pool(settings.max_concurrent_calls))
 
     @property
     def public_key(self) -> bytes:
@@ -102,7 +114,7 @@ class KmsBackend:
         deadline = time.monotonic() + timeout
         if timeout <= 0:
             raise self._deadline_exceeded(timeout, sent=False)
-        future = _call_pool().submit(self._sign, digest, deadline)
+        future = self._call_pool.submit(self._sign, digest, deadline)
         try:
             return future.result(timeout=max(0.0, deadline - time.monotonic()))
         except TimeoutError:
@@ -115,6 +127,7 @@ class KmsBackend:
 
     def _sign(self, digest: bytes, deadline: float | None) -> bytes:
         _deadline.at = deadline
+        _deadline.attempts = 0
         try:
             reply = self._client.sign(
                 KeyId=self._key_arn,
@@ -128,6 +141,8 @@ class KmsBackend:
             raise translate(exc, self._key_id, "Sign") from None
         finally:
             _deadline.at = None
+            if _deadline.attempts > 1:
+                metrics.KMS_RETRIES.labels(self._key_id).inc(_deadline.attempts - 1)
         retries = reply.get("ResponseMetadata", {}).get("RetryAttempts", 0)
         if retries:
             log.info("key %r: KMS Sign succeeded after %d retries", self._key_id, retries)
@@ -254,8 +269,9 @@ def _translate_client_error(exc: ClientError, what: str, operation: str) -> Sign
 
 _clients: dict[ClientSettings, Any] = {}
 _clients_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
-_deadline = threading.local()  # .at: monotonic deadline of the Sign call on this thread, or None
+_pools: dict[int, ThreadPoolExecutor] = {}
+# .at: monotonic deadline of the Sign call on this thread, or None; .attempts: HTTP sends
+_deadline = threading.local()
 
 
 class _DeadlinePassed(Exception):
@@ -286,7 +302,7 @@ def _new_client(settings: ClientSettings) -> Any:
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
         retries={"mode": "standard", "total_max_attempts": settings.max_attempts},
-        max_pool_connections=MAX_CONCURRENT_CALLS,
+        max_pool_connections=settings.max_concurrent_calls,
         user_agent_extra="wallet-signer",
     )
     # A private Session: boto3's default session is not safe to share across threads.
@@ -300,18 +316,18 @@ def _new_client(settings: ClientSettings) -> Any:
     return client
 
 
-def _stop_after_deadline(**kwargs: Any) -> None:
+def _stop_after_deadline(event_name: str = "", **kwargs: Any) -> None:
+    if event_name.startswith("before-send"):
+        _deadline.attempts = getattr(_deadline, "attempts", 0) + 1
     deadline = getattr(_deadline, "at", None)
     if deadline is not None and time.monotonic() >= deadline:
         raise _DeadlinePassed
 
 
-def _call_pool() -> ThreadPoolExecutor:
-    global _pool
-    pool = _pool
-    if pool is None:
-        with _clients_lock:
-            if _pool is None:
-                _pool = ThreadPoolExecutor(MAX_CONCURRENT_CALLS, thread_name_prefix="kms")
-            pool = _pool
-    return pool
+def shared_call_pool(size: int) -> ThreadPoolExecutor:
+    """The pool that runs calls with a deadline: one per size, threads made on demand."""
+    with _clients_lock:
+        pool = _pools.get(size)
+        if pool is None:
+            pool = _pools[size] = ThreadPoolExecutor(size, thread_name_prefix="kms")
+        return pool

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from signer import metrics
 from signer.backends.pkcs11_cryptoki import (
     _RV_REFUSED,
     CryptokiFault,
@@ -44,6 +45,9 @@ from signer.eth.signature import SignatureFormat
 from signer.secret_sources import read_secret
 
 log = logging.getLogger(__name__)
+
+# close() waits this long for sessions in use by signing calls, then leaves them to the exit.
+CLOSE_TIMEOUT_SECONDS = 5.0
 
 # DER of the namedCurve OID 1.3.132.0.10 (secp256k1), as CKA_EC_PARAMS holds it.
 SECP256K1_EC_PARAMS = bytes.fromhex("06052b8104000a")
@@ -329,6 +333,9 @@ class Pkcs11Backend:
             self._pool.put(None)
         self._pool_size = pool_size
         self._closed = False
+        metrics.HSM_SESSIONS.labels(key_id).set(pool_size)
+        self._in_use = metrics.HSM_SESSIONS_IN_USE.labels(key_id)
+        self._waiters = metrics.HSM_SESSION_WAITERS.labels(key_id)
 
     @classmethod
     def open(cls, key_id: str, cfg: Pkcs11KeyConfig) -> Pkcs11Backend:
@@ -370,9 +377,14 @@ class Pkcs11Backend:
 
         if len(digest) != 32:  # SoftHSM signs any length: never let a non-digest through
             raise ValueError("sign_digest takes exactly 32 bytes")
+        if timeout is not None and timeout <= 0:
+            raise self._too_late("before signing")
         deadline = None if timeout is None else time.monotonic() + timeout
         for attempt in (1, 2):
             slot = self._acquire(deadline)
+            if deadline is not None and time.monotonic() >= deadline:
+                self._release(slot)  # never sign for a caller who has given up
+                raise self._too_late("while waiting for an HSM session")
             library = self._connection.library
             generation = self._connection.generation
             try:
@@ -391,9 +403,14 @@ class Pkcs11Backend:
             except BaseException:
                 self._discard(slot)
                 raise
-            self._pool.put(slot)
+            self._release(slot)
             return signature
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _too_late(self, when: str) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"key {self.key_id!r}: the caller's deadline passed {when}; nothing was signed"
+        )
 
     def _signer_error(self, exc: Exception) -> SignerError:
         if isinstance(exc, _KeyMissing):
@@ -403,18 +420,29 @@ class Pkcs11Backend:
             return FailedPrecondition(what) if exc.rv in _RV_REFUSED else BackendUnavailable(what)
         return translate(exc, f"key {self.key_id!r}: sign")
 
-    def close(self) -> None:
+    def close(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:
+        """Close the sessions and drop the login, waiting at most `timeout` seconds for calls
+        in flight; sessions still busy then are left open (closing one inside C_Sign would
+        crash SoftHSM) and so is the login, until the process exits."""
         if self._closed:
             return
         self._closed = True
         library = self._connection.library
+        deadline = time.monotonic() + timeout
         # Wait for in-flight calls outside the gate: one of them may need it to recover.
-        slots = [self._pool.get() for _ in range(self._pool_size)]
+        slots: list[_Slot | None] = []
+        try:
+            while len(slots) < self._pool_size:
+                slots.append(self._pool.get(timeout=max(0.0, deadline - time.monotonic())))
+        except queue.Empty:
+            log.warning("key %r: %d HSM session(s) still signing after %.1fs; leaving them open",
+                        self.key_id, self._pool_size - len(slots), timeout)
         with library.gate.shared():
             for slot in slots:
                 if slot is not None and slot.epoch == library.epoch:
                     library.raw.close_session(slot.session.handle)
-        disconnect(self._connection)
+        if len(slots) == self._pool_size:
+            disconnect(self._connection)
 
     def __repr__(self) -> str:
         return f"Pkcs11Backend({self.key_id!r}, token {self._connection.token_label!r})"
@@ -422,14 +450,25 @@ class Pkcs11Backend:
     def _acquire(self, deadline: float | None) -> _Slot | None:
         if self._closed:
             raise BackendUnavailable(f"key {self.key_id!r}: backend is closed")
+        self._waiters.inc()
         try:
             if deadline is None:
-                return self._pool.get()
-            return self._pool.get(timeout=max(0.0, deadline - time.monotonic()))
+                slot = self._pool.get()
+            else:
+                slot = self._pool.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
             raise DeadlineExceeded(
-                f"key {self.key_id!r}: all {self._pool_size} HSM sessions busy until the deadline"
+                f"key {self.key_id!r}: all {self._pool_size} HSM sessions busy until the "
+                "deadline; nothing was signed"
             ) from None
+        finally:
+            self._waiters.dec()
+        self._in_use.inc()
+        return slot
+
+    def _release(self, slot: _Slot | None) -> None:
+        self._in_use.dec()
+        self._pool.put(slot)
 
     def _fresh(self, slot: _Slot | None) -> _Slot:
         """The slot itself if its session and key handle are current, else a new session with
@@ -483,7 +522,7 @@ class Pkcs11Backend:
             if slot.epoch == library.epoch:
                 with library.gate.shared():
                     library.raw.close_session(slot.session.handle)
-        self._pool.put(None)
+        self._release(None)
 
     def _recover(self, generation: int, deadline: float | None) -> None:
         if deadline is not None and time.monotonic() >= deadline:

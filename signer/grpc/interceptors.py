@@ -1,7 +1,8 @@
-"""Cross-cutting work for every call: a request id, error mapping and one access-log line.
+"""Cross-cutting work for every call: a request id, error mapping, metrics and one access-log
+line.
 
-The log line carries the method, peer, status and duration (for a stream: how many messages it
-answered and with which statuses); never a payload, key or signature.
+The log line carries the method, peer, key id, status and duration (for a stream: how many
+messages it answered and with which statuses); never a payload, key or signature.
 """
 
 import contextvars
@@ -15,8 +16,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
-from signer.errors import InvalidRequest, SignerError
+from signer import metrics
+from signer.errors import InvalidRequest, ResourceExhausted, SignerError
 from signer.grpc.errors import UNEXPECTED, status_for
+from signer.logs import Fields
 
 log = logging.getLogger("signer.access")
 
@@ -36,16 +39,24 @@ def current_request_id() -> str:
     return _request_id_var.get() or uuid.uuid4().hex
 
 
+def register_methods(*services: Any) -> None:
+    """Method label values for metrics: the methods of these service descriptors."""
+    metrics.register_methods(f"{svc.full_name}/{m.name}" for svc in services for m in svc.methods)
+
+
 class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Turns SignerError into its status; anything else into UNAVAILABLE, logged with trace.
 
     Unary calls and bidirectional streams are wrapped; a stream's messages are each answered
     with their own status by `answer_each`. grpc asks for the handler on every call: the wrapped
-    handler is built once per method.
+    handler is built once per method. `max_request_bytes` (per message) is enforced here, not
+    by grpc's transport (whose limit the server sets higher), so an oversized request is
+    answered like any other error: with its request id trailer, an access-log line and metrics.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_request_bytes: int | None = None) -> None:
         self._wrapped: dict[str, Handler] = {}
+        self._max_request_bytes = max_request_bytes
 
     def intercept_service(
         self,
@@ -58,73 +69,73 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             if handler is None:
                 return None
             if handler.unary_unary is not None:
-                wrapped = _wrap(details.method, handler)
+                wrapped = _wrap(details.method, handler, self._max_request_bytes)
             elif handler.stream_stream is not None:
-                wrapped = _wrap_stream(details.method, handler)
+                wrapped = _wrap_stream(details.method, handler, self._max_request_bytes)
             else:
                 return handler  # health's Watch (server streaming): nothing of ours to map
             self._wrapped[details.method] = wrapped
         return wrapped
 
 
-def _wrap(method: str, handler: "Handler") -> "Handler":
+def _wrap(method: str, handler: "Handler", max_request_bytes: int | None) -> "Handler":
     inner = handler.unary_unary
     parse = handler.request_deserializer
     assert inner is not None and parse is not None  # generated unary handlers carry both
     what = method.rsplit("/", 1)[-1] + " request"
+    label = method.lstrip("/")
 
     def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
         started = time.perf_counter()
         request_id = _request_id(context.invocation_metadata())
         _request_id_var.set(request_id)
+        call, token = metrics.begin_call(label, getattr(request, "key_id", ""))
         code = grpc.StatusCode.OK
         message = ""
         try:
             context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
-            if isinstance(request, _Undecodable):
-                raise InvalidRequest(f"request is not a valid {what} message")
+            if isinstance(request, _Refused):
+                raise request.error(what)
             return inner(request, context)
         except SignerError as exc:
             code, message = status_for(exc), str(exc)
         except Exception:
-            log.exception("unexpected fault in %s (request %s)", method, request_id)
+            log.exception("unexpected fault in %s (request %r)", method, request_id)
             code, message = UNEXPECTED
         finally:
+            seconds = time.perf_counter() - started
+            metrics.end_call(call, token, code.name, seconds)
             if log.isEnabledFor(logging.INFO):
-                log.info(
-                    "%s peer=%s request_id=%s status=%s ms=%.2f",
+                log.info(Fields(
                     method,
-                    context.peer(),
-                    request_id,
-                    code.name,
-                    (time.perf_counter() - started) * 1000,
-                )
+                    peer=context.peer(),
+                    key_id=call.key_id,
+                    client=call.client,
+                    request_id=request_id,
+                    status=code.name,
+                    ms=seconds * 1000,
+                ))
         context.abort(code, message)
-
-    def deserialize(data: bytes) -> Any:
-        # grpc answers INTERNAL when a deserializer raises; bad bytes are the caller's fault.
-        try:
-            return parse(data)
-        except Exception:
-            return _UNDECODABLE
 
     return grpc.unary_unary_rpc_method_handler(
         unary_unary,
-        request_deserializer=deserialize,
+        request_deserializer=_lenient(parse, max_request_bytes),
         response_serializer=handler.response_serializer,
     )
 
 
-def _wrap_stream(method: str, handler: "Handler") -> "Handler":
+def _wrap_stream(method: str, handler: "Handler", max_request_bytes: int | None) -> "Handler":
     inner = handler.stream_stream
     parse = handler.request_deserializer
     assert inner is not None and parse is not None
     what = _what(parse)
+    label = method.lstrip("/")
 
     def stream_stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
         started = time.perf_counter()
         request_id = _request_id(context.invocation_metadata())
         _request_id_var.set(request_id)
+        call, token = metrics.begin_call(label, "")
         messages = _Messages(requests, what, method, request_id)
         code = grpc.StatusCode.OK
         message = ""
@@ -142,23 +153,25 @@ def _wrap_stream(method: str, handler: "Handler") -> "Handler":
         except Exception as exc:
             code, message = _status_of(exc, method, request_id)
         finally:
+            seconds = time.perf_counter() - started
+            metrics.end_call(call, token, code.name, seconds)
             if log.isEnabledFor(logging.INFO):
-                log.info(
-                    "%s peer=%s request_id=%s status=%s ms=%.2f messages=%d answers=%s",
+                log.info(Fields(
                     method,
-                    context.peer(),
-                    request_id,
-                    code.name,
-                    (time.perf_counter() - started) * 1000,
-                    messages.count,
-                    ",".join(f"{c.name}:{n}" for c, n in messages.answers.items()) or "-",
-                )
+                    peer=context.peer(),
+                    client=call.client,
+                    request_id=request_id,
+                    status=code.name,
+                    ms=seconds * 1000,
+                    messages=messages.count,
+                    answers=",".join(f"{c.name}:{n}" for c, n in messages.answers.items()) or "-",
+                ))
         if code is not grpc.StatusCode.OK and context.is_active():
             context.abort(code, message)
 
     return grpc.stream_stream_rpc_method_handler(
         stream_stream,
-        request_deserializer=_lenient(parse),
+        request_deserializer=_lenient(parse, max_request_bytes),
         response_serializer=handler.response_serializer,
     )
 
@@ -184,9 +197,9 @@ def answer_each(
     for index, request in enumerate(requests):
         outcome: Answer | Refusal
         try:
-            if isinstance(request, _Undecodable):
+            if isinstance(request, _Refused):
                 assert messages is not None  # only our deserializer makes these
-                raise InvalidRequest(f"request is not a valid {messages.what} message")
+                raise request.error(messages.what)
             outcome = answer(index, request)
             code = grpc.StatusCode.OK
         except Exception as exc:
@@ -197,6 +210,8 @@ def answer_each(
             outcome = Refusal(code, text)
         if messages is not None:
             messages.answers[code] += 1
+            metrics.stream_message(messages.method.lstrip("/"), code.name,
+                                   getattr(request, "key_id", ""))
         yield index, outcome
 
 
@@ -230,7 +245,7 @@ class _Messages:
 def _status_of(exc: Exception, method: str, request_id: str) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, SignerError):
         return status_for(exc), str(exc)
-    log.exception("unexpected fault in %s (request %s)", method, request_id)
+    log.exception("unexpected fault in %s (request %r)", method, request_id)
     return UNEXPECTED
 
 
@@ -241,9 +256,11 @@ def _ended_by_caller(context: grpc.ServicerContext) -> grpc.StatusCode:
     return grpc.StatusCode.CANCELLED
 
 
-def _lenient(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+def _lenient(parse: Callable[[bytes], Any], max_bytes: int | None) -> Callable[[bytes], Any]:
     def deserialize(data: bytes) -> Any:
-        try:  # as for unary calls: bad bytes are the caller's fault, not INTERNAL
+        if max_bytes is not None and len(data) > max_bytes:
+            return _TooLarge(len(data), max_bytes)
+        try:  # grpc answers INTERNAL when a deserializer raises; bad bytes are the caller's fault
             return parse(data)
         except Exception:
             return _UNDECODABLE
@@ -258,14 +275,30 @@ def _what(parse: Callable[[bytes], Any]) -> str:
     return name.removesuffix("Request") + " request"
 
 
-class _Undecodable:
-    """Stands in for a request whose bytes did not parse."""
+class _Refused:
+    """Stands in for a request refused before parsing; `error` says why."""
+
+    def error(self, what: str) -> SignerError:
+        return InvalidRequest(f"request is not a valid {what} message")
 
 
-_UNDECODABLE = _Undecodable()
+class _TooLarge(_Refused):
+    def __init__(self, size: int, limit: int) -> None:
+        self.size, self.limit = size, limit
+
+    def error(self, what: str) -> SignerError:
+        return ResourceExhausted(
+            f"{what} is {self.size} bytes, more than the server's limit of {self.limit} "
+            "(server.max_request_bytes)"
+        )
+
+
+_UNDECODABLE = _Refused()
 
 
 def _request_id(metadata: Any) -> str:
+    """The caller's x-request-id if printable (cut to 64 characters), else a new one. Logs
+    escape it (signer.logs), so even spaces or quotes in it cannot forge a field."""
     for key, value in metadata or ():
         if key == REQUEST_ID_HEADER and isinstance(value, str) and value.isprintable():
             return value[:_MAX_REQUEST_ID]

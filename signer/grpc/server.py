@@ -1,20 +1,23 @@
 """Assemble and run the gRPC server: signer service, health checking, reflection."""
 
 import logging
+import os
 import signal
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from signer import metrics
 from signer.app.application import Application
 from signer.config import ServerConfig
 from signer.errors import ConfigError
-from signer.grpc.interceptors import ErrorMappingInterceptor
+from signer.grpc.health import KeyHealthReporter
+from signer.grpc.interceptors import ErrorMappingInterceptor, register_methods
 from signer.grpc.servicer import SignerServicer
 from signer.tls import ReloadableTls, TlsMaterial
 from signer.v1 import signer_pb2, signer_pb2_grpc
@@ -22,8 +25,12 @@ from signer.v1 import signer_pb2, signer_pb2_grpc
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = signer_pb2.DESCRIPTOR.services_by_name["SignerService"].full_name
-_SERVING = health_pb2.HealthCheckResponse.SERVING
-_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# grpc's own size limit sits above max_request_bytes so that the interceptor, not the transport,
+# refuses oversized requests (with a request id and a log line); beyond this factor the
+# transport cuts them off itself.
+TRANSPORT_LIMIT_FACTOR = 4
+# SIGTERM: the process ends within shutdown_grace_seconds plus this, whatever is still running.
+SHUTDOWN_MARGIN_SECONDS = 3.0
 
 
 class SignerServer:
@@ -57,20 +64,28 @@ class SignerServer:
         self.keyring = app.keyring
         self.config = config
         self.tls = tls
-        self.health = health.HealthServicer(experimental_non_blocking=True)
-        for service in ("", SERVICE_NAME):
-            self.health.set(service, _NOT_SERVING)
+        for signer in self.keyring:
+            signer.require_self_test = True  # refuse to sign until the self-test has passed
+        self.health_reporter = KeyHealthReporter(
+            self.keyring, SERVICE_NAME, config.health_check_interval_seconds
+        )
+        self.health = self.health_reporter.servicer
+        register_methods(signer_pb2.DESCRIPTOR.services_by_name["SignerService"],
+                         health_pb2.DESCRIPTOR.services_by_name["Health"])
+        metrics.server_limits(config.max_workers, config.max_concurrent_calls)
         self._server = grpc.server(
-            ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
-            interceptors=[ErrorMappingInterceptor()],
+            metrics.QueueCountingExecutor(config.max_workers, thread_name_prefix="rpc"),
+            interceptors=[ErrorMappingInterceptor(config.max_request_bytes)],
             options=[
-                ("grpc.max_receive_message_length", config.max_request_bytes),
+                ("grpc.max_receive_message_length",
+                 config.max_request_bytes * TRANSPORT_LIMIT_FACTOR),
                 ("grpc.so_reuseport", 0),
                 # A stream is read only as fast as it is answered; without BDP probing its
                 # flow-control window stays at 64 KiB instead of growing to several MiB, so a
                 # fast sender cannot make the server buffer much for it.
                 ("grpc.http2.bdp_probe", 0),
             ],
+            maximum_concurrent_rpcs=config.max_concurrent_calls,
         )
         signer_pb2_grpc.add_SignerServiceServicer_to_server(SignerServicer(app), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
@@ -89,16 +104,16 @@ class SignerServer:
 
     def self_test_and_mark_ready(self) -> None:
         self.keyring.self_test()
-        for service in ("", SERVICE_NAME):
-            self.health.set(service, _SERVING)
+        self.health_reporter.start()
         log.info("all %d keys passed their self-test: SERVING", len(self.keyring))
 
     def stop(self, grace: float | None = None) -> None:
-        """Refuse new calls, let in-flight ones finish (up to `grace` seconds), close backends."""
-        self.health.enter_graceful_shutdown()
+        """Refuse new calls, let in-flight ones finish (up to `grace` seconds), close backends;
+        bounded: returns within `grace` plus a few seconds even if a backend call hangs."""
         grace = self.config.shutdown_grace_seconds if grace is None else grace
-        self._server.stop(grace).wait()
-        self.keyring.close()
+        self.health_reporter.stop(timeout=1.0)
+        self._server.stop(grace).wait(grace + 1.0)
+        self.keyring.close(timeout=1.0)
         self.app.close()
 
     def reload(self) -> None:
@@ -161,5 +176,19 @@ def serve_forever(server: SignerServer) -> None:
         server.stop(0)
         raise
     stopping.wait()
+    _exit_after(server.config.shutdown_grace_seconds + SHUTDOWN_MARGIN_SECONDS)
     server.stop()
     log.info("stopped")
+
+
+def _exit_after(seconds: float) -> None:
+    """End the process after `seconds` whatever still runs: a handler blocked in a backend
+    keeps its worker thread, which the interpreter would otherwise wait for at exit."""
+
+    def watchdog() -> None:
+        time.sleep(seconds)
+        log.error("shutdown did not finish within %.1fs; exiting now", seconds)
+        logging.shutdown()
+        os._exit(1)
+
+    threading.Thread(target=watchdog, name="shutdown-watchdog", daemon=True).start()

@@ -1,0 +1,75 @@
+"""Logging set-up: one JSON object a line (the default when stderr is not a TTY), or text.
+
+Records that describe something (the access line: one per call) carry their values as `Fields`:
+in JSON they become top-level keys, in text `key=value` pairs in logfmt style where a value with
+a space, quote, `=` or backslash is quoted and escaped. Either way a caller-supplied value (a
+request id) stays one value and cannot forge another field. Secrets are never logged.
+"""
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Literal
+
+LogFormat = Literal["json", "text"]
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class Fields:
+    """A log message made of a short text and named values; rendered only when emitted."""
+
+    __slots__ = ("fields", "text")
+
+    def __init__(self, text: str, **fields: object) -> None:
+        self.text = text
+        self.fields = fields
+
+    def __str__(self) -> str:
+        return " ".join([self.text, *(f"{k}={_logfmt(v)}" for k, v in self.fields.items())])
+
+
+def _logfmt(value: object) -> str:
+    text = f"{value:.2f}" if isinstance(value, float) else str(value)
+    if text and text.isprintable() and not any(c in text for c in ' "=\\'):
+        return text
+    return json.dumps(text)  # quoted; quotes, backslashes and control characters escaped
+
+
+class JsonFormatter(logging.Formatter):
+    """`{"time", "level", "logger", "message", ...fields, "exception"}`, one line per record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+        }
+        if isinstance(record.msg, Fields) and not record.args:
+            entry["message"] = record.msg.text
+            for key, value in record.msg.fields.items():
+                entry.setdefault(key, value)  # never overwrite the record's own keys
+        else:
+            entry["message"] = record.getMessage()
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, default=str)
+
+
+def default_format() -> LogFormat:
+    """JSON for log collectors; text for a person at a terminal."""
+    return "text" if sys.stderr.isatty() else "json"
+
+
+def configure(log_format: LogFormat | None, level: str) -> None:
+    """Send every log record to stderr in `log_format` (None: `default_format()`)."""
+    handler = logging.StreamHandler(sys.stderr)
+    fmt = log_format or default_format()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level))
