@@ -136,11 +136,16 @@ def import_key(token, label, secret):
 def recreate_token_in_other_process(token, label, secret):
     """softhsm2-util runs in its own process; the key goes in through a child process too, so
     this process's library keeps its stale view until the backend recovers."""
+    token.delete()
+    time.sleep(0.2)
+    create_token_in_other_process(token, label, secret)
+
+
+def create_token_in_other_process(token, label, secret):
+    """setup-token.sh, then the key imported by a child process (see above)."""
     import subprocess
     import sys
 
-    token.delete()
-    time.sleep(0.2)
     token.setup()
     if secret is not None:
         code = ("import sys; from signer.backends import pkcs11 as p; "
