@@ -8,6 +8,7 @@ request id) stays one value and cannot forge another field. Secrets are never lo
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Literal
@@ -29,9 +30,13 @@ class Fields:
         return " ".join([self.text, *(f"{k}={_logfmt(v)}" for k, v in self.fields.items())])
 
 
+# Printable ASCII except space, quote, `=` and backslash: written as is; anything else quoted.
+_PLAIN = re.compile(r'[!#-<>-\[\]-~]+')
+
+
 def _logfmt(value: object) -> str:
     text = f"{value:.2f}" if isinstance(value, float) else str(value)
-    if text and text.isprintable() and not any(c in text for c in ' "=\\'):
+    if _PLAIN.fullmatch(text):
         return text
     return json.dumps(text)  # quoted; quotes, backslashes and control characters escaped
 

@@ -151,8 +151,18 @@ def begin_call(method: str, key_id: str) -> tuple[Call, Any]:
 def end_call(call: Call, token: Any, status: str, seconds: float) -> None:
     _current_call.reset(token)
     CALLS_IN_FLIGHT.dec()
-    REQUESTS.labels(call.method, status, call.key_id, call.client).inc()
-    REQUEST_SECONDS.labels(call.method, call.key_id).observe(seconds)
+    labels = (call.method, status, call.key_id, call.client)
+    children = _request_children.get(labels)
+    if children is None:  # labels() validates and locks: look each series up once
+        children = _request_children[labels] = (
+            REQUESTS.labels(*labels), REQUEST_SECONDS.labels(call.method, call.key_id)
+        )
+    children[0].inc()
+    children[1].observe(seconds)
+
+
+# Bounded like the label values themselves.
+_request_children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 
 
 def stream_message(method: str, status: str, key_id: str) -> None:

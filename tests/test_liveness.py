@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from signer.config import ServerConfig
-from signer.errors import DeadlineExceeded
+from signer.errors import BackendUnavailable, DeadlineExceeded
 from signer.grpc.server import SHUTDOWN_MARGIN_SECONDS, SignerServer
 from signer.service import KeyRing
 from signer.v1 import signer_pb2 as pb
@@ -194,7 +194,11 @@ def test_pkcs11_close_is_bounded_while_a_session_is_busy(softhsm_token):
     started = time.monotonic()
     backend.close(timeout=0.3)
     assert 0.25 < time.monotonic() - started < 2
-    backend._release(slot)
+    with pytest.raises(BackendUnavailable, match="backend is closed"):
+        signer.sign_message(b"m", 1.0)
+    backend._release(slot)  # the call ends: a second close finishes the job
+    backend.close(timeout=1)
+    assert backend._closed_sessions == 2
 
 
 def test_sigterm_ends_the_process_within_grace_with_a_call_in_flight(

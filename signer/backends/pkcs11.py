@@ -333,6 +333,7 @@ class Pkcs11Backend:
             self._pool.put(None)
         self._pool_size = pool_size
         self._closed = False
+        self._closed_sessions = 0  # close() may time out and be called again to finish
         metrics.HSM_SESSIONS.labels(key_id).set(pool_size)
         self._in_use = metrics.HSM_SESSIONS_IN_USE.labels(key_id)
         self._waiters = metrics.HSM_SESSION_WAITERS.labels(key_id)
@@ -423,25 +424,28 @@ class Pkcs11Backend:
     def close(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:
         """Close the sessions and drop the login, waiting at most `timeout` seconds for calls
         in flight; sessions still busy then are left open (closing one inside C_Sign would
-        crash SoftHSM) and so is the login, until the process exits."""
-        if self._closed:
+        crash SoftHSM) and so is the login, until the process exits or close() is called
+        again."""
+        if self._closed_sessions == self._pool_size:
             return
-        self._closed = True
+        self._closed = True  # no new call takes a session
         library = self._connection.library
         deadline = time.monotonic() + timeout
         # Wait for in-flight calls outside the gate: one of them may need it to recover.
         slots: list[_Slot | None] = []
         try:
-            while len(slots) < self._pool_size:
+            while self._closed_sessions + len(slots) < self._pool_size:
                 slots.append(self._pool.get(timeout=max(0.0, deadline - time.monotonic())))
         except queue.Empty:
             log.warning("key %r: %d HSM session(s) still signing after %.1fs; leaving them open",
-                        self.key_id, self._pool_size - len(slots), timeout)
+                        self.key_id, self._pool_size - self._closed_sessions - len(slots),
+                        timeout)
         with library.gate.shared():
             for slot in slots:
                 if slot is not None and slot.epoch == library.epoch:
                     library.raw.close_session(slot.session.handle)
-        if len(slots) == self._pool_size:
+        self._closed_sessions += len(slots)
+        if self._closed_sessions == self._pool_size:
             disconnect(self._connection)
 
     def __repr__(self) -> str:
