@@ -8,6 +8,7 @@ adds a pause.
 
 import json
 import signal
+import subprocess
 import threading
 import time
 import urllib.request
@@ -224,6 +225,7 @@ def test_sigterm_ends_the_process_within_grace_with_a_call_in_flight(
         with urllib.request.urlopen(metrics_line.split()[-1], timeout=5) as reply:
             assert 'wallet_signer_key_serving{key_id="slow"} 1.0' in reply.read().decode()
 
+        kms_faults.clear()  # forget the start-up self-test's Sign
         kms_faults.add_fault(key=kms_key, latency=20)
         stub = pb_grpc.SignerServiceStub(grpc.insecure_channel(running.target))
         in_flight = stub.SignMessage.future(pb.SignMessageRequest(key_id="slow", message=b"m"),
@@ -234,7 +236,10 @@ def test_sigterm_ends_the_process_within_grace_with_a_call_in_flight(
         assert kms_faults.count("Sign", kms_key) == 1  # the call is inside KMS
         started = time.monotonic()
         running.proc.send_signal(signal.SIGTERM)
-        running.proc.wait(timeout=grace + SHUTDOWN_MARGIN_SECONDS + 5)
+        try:
+            running.proc.wait(timeout=grace + SHUTDOWN_MARGIN_SECONDS + 5)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running after SIGTERM:\n{running.log()}")
         elapsed = time.monotonic() - started
         assert elapsed < grace + SHUTDOWN_MARGIN_SECONDS + 1.0, elapsed
         with pytest.raises(grpc.RpcError):

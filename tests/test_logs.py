@@ -116,3 +116,23 @@ def test_configure_defaults_to_json_off_a_tty(capsys, monkeypatch):
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+@pytest.mark.parametrize(("flag", "formatter"), [("json", logs.JsonFormatter),
+                                                 ("text", logging.Formatter)])
+def test_cli_log_format_flag(flag, formatter, capsys):
+    from signer import cli
+
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    try:
+        code = cli.main(["--log-format", flag, "health", "--server", "127.0.0.1:1",
+                         "--timeout", "0.2"])
+        assert code == 1
+        assert type(root.handlers[-1].formatter) is formatter
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    with pytest.raises(SystemExit):
+        cli.main(["--log-format", "xml", "health"])
+    assert "invalid choice: 'xml'" in capsys.readouterr().err

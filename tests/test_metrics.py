@@ -186,3 +186,27 @@ def test_kms_retries_are_counted(listener, kms_faults, open_kms_signer):
     assert value(after, retries, key_id="kms-retries") - value(
         before, retries, key_id="kms-retries") == 2
     assert kms_faults.count("Sign", signer.backend.key_arn) == 3
+
+
+def test_the_application_path_can_name_the_client_and_key(listener):
+    """What an application path (not a door) calls once it has identified the caller."""
+    from signer import metrics
+
+    metrics.register_methods(["test.Door/Sign"])
+    metrics.register_keys(["named-by-app"])
+    before = scrape(listener)
+    call, token = metrics.begin_call("test.Door/Sign", "")
+    metrics.annotate_call(key_id="named-by-app", client="agent-7")
+    metrics.end_call(call, token, "OK", 0.01)
+    call, token = metrics.begin_call("not.Registered/Method", "")
+    metrics.annotate_call(key_id="caller-typed-this")
+    metrics.end_call(call, token, "OK", 0.01)
+    metrics.annotate_call(client="outside a call")  # no-op
+    after = scrape(listener)
+    total = "wallet_signer_requests_total"
+    labels = {"method": "test.Door/Sign", "status": "OK", "key_id": "named-by-app",
+              "client": "agent-7"}
+    assert value(after, total, **labels) - value(before, total, **labels) == 1
+    labels = {"method": "(other)", "status": "OK", "key_id": UNKNOWN_KEY, "client": ""}
+    assert value(after, total, **labels) - value(before, total, **labels) == 1
+    assert "caller-typed-this" not in scrape_text(listener)

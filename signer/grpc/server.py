@@ -160,6 +160,8 @@ def serve_forever(server: SignerServer) -> None:
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        if not stopping.is_set():
+            _exit_after(server.config.shutdown_grace_seconds + SHUTDOWN_MARGIN_SECONDS)
         log.info("received %s: finishing in-flight calls", signal.Signals(signum).name)
         stopping.set()
 
@@ -176,7 +178,6 @@ def serve_forever(server: SignerServer) -> None:
         server.stop(0)
         raise
     stopping.wait()
-    _exit_after(server.config.shutdown_grace_seconds + SHUTDOWN_MARGIN_SECONDS)
     server.stop()
     log.info("stopped")
 
@@ -187,8 +188,9 @@ def _exit_after(seconds: float) -> None:
 
     def watchdog() -> None:
         time.sleep(seconds)
-        log.error("shutdown did not finish within %.1fs; exiting now", seconds)
-        logging.shutdown()
-        os._exit(1)
+        try:
+            log.error("shutdown did not finish within %.1fs; exiting now", seconds)
+        finally:
+            os._exit(1)
 
     threading.Thread(target=watchdog, name="shutdown-watchdog", daemon=True).start()
