@@ -23,6 +23,7 @@ from signer.grpc.server import SHUTDOWN_MARGIN_SECONDS, SignerServer
 from signer.service import KeyRing
 from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
+from tests.conftest import open_app
 from tests.serve_process import start_serve
 from tests.test_server import faulty_signer
 
@@ -82,7 +83,7 @@ def test_oversized_request_has_request_id_and_access_line(serve, env_signer, cap
 def test_signing_is_refused_until_the_self_test_has_passed(env_key):
     calls = []
     signer = faulty_signer(env_key, calls.append)
-    server = SignerServer(KeyRing([signer]), ServerConfig(listen="127.0.0.1:0"))
+    server = SignerServer(open_app(KeyRing([signer])), ServerConfig(listen="127.0.0.1:0"))
     try:
         stub = pb_grpc.SignerServiceStub(grpc.insecure_channel(f"127.0.0.1:{server.port}"))
         with pytest.raises(grpc.RpcError) as caught:
