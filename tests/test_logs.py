@@ -5,6 +5,7 @@ import json
 import logging
 import shlex
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import grpc
 import pytest
@@ -19,6 +20,22 @@ FORGED_IDS = [
     "back\\slash status=OK",
     "=status=OK",
 ]
+
+
+@contextmanager
+def fresh_root_logger(monkeypatch) -> Iterator[logging.Logger]:
+    """The root logger as in a fresh process (no handlers) for the block; pytest's own
+    handlers and whatever logs.configure changes are put back after."""
+    root = logging.getLogger()
+    for flag in ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing"):
+        monkeypatch.setattr(logging, flag, getattr(logging, flag))
+    saved = list(root.handlers), root.level
+    root.handlers[:] = []
+    try:
+        yield root
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
 
 
 @pytest.fixture
@@ -103,36 +120,29 @@ def test_json_formatter_plain_records_and_exceptions():
 
 
 def test_configure_defaults_to_json_off_a_tty(capsys, monkeypatch):
-    root = logging.getLogger()
-    saved = list(root.handlers), root.level
-    try:
+    with fresh_root_logger(monkeypatch) as root:
         logs.configure(None, "INFO")  # pytest's captured stderr is not a TTY
         logging.getLogger("signer.test").info("listening on %s (port %d)", "127.0.0.1:0", 5)
         line = capsys.readouterr().err.strip().splitlines()[-1]
         assert json.loads(line)["message"] == "listening on 127.0.0.1:0 (port 5)"
+        logs.configure("text", "INFO")  # configured already: no second handler
+        assert len(root.handlers) == 1
+        root.handlers[:] = []
         logs.configure("text", "INFO")
         logging.getLogger("signer.test").info("hello")
         assert capsys.readouterr().err.strip().endswith("INFO signer.test: hello")
-    finally:
-        root.handlers[:] = saved[0]
-        root.setLevel(saved[1])
 
 
 @pytest.mark.parametrize(("flag", "formatter"), [("json", logs.JsonFormatter),
                                                  ("text", logging.Formatter)])
-def test_cli_log_format_flag(flag, formatter, capsys):
+def test_cli_log_format_flag(flag, formatter, capsys, monkeypatch):
     from signer import cli
 
-    root = logging.getLogger()
-    saved = list(root.handlers), root.level
-    try:
+    with fresh_root_logger(monkeypatch) as root:
         code = cli.main(["--log-format", flag, "health", "--server", "127.0.0.1:1",
                          "--timeout", "0.2"])
         assert code == 1
-        assert type(root.handlers[-1].formatter) is formatter
-    finally:
-        root.handlers[:] = saved[0]
-        root.setLevel(saved[1])
+        assert [type(h.formatter) for h in root.handlers] == [formatter]
     with pytest.raises(SystemExit):
         cli.main(["--log-format", "xml", "health"])
     assert "invalid choice: 'xml'" in capsys.readouterr().err
