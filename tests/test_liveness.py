@@ -250,3 +250,21 @@ def test_sigterm_ends_the_process_within_grace_with_a_call_in_flight(
         if running.proc.poll() is None:
             running.proc.kill()
             running.proc.wait(10)
+
+
+def test_kms_concurrency_follows_max_workers(kms_faults, make_kms_key):
+    """No hidden cap: the KMS client's connections and call threads are max_workers + 1."""
+    from signer.config import validate
+
+    config = validate({
+        "server": {"max_workers": 5},
+        "keys": {"ops": {"backend": "kms", "kms_key_id": make_kms_key(), "region": "us-east-1",
+                         "endpoint_url": kms_faults.endpoint_url}},
+    }, "test config")
+    keyring = KeyRing.from_config(config)
+    try:
+        backend = keyring.get("ops").backend
+        assert backend._client.meta.config.max_pool_connections == 6
+        assert backend._call_pool._max_workers == 6
+    finally:
+        keyring.close()
