@@ -210,3 +210,23 @@ def test_the_application_path_can_name_the_client_and_key(listener):
     labels = {"method": "(other)", "status": "OK", "key_id": UNKNOWN_KEY, "client": ""}
     assert value(after, total, **labels) - value(before, total, **labels) == 1
     assert "caller-typed-this" not in scrape_text(listener)
+
+
+def test_stream_messages_by_status_and_oversized_message(listener, serve, env_key):
+    from tests.test_stream import GOOD
+
+    running = serve(KeyRing([faulty_signer(env_key, lambda digest: None)]),
+                    max_request_bytes=1024)
+    method = "signer.v1.SignerService/SignTransactions"
+    big = pb.SignTransactionRequest(key_id="hot", unsigned_transaction=b"\x02" * 2000)
+    before = scrape(listener)
+    replies = list(running.stub.SignTransactions(iter([GOOD[0], big, GOOD[1]]), timeout=10))
+    assert [r.WhichOneof("result") for r in replies] == ["signed", "error", "signed"]
+    assert replies[1].error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert "(server.max_request_bytes)" in replies[1].error.message
+    after = scrape(listener)
+    messages = "wallet_signer_stream_messages_total"
+    for status, key_id, n in (("OK", "hot", 2), ("RESOURCE_EXHAUSTED", "", 1)):
+        labels = {"method": method, "status": status, "key_id": key_id}
+        assert value(after, messages, **labels) - value(before, messages, **labels) == n
+    assert requests(after, method, "OK", "") - requests(before, method, "OK", "") == 1
