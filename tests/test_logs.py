@@ -52,9 +52,13 @@ def access_log() -> Iterator[tuple[io.StringIO, logging.Handler]]:
     logger.setLevel(old_level)
 
 
+# A key id no test configures (known key ids are process-wide label values).
+UNCONFIGURED = "never-configured-3b9f"
+
+
 def call_with_request_id(env_server, request_id: str) -> None:
     with pytest.raises(grpc.RpcError) as caught:
-        env_server.stub.GetAddress(pb.GetAddressRequest(key_id="cold"),
+        env_server.stub.GetAddress(pb.GetAddressRequest(key_id=UNCONFIGURED),
                                    metadata=(("x-request-id", request_id),), timeout=5)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert ("x-request-id", request_id) in caught.value.trailing_metadata()

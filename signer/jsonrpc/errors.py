@@ -26,6 +26,7 @@ CODE_BY_ERROR: dict[type[errors.SignerError], int] = {
     errors.FailedPrecondition: SERVER_ERROR,  # frozen or disabled key
     errors.BackendUnavailable: RESOURCE_UNAVAILABLE,
     errors.DeadlineExceeded: RESOURCE_UNAVAILABLE,
+    errors.ResourceExhausted: LIMIT_EXCEEDED,  # e.g. a request over server.max_request_bytes
     errors.ConfigError: SERVER_ERROR,
 }
 
