@@ -60,6 +60,13 @@ class Hammer:
             if signer != self.address:
                 self.wrong.append(signer)
 
+    def wait_for_ok(self, seconds=10.0):
+        """Until a first signature came back (threads and channels are slow to start under
+        load): faults injected before that would leave nothing to compare against."""
+        deadline = time.monotonic() + seconds
+        while self.codes["OK"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     def assert_clean(self, allowed=("OK", "UNAVAILABLE")):
         assert self.wrong == []
         assert set(self.codes) <= set(allowed), self.codes
@@ -162,7 +169,7 @@ def test_token_recreated_with_same_key_recovers(serve, softhsm_token):
     signer = open_signer(softhsm_token, "k")
     server = serve(KeyRing([signer]))
     with Hammer(server.stub, signer.address) as hammer:
-        time.sleep(0.1)
+        hammer.wait_for_ok()
         recreate_token_in_other_process(softhsm_token, "k", SECRET)
         time.sleep(0.3)
     hammer.assert_clean()
@@ -176,7 +183,7 @@ def test_token_recreated_with_different_key_is_refused(serve, softhsm_token):
     server = serve(KeyRing([signer]))
     other = bytes.fromhex("11" * 32)
     with Hammer(server.stub, signer.address) as hammer:
-        time.sleep(0.1)
+        hammer.wait_for_ok()
         recreate_token_in_other_process(softhsm_token, "k", other)
         time.sleep(0.5)
     hammer.assert_clean(allowed=("OK", "UNAVAILABLE", "FAILED_PRECONDITION"))
