@@ -56,6 +56,16 @@ BACKEND_ERRORS = Counter(
     "wallet_signer_backend_errors", "Backend sign failures by kind (the service's error class)",
     ["key_id", "backend", "kind"],
 )
+POLICY_DECISIONS = Counter(
+    "wallet_signer_policy_decisions_total",
+    "Signing-policy decisions by client, policy and outcome (allow, deny, budget).",
+    ["client", "policy", "decision"],
+)
+BUDGET_SPENT = Gauge(
+    "wallet_signer_budget_spent_ratio",
+    "Share of each budget's limit spent in its window, as of the last reservation.",
+    ["client", "budget"],
+)
 KMS_RETRIES = Counter(
     "wallet_signer_kms_retries", "KMS Sign attempts beyond the first (botocore retries)",
     ["key_id"],

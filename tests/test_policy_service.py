@@ -411,3 +411,22 @@ def _wait_for_log(served, text: str, timeout: float = 10.0) -> None:
     while text not in served.log():
         assert time.monotonic() < deadline, f"not logged: {text}\n{served.log()}"
         time.sleep(0.05)
+
+
+def test_policy_decisions_and_budget_use_are_metrics(pki, tmp_path):
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    allow = dict(client="trader", policy="trader", decision="allow")
+    before = value("wallet_signer_policy_decisions_total", **allow)
+    server, _ = mtls_server(pki, tmp_path, {"trader": PolicyConfig.model_validate(BUDGET_POLICY)})
+    try:
+        stub = trader_stub(pki, server.port)
+        for n in range(5):
+            stub.SignTransaction(tenth(n), timeout=10)
+    finally:
+        server.stop(0)
+    assert value("wallet_signer_policy_decisions_total", **allow) == before + 5
+    assert value("wallet_signer_budget_spent_ratio", client="trader", budget="eth_daily") == 0.25

@@ -22,6 +22,7 @@ from typing import Any
 
 from eth_utils.crypto import keccak
 
+from signer import metrics
 from signer.app.access import AccessControl, Client
 from signer.app.audit import AuditLog, Reservation
 from signer.app.caller import Caller
@@ -177,6 +178,8 @@ class Application:
     def _identify_for_read(self, caller: Caller, method: str, key_id: str | None) -> Client | None:
         try:
             client, _ = self.access.identify(caller)
+            if client is not None:
+                metrics.annotate_call(client=client.name)
             self.access.check(client, method, key_id)
         except _DENIALS as exc:
             self._audit_denied_read(caller, method, key_id, exc)
@@ -204,6 +207,8 @@ class Application:
         try:
             client, identity = self.access.identify(caller)
             request.client, request.identity = client, identity
+            if client is not None:
+                metrics.annotate_call(client=client.name)
             signer = (
                 self._key_for(client, method, key_id or "")
                 if address is None
@@ -341,9 +346,12 @@ class SigningRequest:
             return
         decision = policy.evaluate(request, self.signer.address_bytes)
         self.record.update(policy=policy.name, rule_id=decision.rule_id)
+        labels = (self.client_name or "", policy.name)
         if not decision.allowed:
+            metrics.POLICY_DECISIONS.labels(*labels, "deny").inc()
             self.record["digest"] = "0x" + digest().hex()
             raise PolicyDenied(decision.reason)
+        metrics.POLICY_DECISIONS.labels(*labels, "allow").inc()
         self._decision = decision
         self._claims = _claims(self.client_name or "", decision)
         yield
@@ -361,8 +369,13 @@ class SigningRequest:
             uses = self._app.audit.write([self._body("intent")], reserve=reserve)
         except BudgetExceeded as exc:
             assert self._decision is not None
+            metrics.POLICY_DECISIONS.labels(
+                self.client_name or "", self._decision.policy, "budget").inc()
             raise PolicyDenied(_budget_denial(self._decision, exc)) from None
         self._intent_written = True
+        for use in uses:
+            metrics.BUDGET_SPENT.labels(self.client_name or "", use.scope.split("/", 1)[-1]).set(
+                use.spent / use.limit if use.limit else 1.0)
         if uses:
             self.record["budgets"] = [
                 {"name": u.scope.split("/", 1)[-1], "spent": str(u.spent), "limit": str(u.limit),
