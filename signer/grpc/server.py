@@ -177,7 +177,8 @@ def serve_forever(server: SignerServer) -> None:
     except BaseException:
         server.stop(0)
         raise
-    stopping.wait()
+    while not stopping.wait(0.5):  # wake now and then: signal handlers run between waits
+        pass
     server.stop()
     log.info("stopped")
 
