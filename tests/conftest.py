@@ -68,6 +68,16 @@ def env_key() -> str:
     return "0x" + Account.create().key.hex().removeprefix("0x")
 
 
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """A migrated store of each kind in STORES (the store suites run on every one)."""
+    url: str = request.getfixturevalue(f"{request.param}_store_url")
+    opened = open_store(url)
+    opened.migrate()
+    yield opened
+    opened.close()
+
+
 @pytest.fixture
 def sqlite_store_url(tmp_path: Path) -> str:
     return f"sqlite://{tmp_path / 'state.db'}"

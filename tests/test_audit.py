@@ -3,23 +3,12 @@ tampering (edit, delete, reorder, truncate, insert) is caught at the record it t
 
 import json
 import threading
-from collections.abc import Iterator
 
 import pytest
 
 from signer.app.audit import AuditLog, verify
 from signer.errors import StoreUnavailable
-from signer.store import Store, open_store
-from tests.conftest import STORES
-
-
-@pytest.fixture(params=STORES)
-def store(request: pytest.FixtureRequest) -> Iterator[Store]:
-    url: str = request.getfixturevalue(f"{request.param}_store_url")
-    store = open_store(url)
-    store.migrate()
-    yield store
-    store.close()
+from signer.store import Store
 
 
 def _run(store: Store, records: int = 5) -> AuditLog:

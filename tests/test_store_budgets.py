@@ -2,24 +2,13 @@
 settle, exact 256-bit arithmetic."""
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 
-from signer.store import BudgetClaim, BudgetExceeded, Store, open_store
-from tests.conftest import STORES
+from signer.store import BudgetClaim, BudgetExceeded, Store
 
 ETH = 10**18
 DAY = 86400
-
-
-@pytest.fixture(params=STORES)
-def store(request: pytest.FixtureRequest) -> Iterator[Store]:
-    url: str = request.getfixturevalue(f"{request.param}_store_url")
-    store = open_store(url)
-    store.migrate()
-    yield store
-    store.close()
 
 
 def eth(amount: int) -> BudgetClaim:

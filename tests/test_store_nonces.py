@@ -2,23 +2,10 @@
 the node's pending count is a floor, and only the last nonce handed out can be given back."""
 
 import threading
-from collections.abc import Iterator
-
-import pytest
 
 from signer.store import Store, open_store
-from tests.conftest import STORES
 
 ALICE, BOB = b"\xaa" * 20, b"\xbb" * 20
-
-
-@pytest.fixture(params=STORES)
-def store(request: pytest.FixtureRequest) -> Iterator[Store]:
-    url: str = request.getfixturevalue(f"{request.param}_store_url")
-    store = open_store(url)
-    store.migrate()
-    yield store
-    store.close()
 
 
 def test_first_reservation_starts_at_the_floor_then_counts_up(store: Store):

@@ -169,12 +169,6 @@ class Application:
         client = self._identify_for_read(caller, "GetAddress", key_id)
         return self._key_for(client, "GetAddress", key_id)
 
-    def key_for_address(self, caller: Caller, address: bytes, method: str) -> WalletSigner:
-        """The caller's key whose address is `address` (the JSON-RPC door selects keys by
-        `from`); any other address is not found."""
-        client = self._identify_for_read(caller, method, None)
-        return self._key_by_address(client, method, address)
-
     def _identify_for_read(self, caller: Caller, method: str, key_id: str | None) -> Client | None:
         try:
             client, _ = self.access.identify(caller)
@@ -229,25 +223,6 @@ class Application:
                 self.access.check(client, method, signer.key_id)
                 return signer
         raise KeyNotFound(f"no key for {checksum(address)} is available to this client")
-
-    def sign_transaction(
-        self, caller: Caller, key_id: str, tx: transactions.UnsignedTransaction,
-        timeout: float | None,
-    ) -> SignedTransaction:
-        with self.signing(caller, "SignTransaction", key_id) as request:
-            return request.sign_transaction(tx, timeout)
-
-    def sign_message(
-        self, caller: Caller, key_id: str, message: bytes, timeout: float | None
-    ) -> SignedDigest:
-        with self.signing(caller, "SignMessage", key_id) as request:
-            return request.sign_message(message, timeout)
-
-    def sign_typed_data(
-        self, caller: Caller, key_id: str, typed_data_json: str, timeout: float | None
-    ) -> SignedDigest:
-        with self.signing(caller, "SignTypedData", key_id) as request:
-            return request.sign_typed_data(typed_data_json, timeout)
 
     def evaluate(
         self, caller: Caller, method: str, key_id: str, build: Callable[[], PolicyRequest]

@@ -97,11 +97,8 @@ def _wrap(method: str, handler: "Handler", max_request_bytes: int | None) -> "Ha
             if isinstance(request, _Refused):
                 raise request.error(what)
             return inner(request, context)
-        except SignerError as exc:
-            code, message = status_for(exc), str(exc)
-        except Exception:
-            log.exception("unexpected fault in %s (request %r)", method, request_id)
-            code, message = UNEXPECTED
+        except Exception as exc:
+            code, message = _status_of(exc, method, request_id)
         finally:
             seconds = time.perf_counter() - started
             metrics.end_call(call, token, code.name, seconds)
