@@ -437,9 +437,8 @@ def evaluate_policy(
         if decision.allowed and b.request_spends and b.spent + b.request_spends > b.limit:
             return Evaluation(
                 False, policy.name, decision.rule_id,
-                f"policy {policy.name}: budget {b.name} exhausted: {b.spent} of {b.limit} "
-                f"spent in the last {_window(b.window_seconds)}, this request needs "
-                f"{b.request_spends} (rule {decision.rule_id})",
+                _budget_message(decision, b.name, b.spent, b.limit, b.window_seconds,
+                                b.request_spends),
                 budgets,
             )
     return Evaluation(decision.allowed, policy.name, decision.rule_id, decision.reason, budgets)
@@ -454,10 +453,18 @@ def digest_of(request: PolicyRequest) -> bytes:
 
 
 def _budget_denial(decision: Decision, exc: BudgetExceeded) -> str:
-    use, budget = exc.use, exc.use.scope.split("/", 1)[-1]
+    use = exc.use
+    return _budget_message(decision, use.scope.split("/", 1)[-1], use.spent, use.limit,
+                           use.window_seconds, exc.amount)
+
+
+def _budget_message(
+    decision: Decision, budget: str, spent: int, limit: int, window_seconds: int, amount: int
+) -> str:
+    """One wording for a budget that would go over, whether signing or dry-running."""
     return (
-        f"policy {decision.policy}: budget {budget} exhausted: {use.spent} of {use.limit} "
-        f"spent in the last {_window(use.window_seconds)}, this request needs {exc.amount} "
+        f"policy {decision.policy}: budget {budget} exhausted: {spent} of {limit} spent in "
+        f"the last {_window(window_seconds)}, this request needs {amount} "
         f"(rule {decision.rule_id})"
     )
 
