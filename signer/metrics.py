@@ -171,6 +171,11 @@ def end_call(call: Call, token: Any, status: str, seconds: float) -> None:
     children[1].observe(seconds)
 
 
+def refused_call(method: str, status: str, seconds: float) -> None:
+    """A call a door refused before any handler ran (unauthenticated, oversized, malformed)."""
+    end_call(*begin_call(method, ""), status, seconds)
+
+
 # Bounded like the label values themselves.
 _request_children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 

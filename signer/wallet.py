@@ -5,7 +5,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from eth_utils.crypto import keccak
 
 from signer import metrics
 from signer.backends.base import DigestBackend
@@ -19,6 +18,7 @@ from signer.errors import (
 )
 from signer.eth import messages, signature, transactions
 from signer.eth.fields import address_of
+from signer.eth.hashing import keccak
 from signer.eth.signature import RecoverableSignature
 from signer.health import KeyHealth
 

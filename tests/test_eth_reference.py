@@ -715,3 +715,19 @@ def test_wallet_never_releases_a_signature_by_another_key():
     honest = WalletSigner("k", _LyingBackend(actual, actual))  # type: ignore[arg-type]
     assert Account.recover_message(encode_defunct(b"hi"),
                                    signature=honest.sign_message(b"hi").signature) == honest.address
+
+
+@given(st.binary(max_size=4096))
+@settings(max_examples=300, deadline=None)
+def test_our_keccak_backend_matches_eth_utils(data: bytes) -> None:
+    """signer.eth.hashing uses eth-hash's pysha3 backend; eth_utils' default (pycryptodome)
+    is the reference, and the known empty-input digest pins both."""
+    from signer.eth.hashing import keccak as ours
+
+    assert ours(data) == keccak(data)
+
+
+def test_our_keccak_known_vector() -> None:
+    from signer.eth.hashing import keccak as ours
+
+    assert ours(b"").hex() == "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"

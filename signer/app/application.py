@@ -13,14 +13,11 @@ signature produced before the outcome failed is never released.
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from eth_utils.crypto import keccak
 
 from signer import metrics
 from signer.app.access import AccessControl, Client
@@ -38,6 +35,8 @@ from signer.errors import (
 )
 from signer.eth import messages, transactions
 from signer.eth.fields import checksum
+from signer.eth.hashing import keccak
+from signer.ids import new_id
 from signer.policy import Decision
 from signer.service import KeyRing
 from signer.store import BudgetClaim, BudgetExceeded, FrozenKey, Store, open_store
@@ -210,6 +209,7 @@ class Application:
             )
             request.signer = signer
             request.record["key_id"] = signer.key_id
+            metrics.annotate_call(key_id=signer.key_id)  # a JSON-RPC caller names an address
             self.freeze.check(signer.key_id)
             yield request
         except BaseException as exc:
@@ -277,7 +277,7 @@ class SigningRequest:
         self._decision: Decision | None = None
         self._claims: list[BudgetClaim] = []
         self.record: dict[str, Any] = {
-            "event": uuid.uuid4().hex,
+            "event": new_id(),
             "request_id": caller.request_id,
             "peer": caller.peer,
             "method": method,

@@ -17,7 +17,8 @@ from eth_abi.encoding import AddressEncoder
 from eth_abi.exceptions import ABITypeError, DecodingError, EncodingError
 from eth_abi.grammar import normalize, parse
 from eth_abi.registry import registry as default_registry
-from eth_utils.crypto import keccak
+
+from signer.eth.hashing import keccak
 
 
 class _RawAddressDecoder(AddressDecoder):
@@ -92,7 +93,7 @@ class FunctionSignature:
         sizes = [_static_size(p.type) for p in self.params]
         object.__setattr__(self, "types", types)
         object.__setattr__(self, "canonical", canonical)
-        object.__setattr__(self, "selector", keccak(text=canonical)[:4])
+        object.__setattr__(self, "selector", keccak(canonical.encode())[:4])
         static = None if None in sizes else sum(s for s in sizes if s is not None)
         object.__setattr__(self, "static_size", static)
 

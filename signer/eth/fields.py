@@ -7,9 +7,9 @@ import functools
 import re
 
 from eth_utils.address import to_checksum_address
-from eth_utils.crypto import keccak
 
 from signer.errors import InvalidRequest
+from signer.eth.hashing import keccak
 
 UINT64_MAX = 2**64 - 1
 UINT256_MAX = 2**256 - 1

@@ -8,9 +8,9 @@ from typing import Any
 
 from eth_account.messages import SignableMessage, encode_defunct, encode_typed_data
 from eth_utils.address import to_checksum_address
-from eth_utils.crypto import keccak
 
 from signer.errors import InvalidRequest
+from signer.eth.hashing import keccak
 
 _REQUIRED_TYPED_DATA_KEYS = ("types", "primaryType", "domain", "message")
 # Bounds on what eth-account walks recursively. They matter: importing eth-account raises the

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import rlp
-from eth_utils.crypto import keccak
 
 from signer.errors import InvalidRequest
 from signer.eth.fields import UINT64_MAX, UINT256_MAX
+from signer.eth.hashing import keccak
 
 LEGACY, ACCESS_LIST, DYNAMIC_FEE, BLOB, SET_CODE = 0, 1, 2, 3, 4
 SUPPORTED_TYPES = (LEGACY, ACCESS_LIST, DYNAMIC_FEE, SET_CODE)

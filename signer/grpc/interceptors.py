@@ -8,7 +8,6 @@ messages it answered and with which statuses); never a payload, key or signature
 import contextvars
 import logging
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import grpc
 from signer import metrics
 from signer.errors import InvalidRequest, ResourceExhausted, SignerError
 from signer.grpc.errors import UNEXPECTED, status_for
+from signer.ids import new_id
 from signer.logs import Fields
 
 log = logging.getLogger("signer.access")
@@ -28,15 +28,20 @@ if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
 _MAX_REQUEST_ID = 64
 
-# The request id of the call this thread is serving (set before the handler runs).
-_request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+# The request id and peer of the call this thread is serving (set before the handler runs;
+# the peer is read from grpc once a call: each read is a call into grpc's core).
+_call_var: contextvars.ContextVar[tuple[str, str]] = contextvars.ContextVar(
+    "call", default=("", "")
+)
 
 Request = TypeVar("Request")
 Answer = TypeVar("Answer")
 
 
-def current_request_id() -> str:
-    return _request_id_var.get() or uuid.uuid4().hex
+def current_call() -> tuple[str, str]:
+    """(request id, peer) of the call being served; a fresh id outside of one."""
+    request_id, peer = _call_var.get()
+    return request_id or new_id(), peer
 
 
 def register_methods(*services: Any) -> None:
@@ -88,7 +93,8 @@ def _wrap(method: str, handler: "Handler", max_request_bytes: int | None) -> "Ha
     def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
         started = time.perf_counter()
         request_id = _request_id(context.invocation_metadata())
-        _request_id_var.set(request_id)
+        peer = context.peer()
+        _call_var.set((request_id, peer))
         call, token = metrics.begin_call(label, getattr(request, "key_id", ""))
         code = grpc.StatusCode.OK
         message = ""
@@ -105,7 +111,7 @@ def _wrap(method: str, handler: "Handler", max_request_bytes: int | None) -> "Ha
             if log.isEnabledFor(logging.INFO):
                 log.info(Fields(
                     method,
-                    peer=context.peer(),
+                    peer=peer,
                     key_id=call.key_id,
                     client=call.client,
                     request_id=request_id,
@@ -131,7 +137,8 @@ def _wrap_stream(method: str, handler: "Handler", max_request_bytes: int | None)
     def stream_stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
         started = time.perf_counter()
         request_id = _request_id(context.invocation_metadata())
-        _request_id_var.set(request_id)
+        peer = context.peer()
+        _call_var.set((request_id, peer))
         call, token = metrics.begin_call(label, "")
         messages = _Messages(requests, what, method, request_id)
         code = grpc.StatusCode.OK
@@ -155,7 +162,7 @@ def _wrap_stream(method: str, handler: "Handler", max_request_bytes: int | None)
             if log.isEnabledFor(logging.INFO):
                 log.info(Fields(
                     method,
-                    peer=context.peer(),
+                    peer=peer,
                     client=call.client,
                     request_id=request_id,
                     status=code.name,
@@ -299,4 +306,4 @@ def _request_id(metadata: Any) -> str:
     for key, value in metadata or ():
         if key == REQUEST_ID_HEADER and isinstance(value, str) and value.isprintable():
             return value[:_MAX_REQUEST_ID]
-    return uuid.uuid4().hex
+    return new_id()

@@ -17,7 +17,7 @@ from signer.grpc import convert
 from signer.grpc.interceptors import (
     Refusal,
     answer_each,
-    current_request_id,
+    current_call,
     message_request_id,
 )
 from signer.v1 import signer_pb2 as pb
@@ -117,9 +117,10 @@ class SignerServicer(pb_grpc.SignerServiceServicer):  # type: ignore[misc]
 def caller_of(context: grpc.ServicerContext) -> Caller:
     """The caller as the application sees it: peer, request id, verified client certificate."""
     certificates = context.auth_context().get("x509_pem_cert")
+    request_id, peer = current_call()
     return Caller(
-        peer=context.peer(),
-        request_id=current_request_id(),
+        peer=peer or context.peer(),
+        request_id=request_id,
         certificate_pem=bytes(certificates[0]) if certificates else None,
     )
 

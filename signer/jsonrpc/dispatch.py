@@ -7,10 +7,12 @@ forwarded to the upstream node unchanged and its answer relayed as is.
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from signer import metrics
 from signer.app.application import Application
 from signer.app.caller import Caller
 from signer.errors import InvalidRequest, SignerError, Unauthenticated
@@ -55,6 +57,7 @@ class Dispatcher:
             "wallet_sendTransaction": self._send_transaction,
             "health_status": lambda caller, params, method: "OK",
         }
+        metrics.register_methods([*(METRIC_PREFIX + m for m in self._methods), FORWARDED])
 
     @property
     def local_methods(self) -> frozenset[str]:
@@ -64,11 +67,13 @@ class Dispatcher:
         try:
             self._app.access.identify(caller)  # the proxy is for known callers only, too
         except Unauthenticated as exc:
+            metrics.refused_call("", "UNAUTHENTICATED", 0.0)
             status = 401 if caller.certificate_pem is None else 403
             return Answer(status, _dump(_error(None, codes.SERVER_ERROR, str(exc))), (), 1)
         try:
             parsed = _parse(body)
         except JsonRpcError as exc:
+            metrics.refused_call("", _status_name(exc.code), 0.0)
             return Answer(200, _dump(_error(None, exc.code, exc.message)), (), 1)
         if isinstance(parsed, list):
             return self._batch(parsed, caller)
@@ -80,9 +85,11 @@ class Dispatcher:
 
     def _batch(self, items: list[Any], caller: Caller) -> Answer:
         if not items:
+            metrics.refused_call("", "INVALID_ARGUMENT", 0.0)
             return Answer(200, _dump(_error(None, codes.INVALID_REQUEST, "empty batch")), (), 1)
         if len(items) > self._max_batch:
             message = f"batch of {len(items)} requests exceeds max_batch_size {self._max_batch}"
+            metrics.refused_call("", "INVALID_ARGUMENT", 0.0)  # answered as -32600
             return Answer(200, _dump(_error(None, codes.INVALID_REQUEST, message)), (), 1)
         responses = []
         methods = []
@@ -97,24 +104,39 @@ class Dispatcher:
         return Answer(200, _dump(responses), tuple(methods), failed)
 
     def _one(self, request: Any, caller: Caller) -> tuple[dict[str, Any] | None, str]:
-        """(response or None for a notification, method name for the log)."""
+        """(response or None for a notification, method name for the log). Counted in the
+        request metrics like a gRPC call: method `jsonrpc/<method>` (every forwarded method
+        as one series), status in the gRPC vocabulary so one alert covers both doors."""
+        started = time.perf_counter()
         try:
             request_id, method, params = _envelope(request)
         except JsonRpcError as exc:
+            metrics.refused_call("", _status_name(exc.code), time.perf_counter() - started)
             return _error(_id_of(request), exc.code, exc.message), "?"
+        handler = self._methods.get(method)
+        if handler is not None:
+            label = METRIC_PREFIX + method
+        else:  # relayed, or (no upstream) not found: never the caller's name
+            label = FORWARDED if self._upstream is not None else ""
+        call, token = metrics.begin_call(label, "")
+        status = "OK"
         try:
-            handler = self._methods.get(method)
             if handler is None:
                 return self._forward(request, request_id, method), method
             result = handler(caller, params, method)
             response: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "result": result}
         except JsonRpcError as exc:
+            status = _status_name(exc.code)
             response = {"jsonrpc": "2.0", "id": request_id, "error": exc.to_json()}
         except SignerError as exc:
+            status = exc.code
             response = _error(request_id, code_for(exc), str(exc))
         except Exception:
             log.exception("unexpected fault in %s (request %s)", method, caller.request_id)
+            status = "UNAVAILABLE"
             response = _error(request_id, *codes.UNEXPECTED)
+        finally:
+            metrics.end_call(call, token, status, time.perf_counter() - started)
         return (None if request_id is _NO_ID else response), method
 
     def _forward(self, request: dict[str, Any], request_id: Any, method: str) -> Any:
@@ -234,6 +256,25 @@ def _id_of(request: Any) -> Any:
 def _arity(params: Params, method: str, count: int) -> None:
     if len(params) != count:
         raise InvalidRequest(f"params: {method} takes {count} parameters, got {len(params)}")
+
+
+METRIC_PREFIX = "jsonrpc/"
+FORWARDED = METRIC_PREFIX + "(forwarded)"  # one series for every method relayed upstream
+
+# The door's own error codes as the status names gRPC calls carry; an error relayed from the
+# upstream node (its own codes) is UPSTREAM_ERROR.
+_STATUS_BY_CODE = {
+    codes.PARSE_ERROR: "INVALID_ARGUMENT",
+    codes.INVALID_REQUEST: "INVALID_ARGUMENT",
+    codes.INVALID_PARAMS: "INVALID_ARGUMENT",
+    codes.METHOD_NOT_FOUND: "UNIMPLEMENTED",
+    codes.RESOURCE_UNAVAILABLE: "UNAVAILABLE",
+    codes.LIMIT_EXCEEDED: "RESOURCE_EXHAUSTED",
+}
+
+
+def _status_name(code: int) -> str:
+    return _STATUS_BY_CODE.get(code, "UPSTREAM_ERROR")
 
 
 def _error(request_id: Any, code: int, message: str) -> dict[str, Any]:

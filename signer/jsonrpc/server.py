@@ -16,17 +16,19 @@ import ssl
 import sys
 import threading
 import time
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from signer import metrics
 from signer.app.application import Application
 from signer.app.caller import Caller
 from signer.config import ServerConfig, split_listen
 from signer.errors import ConfigError
+from signer.ids import new_id
 from signer.jsonrpc.config import JsonRpcConfig
 from signer.jsonrpc.dispatch import Dispatcher
 from signer.jsonrpc.upstream import Upstream
+from signer.logs import Fields
 from signer.tls import ReloadableTls, TlsMaterial
 
 log = logging.getLogger(__name__)
@@ -246,6 +248,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the body is never read
             message = f"request body of {length} bytes exceeds max_request_bytes ({limit})"
             self._send(413, _error_body(message), None, request_id)
+            metrics.refused_call("", "RESOURCE_EXHAUSTED", time.perf_counter() - started)
             self._log("-", request_id, 413, 1, started)
             return
         body = self.rfile.read(length)
@@ -275,11 +278,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _log(self, methods: str, request_id: str, status: int, errors: int,
              started: float) -> None:
         if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                "jsonrpc %s peer=%s request_id=%s http=%d errors=%d ms=%.2f",
-                methods[:200], self.peer, request_id, status, errors,
-                (time.perf_counter() - started) * 1000,
-            )
+            access_log.info(Fields(
+                "jsonrpc",
+                methods=methods[:200],  # caller-supplied names: escaped by the formatter
+                peer=self.peer,
+                request_id=request_id,
+                http=status,
+                errors=errors,
+                ms=(time.perf_counter() - started) * 1000,
+            ))
 
     def log_message(self, format: str, *args: Any) -> None:
         """http.server's own stderr lines (malformed requests): one debug line instead."""
@@ -297,4 +304,4 @@ def _error_body(message: str) -> bytes:
 def _request_id(value: str | None) -> str:
     if value and value.isprintable():
         return value[:_MAX_REQUEST_ID]
-    return uuid.uuid4().hex
+    return new_id()
