@@ -209,7 +209,8 @@ class Application:
             )
             request.signer = signer
             request.record["key_id"] = signer.key_id
-            metrics.annotate_call(key_id=signer.key_id)  # a JSON-RPC caller names an address
+            if address is not None:  # named by address (JSON-RPC): label the call's key
+                metrics.annotate_call(key_id=signer.key_id)
             self.freeze.check(signer.key_id)
             yield request
         except BaseException as exc:
