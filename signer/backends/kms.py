@@ -39,6 +39,7 @@ from signer.errors import (
     SignerError,
 )
 from signer.eth.signature import SignatureFormat
+from signer.pools import start_all
 
 log = logging.getLogger(__name__)
 
@@ -325,9 +326,10 @@ def _stop_after_deadline(event_name: str = "", **kwargs: Any) -> None:
 
 
 def shared_call_pool(size: int) -> ThreadPoolExecutor:
-    """The pool that runs calls with a deadline: one per size, threads made on demand."""
+    """The pool that runs calls with a deadline: one per size, its threads all started."""
     with _clients_lock:
         pool = _pools.get(size)
         if pool is None:
-            pool = _pools[size] = ThreadPoolExecutor(size, thread_name_prefix="kms")
+            pool = _pools[size] = start_all(ThreadPoolExecutor(size, thread_name_prefix="kms"),
+                                            size)
         return pool

@@ -12,7 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from signer import metrics
+from signer import metrics, pools
 from signer.app.application import Application
 from signer.config import ServerConfig
 from signer.errors import ConfigError
@@ -74,7 +74,9 @@ class SignerServer:
                          health_pb2.DESCRIPTOR.services_by_name["Health"])
         metrics.server_limits(config.max_workers, config.max_concurrent_calls)
         self._server = grpc.server(
-            metrics.QueueCountingExecutor(config.max_workers, thread_name_prefix="rpc"),
+            pools.start_all(metrics.QueueCountingExecutor(config.max_workers,
+                                                          thread_name_prefix="rpc"),
+                            config.max_workers),
             interceptors=[ErrorMappingInterceptor(config.max_request_bytes)],
             options=[
                 ("grpc.max_receive_message_length",
