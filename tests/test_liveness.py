@@ -268,3 +268,30 @@ def test_kms_concurrency_follows_max_workers(kms_faults, make_kms_key):
         assert backend._call_pool._max_workers == 6
     finally:
         keyring.close()
+
+
+def test_worker_threads_all_start_with_the_server_and_end_with_it(env_key):
+    """The worker pool is started whole (a fixed thread count from start-up: growth is a
+    leak) and its idle threads end at stop, not at process exit."""
+
+    def workers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("rpc_")]
+
+    before = set(workers())
+    server = SignerServer(open_app(KeyRing([faulty_signer(env_key, lambda digest: None)])),
+                          ServerConfig(listen="127.0.0.1:0", max_workers=5))
+    try:
+        assert len(set(workers()) - before) == 5
+        server.self_test_and_mark_ready()
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        stub = pb_grpc.SignerServiceStub(channel)
+        for _ in range(20):
+            stub.SignMessage(pb.SignMessageRequest(key_id="hot", message=b"m"), timeout=5)
+        assert len(set(workers()) - before) == 5
+        channel.close()
+    finally:
+        server.stop(0)
+    deadline = time.monotonic() + 5
+    while set(workers()) - before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert set(workers()) - before == set()

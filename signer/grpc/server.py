@@ -73,10 +73,12 @@ class SignerServer:
         register_methods(signer_pb2.DESCRIPTOR.services_by_name["SignerService"],
                          health_pb2.DESCRIPTOR.services_by_name["Health"])
         metrics.server_limits(config.max_workers, config.max_concurrent_calls)
+        self._workers = pools.start_all(
+            metrics.QueueCountingExecutor(config.max_workers, thread_name_prefix="rpc"),
+            config.max_workers,
+        )
         self._server = grpc.server(
-            pools.start_all(metrics.QueueCountingExecutor(config.max_workers,
-                                                          thread_name_prefix="rpc"),
-                            config.max_workers),
+            self._workers,
             interceptors=[ErrorMappingInterceptor(config.max_request_bytes)],
             options=[
                 ("grpc.max_receive_message_length",
@@ -115,6 +117,7 @@ class SignerServer:
         grace = self.config.shutdown_grace_seconds if grace is None else grace
         self.health_reporter.stop(timeout=1.0)
         self._server.stop(grace).wait(grace + 1.0)
+        self._workers.shutdown(wait=False)  # idle workers end now; one stuck in a backend later
         self.keyring.close(timeout=1.0)
         self.app.close()
 
