@@ -88,7 +88,11 @@ class Sample:
     rss_kib: int
     fds: int
     threads: int
-    kinds: str  # threads by their kernel name, e.g. "python 68, event_engine 4"
+    kinds: Counter[str]  # threads by their kernel name: "python" (ours), grpc core's own
+
+    @property
+    def kinds_text(self) -> str:
+        return ", ".join(f"{name} {n}" for name, n in self.kinds.most_common())
 
 
 def sample(pid: int) -> Sample:
@@ -101,8 +105,7 @@ def sample(pid: int) -> Sample:
         except OSError:  # the thread ended meanwhile
             pass
     return Sample(time.monotonic(), int(status["VmRSS"].split()[0]),
-                  len(os.listdir(f"/proc/{pid}/fd")), int(status["Threads"]),
-                  ", ".join(f"{name} {n}" for name, n in kinds.most_common()))
+                  len(os.listdir(f"/proc/{pid}/fd")), int(status["Threads"]), kinds)
 
 
 class Tally:
@@ -304,7 +307,7 @@ def _summary(tally: Tally, first: Sample, warmed: Sample | None, end: Sample, se
           f"| {end.rss_kib / 1024:.1f} ({growth:+.1%} since warm-up) |")
     print(f"| open fds | {first.fds} | {warm.fds} | {end.fds} |")
     print(f"| threads | {first.threads} | {warm.threads} | {end.threads} |")
-    print(f"| threads by kind | {first.kinds} | {warm.kinds} | {end.kinds} |")
+    print(f"| threads by kind | {first.kinds_text} | {warm.kinds_text} | {end.kinds_text} |")
     checks = {"0 unexpected statuses": unexpected == 0, "every caller finished": stuck == 0}
     if warmed is None:
         print("SKIP: growth checks: the run was shorter than the warm-up "
@@ -317,6 +320,12 @@ def _summary(tally: Tally, first: Sample, warmed: Sample | None, end: Sample, se
         })
     for name, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}: {name}")
+    if warmed is not None and end.threads != warm.threads:
+        # Which threads: the service's own ("python": its pools start whole) or grpc core's
+        # (its EventEngine pool adds threads under load and never ends them, grpc/grpc#41169).
+        ours = end.kinds["python"] - warm.kinds["python"]
+        core = (end.threads - end.kinds["python"]) - (warm.threads - warm.kinds["python"])
+        print(f"  threads since warm-up: the service's own {ours:+d}, grpc core's {core:+d}")
     return 0 if all(checks.values()) else 1
 
 
