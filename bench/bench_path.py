@@ -80,9 +80,8 @@ def main() -> None:
         for threads in THREADS:
             for label, call in variants:
                 result, cpu = _measure(label, threads, call)
-                p50 = sorted(result.latencies_ms)[len(result.latencies_ms) // 2]
-                print(f"| {label} | {threads} | {result.per_second:.0f} | {p50:.2f} | {cpu:.0f} |",
-                      flush=True)
+                print(f"| {label} | {threads} | {result.per_second:.0f} "
+                      f"| {result.percentile(0.5):.2f} | {cpu:.0f} |", flush=True)
                 time.sleep(0.2)
         for store in stores:
             store.close()

@@ -15,8 +15,8 @@ minutes, or a tenth of the run if longer: allocator arenas and caches fill, and 
 the emulator open): pass when there are 0 unexpected statuses, RSS grew less than 5%, fds and
 threads did not grow. The server's own pools (gRPC workers, the KMS call pool) start all their
 threads at start-up (signer.pools), so their count is fixed from the first sample; the summary
-also lists threads by kernel name, grpc core's own threads apart. The exit status is 0 on pass, 1 otherwise; every wait is bounded, so it can run
-unattended.
+also lists threads by kernel name, grpc core's own threads apart. The exit status is 0 on pass,
+1 otherwise; every wait is bounded, so it can run unattended.
 """
 
 import argparse
