@@ -453,9 +453,9 @@ def _audit_tail(args: argparse.Namespace) -> int:
         raise InvalidRequest("-n: between 1 and 100000")
     for item in tail_audit(load_config(args.config), args.n):
         if args.json:
-            print(json.dumps({"writer": item.writer, "seq": item.seq, **item.record}))
+            print(json.dumps({"writer": item.writer, "seq": item.seq, **item.record.fields()}))
         else:
-            print(_audit_line(item.record))
+            print(_audit_line(item.record.fields()))
     return 0
 
 

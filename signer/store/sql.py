@@ -10,7 +10,7 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ from signer.errors import ConfigError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # (version, statements): applied in order by `migrate`, each version once.
 _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
@@ -78,6 +78,17 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 address TEXT NOT NULL,
                 next_nonce BIGINT NOT NULL,
                 PRIMARY KEY (chain_id, address))""",
+        ),
+    ),
+    (
+        4,
+        (
+            # Where each `audit prune` left its checkpoint record (in the pruning command's
+            # own chain): `verify` starts every chain after the latest one's heads.
+            """CREATE TABLE audit_checkpoints (
+                ordinal BIGINT PRIMARY KEY,
+                writer TEXT NOT NULL,
+                seq BIGINT NOT NULL)""",
         ),
     ),
 )
@@ -194,11 +205,14 @@ class Store:
             batch.append(rows)
 
     @contextmanager
-    def batch(self, lock: bool = False) -> Iterator["Batch"]:
+    def batch(self, lock: bool = False, durable: bool = True) -> Iterator["Batch"]:
         """One transaction for several operations (the audit's group commit: records and
-        the budget reservations they carry commit together, or not at all)."""
-        with self._transaction(lock=lock) as tx:
-            yield Batch(self, tx)
+        the budget reservations they carry commit together, or not at all). `durable=False`
+        commits without waiting for the disk (SQLite: synchronous=NORMAL in WAL mode;
+        PostgreSQL: synchronous_commit=off): the commit is visible at once, and the next
+        durable commit makes it durable too (docs/audit-durability.md)."""
+        with self._transaction(lock=lock, durable=durable) as tx:
+            yield self._dialect.make_batch(self, tx)
 
     def chain_head(self, writer: str) -> tuple[int, str] | None:
         with self._transaction() as tx:
@@ -243,10 +257,15 @@ class Store:
             ).fetchone()
         return _audit_row(row) if row else None
 
-    def audit_rows(self, writer: str, batch: int = 5000) -> Iterator[AuditRow]:
-        """One writer's rows in stored order (by seq), fetched in batches."""
-        after = -1
+    def audit_rows(self, writer: str, batch: int = 5000, *, after: int = -1,
+                   through: int | None = None) -> Iterator[AuditRow]:
+        """One writer's rows in stored order (by seq) after seq `after` (through seq
+        `through`), fetched in batches: memory does not grow with the chain."""
         while True:
+            if through is not None:
+                batch = max(0, min(batch, through - after))
+                if batch == 0:
+                    return
             with self._transaction() as tx:
                 rows = tx.execute(
                     self._sql(
@@ -260,6 +279,17 @@ class Store:
             if len(rows) < batch:
                 return
             after = int(rows[-1][1])
+
+    def latest_checkpoint(self) -> tuple[str, int] | None:
+        """(writer, seq) of the latest prune checkpoint record, if any prune ran."""
+        try:
+            with self._transaction() as tx:
+                row = tx.execute(
+                    "SELECT writer, seq FROM audit_checkpoints ORDER BY ordinal DESC LIMIT 1"
+                ).fetchone()
+        except self._dialect.programming_errors:
+            return None  # a store from before schema 4: never pruned
+        return (str(row[0]), int(row[1])) if row else None
 
     def recent_audit(self, limit: int) -> list[AuditRow]:
         """The newest `limit` rows of every writer (the caller orders them by time)."""
@@ -362,7 +392,7 @@ class Store:
         return self._dialect.placeholders(statement)
 
     @contextmanager
-    def _transaction(self, lock: bool = False) -> Iterator[_Connection]:
+    def _transaction(self, lock: bool = False, durable: bool = True) -> Iterator[_Connection]:
         """A connection inside one transaction, committed on success and rolled back on error.
         A database error drops the connection and raises StoreUnavailable."""
         if not self._slots.acquire(timeout=self._dialect.acquire_timeout):
@@ -373,7 +403,7 @@ class Store:
                 connection = self._idle.get_nowait()
             except queue.Empty:
                 connection = self._dialect.connect()
-            self._dialect.begin(connection, lock)
+            self._dialect.begin(connection, lock, durable)
             try:
                 yield connection
             except BaseException:
@@ -399,6 +429,13 @@ class Store:
         return f"Store({self._dialect.name})"
 
 
+class Results:
+    """What `Batch.reserve_many` decided, available once the batch has committed."""
+
+    def __init__(self, get: Callable[[], list[list[BudgetUse] | BudgetExceeded]]) -> None:
+        self.get = get
+
+
 class Batch:
     """Operations inside one store transaction (from `Store.batch`)."""
 
@@ -414,6 +451,26 @@ class Batch:
             self._sql("INSERT INTO audit_writers (writer, started_at, ordinal) VALUES (?, ?, ?)"),
             (writer, started_at, int(row[0]) + 1),
         )
+
+    def reserve_many(
+        self, reservations: Sequence[tuple[str, Sequence[BudgetClaim], float]]
+    ) -> "Results":
+        """`reserve` for each (reservation, claims, now), in order; each either reserves all
+        its claims or none. Results (uses or the BudgetExceeded) are read after the commit."""
+        results: list[list[BudgetUse] | BudgetExceeded] = []
+        for reservation, claims, now in reservations:
+            try:
+                results.append(self.reserve(reservation, claims, now))
+            except BudgetExceeded as exc:
+                results.append(exc)
+        return Results(lambda: results)
+
+    def finish_many(self, settle: Sequence[str], release: Sequence[str]) -> None:
+        """Settle (a signature exists) and release (none was made) reservations."""
+        for reservation in settle:
+            self.settle(reservation)
+        for reservation in release:
+            self.release(reservation)
 
     def append(self, rows: Sequence[AuditRow]) -> None:
         if rows:
@@ -563,8 +620,11 @@ class _Dialect:
     def placeholders(self, statement: str) -> str:
         return statement
 
-    def begin(self, connection: _Connection, lock: bool) -> None:
+    def begin(self, connection: _Connection, lock: bool, durable: bool = True) -> None:
         connection.execute("BEGIN")
+
+    def make_batch(self, store: Store, tx: _Connection) -> "Batch":
+        return Batch(store, tx)
 
     def commit(self, connection: _Connection) -> None:
         connection.execute("COMMIT")
@@ -597,7 +657,11 @@ class _Sqlite(_Dialect):
         connection.execute("PRAGMA busy_timeout=10000")
         return connection
 
-    def begin(self, connection: _Connection, lock: bool) -> None:
+    def begin(self, connection: _Connection, lock: bool, durable: bool = True) -> None:
+        # FULL: the commit fsyncs the WAL (and with it every earlier commit in the file);
+        # NORMAL: the commit is in the WAL, visible to all, on disk at the next FULL commit
+        # or checkpoint. Per connection, so set before every transaction.
+        connection.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
         # IMMEDIATE takes the write lock up front: no deadlock upgrading a read to a write
         connection.execute("BEGIN IMMEDIATE")
 
@@ -644,8 +708,10 @@ class _Postgres(_Dialect):
         return Decimal(value)
 
 
-    def begin(self, connection: _Connection, lock: bool) -> None:
+    def begin(self, connection: _Connection, lock: bool, durable: bool = True) -> None:
         connection.execute("BEGIN")
+        if not durable:  # visible at commit; on disk with the next synchronous commit
+            connection.execute("SET LOCAL synchronous_commit = off")
         if lock:  # migrations and writer ordinals: one replica at a time
             connection.execute("SELECT pg_advisory_xact_lock(7361626)")
 
