@@ -235,6 +235,23 @@ def parse(raw: Mapping[str, Any]) -> AuditRecord:
         return Checkpoint(at=at, before=str(raw["before"]), heads=_heads(raw["heads"]),
                           records=int(raw["records"]), export_sha256=str(raw["export_sha256"]),
                           operator=_str(raw, "operator"))
+    if kind == "dry_run":
+        return DryRun(
+            at=at, method=_str(raw, "method"), client=_str(raw, "client"),
+            status=_str(raw, "status"), reason=_str(raw, "reason"),
+            request_id=_str(raw, "request_id"), peer=_str(raw, "peer"),
+            key_id=_str(raw, "key_id"), identity=_str(raw, "identity"),
+            source=_str(raw, "source"), digest=_str(raw, "digest"),
+            decision=_str(raw, "decision"), policy=_str(raw, "policy"),
+            rule_id=_str(raw, "rule_id"),
+        )
+    if kind == "admin":
+        return Admin(
+            at=at, action=str(raw.get("action")), key_id=_str(raw, "key_id"),
+            operator=_str(raw, "operator"),
+            details={k: v for k, v in raw.items()
+                     if k not in ("at", "kind", "action", "key_id", "operator")},
+        )
     if kind in ("intent", "outcome"):
         try:
             return _signing(kind, at, raw)
