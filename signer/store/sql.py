@@ -11,7 +11,8 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager as ContextManager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -175,6 +176,8 @@ class Store:
                     continue
                 for statement in statements:
                     tx.execute(statement.format(numeric=self._dialect.numeric_type))
+                for statement in self._dialect.migration(version):
+                    tx.execute(statement)
                 tx.execute(self._sql("INSERT INTO schema_version (version) VALUES (?)"), (version,))
                 current = version
         if current > SCHEMA_VERSION:
@@ -211,7 +214,7 @@ class Store:
         commits without waiting for the disk (SQLite: synchronous=NORMAL in WAL mode;
         PostgreSQL: synchronous_commit=off): the commit is visible at once, and the next
         durable commit makes it durable too (docs/audit-durability.md)."""
-        with self._transaction(lock=lock, durable=durable) as tx:
+        with self._transaction(lock=lock, durable=durable, pipeline=True) as tx:
             yield self._dialect.make_batch(self, tx)
 
     def chain_head(self, writer: str) -> tuple[int, str] | None:
@@ -333,20 +336,23 @@ class Store:
     ) -> list[BudgetUse]:
         """Reserve every claim or none (see `Batch.reserve`), in a transaction of its own."""
         with self.batch() as batch:
-            return batch.reserve(reservation, claims, now)
+            results = batch.reserve_many([(reservation, claims, now)])
+        (result,) = results.get()
+        if isinstance(result, BudgetExceeded):
+            raise result
+        return result
 
     def settle(self, reservation: str) -> None:
         with self.batch() as batch:
-            batch.settle(reservation)
+            batch.finish_many(settle=[reservation], release=[])
 
     def release(self, reservation: str) -> None:
         with self.batch() as batch:
-            batch.release(reservation)
+            batch.finish_many(settle=[], release=[reservation])
 
     def budget_spent(self, scope: str, window_seconds: int, now: float) -> int:
-        with self.batch() as batch:
-            self._dialect.lock_key(batch._tx, "budget:" + scope)
-            return batch.window_total(scope, window_seconds, now)
+        with self._transaction() as tx:
+            return self._dialect.make_batch(self, tx).spent(scope, window_seconds, now)
 
     # -- nonces (JSON-RPC eth_sendTransaction) ---------------------------------------------
 
@@ -392,9 +398,14 @@ class Store:
         return self._dialect.placeholders(statement)
 
     @contextmanager
-    def _transaction(self, lock: bool = False, durable: bool = True) -> Iterator[_Connection]:
+    def _transaction(
+        self, lock: bool = False, durable: bool = True, pipeline: bool = False
+    ) -> Iterator[_Connection]:
         """A connection inside one transaction, committed on success and rolled back on error.
-        A database error drops the connection and raises StoreUnavailable."""
+        A database error drops the connection and raises StoreUnavailable. `pipeline`: the
+        statements are sent without waiting for each one's answer, and answered together at
+        the end (PostgreSQL: one round trip for the whole transaction, unless a statement's
+        rows are read inside it)."""
         if not self._slots.acquire(timeout=self._dialect.acquire_timeout):
             raise StoreUnavailable("state store: no connection free in time")
         connection: _Connection | None = None
@@ -403,13 +414,14 @@ class Store:
                 connection = self._idle.get_nowait()
             except queue.Empty:
                 connection = self._dialect.connect()
-            self._dialect.begin(connection, lock, durable)
             try:
-                yield connection
+                with self._dialect.pipeline(connection, pipeline):
+                    self._dialect.begin(connection, lock, durable)
+                    yield connection
+                    self._dialect.commit(connection)
             except BaseException:
                 self._dialect.rollback(connection)
                 raise
-            self._dialect.commit(connection)
             self._idle.put(connection)
             connection = None
         except self._dialect.operational_errors as exc:
@@ -446,10 +458,10 @@ class Batch:
         self._dialect = store._dialect
 
     def register_writer(self, writer: str, started_at: str) -> None:
-        row = self._tx.execute("SELECT coalesce(max(ordinal), 0) FROM audit_writers").fetchone()
         self._tx.execute(
-            self._sql("INSERT INTO audit_writers (writer, started_at, ordinal) VALUES (?, ?, ?)"),
-            (writer, started_at, int(row[0]) + 1),
+            self._sql("INSERT INTO audit_writers (writer, started_at, ordinal) "
+                      "SELECT ?, ?, coalesce(max(ordinal), 0) + 1 FROM audit_writers"),
+            (writer, started_at),
         )
 
     def reserve_many(
@@ -511,6 +523,11 @@ class Batch:
             )
             self._set_total(claim.scope, claim.window_seconds, use.spent)
         return uses
+
+    def spent(self, scope: str, window_seconds: int, now: float) -> int:
+        """`window_total` under the budget's lock (a read outside any reservation)."""
+        self._dialect.lock_key(self._tx, "budget:" + scope)
+        return self.window_total(scope, window_seconds, now)
 
     def window_total(self, scope: str, window_seconds: int, now: float) -> int:
         """What `scope` has spent in the `window_seconds` before `now`, bringing its running
@@ -595,6 +612,147 @@ class Batch:
             )
 
 
+class _PostgresBatch(Batch):
+    """The group commit on PostgreSQL in one round trip: the transaction runs in pipeline
+    mode, so no statement here may wait for its answer. Reservations are decided inside the
+    database (`ws_reserve`, the same arithmetic as `Batch.reserve`) and read after COMMIT."""
+
+    def reserve_many(
+        self, reservations: Sequence[tuple[str, Sequence[BudgetClaim], float]]
+    ) -> Results:
+        cursors = []
+        for reservation, claims, now in reservations:
+            ordered = sorted(claims, key=lambda c: c.scope)  # one lock order: no deadlock
+            cursor = self._tx.cursor()  # type: ignore[attr-defined]
+            cursor.execute(
+                "SELECT out_scope, out_spent, out_exceeded FROM ws_reserve(%s, %s::text[], "
+                "%s::numeric[], %s::numeric[], %s::bigint[], %s)",
+                (reservation, [c.scope for c in ordered],
+                 [self._dialect.to_numeric(c.amount) for c in ordered],
+                 [self._dialect.to_numeric(c.limit) for c in ordered],
+                 [c.window_seconds for c in ordered], now),
+            )
+            cursors.append((ordered, cursor))
+
+        def get() -> list[list[BudgetUse] | BudgetExceeded]:
+            results: list[list[BudgetUse] | BudgetExceeded] = []
+            for ordered, cursor in cursors:
+                claims = {c.scope: c for c in ordered}
+                uses: list[BudgetUse] = []
+                exceeded: BudgetExceeded | None = None
+                for scope, spent, over in cursor.fetchall():
+                    c = claims[str(scope)]
+                    use = BudgetUse(c.scope, int(spent), c.limit, c.window_seconds)
+                    if over:
+                        exceeded = BudgetExceeded(use, c.amount)
+                    uses.append(use)
+                results.append(exceeded if exceeded is not None else uses)
+            return results
+
+        return Results(get)
+
+    def spent(self, scope: str, window_seconds: int, now: float) -> int:
+        self._dialect.lock_key(self._tx, "budget:" + scope)
+        row = self._tx.execute(
+            "SELECT ws_window_total(%s, %s, %s)", (scope, window_seconds, now)
+        ).fetchone()
+        return int(row[0])
+
+    def finish_many(self, settle: Sequence[str], release: Sequence[str]) -> None:
+        if settle:
+            self._tx.execute(
+                "UPDATE budget_spend SET state = 'spent' WHERE reservation = ANY(%s::text[])",
+                (list(settle),),
+            )
+        if release:
+            self._tx.execute("SELECT ws_release(%s::text[])", (list(release),))
+
+
+# The budget arithmetic of `Batch.reserve` / `window_total` / `release`, statement for
+# statement, as functions: a group commit on PostgreSQL sends them in its one round trip.
+_PG_FUNCTIONS = (
+    f"""CREATE OR REPLACE FUNCTION ws_window_total(
+        p_scope text, p_window bigint, p_now double precision) RETURNS numeric
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        v_since double precision := p_now - p_window;
+        v_window bigint;
+        v_total numeric;
+        v_expired numeric;
+    BEGIN
+        SELECT t.window_seconds, t.total INTO v_window, v_total
+            FROM budget_totals t WHERE t.scope = p_scope;
+        IF NOT FOUND OR v_window <> p_window THEN
+            DELETE FROM budget_spend s
+                WHERE s.scope = p_scope AND s.at < p_now - {BUDGET_RETENTION_SECONDS};
+            UPDATE budget_spend s SET counted = CASE WHEN s.at > v_since THEN 1 ELSE 0 END
+                WHERE s.scope = p_scope;
+            SELECT coalesce(sum(s.amount), 0) INTO v_total
+                FROM budget_spend s WHERE s.scope = p_scope AND s.counted = 1;
+        ELSE
+            SELECT coalesce(sum(s.amount), 0) INTO v_expired FROM budget_spend s
+                WHERE s.scope = p_scope AND s.counted = 1 AND s.at <= v_since;
+            IF v_expired = 0 THEN
+                RETURN v_total;
+            END IF;
+            UPDATE budget_spend s SET counted = 0
+                WHERE s.scope = p_scope AND s.counted = 1 AND s.at <= v_since;
+            v_total := v_total - v_expired;
+        END IF;
+        INSERT INTO budget_totals (scope, window_seconds, total)
+            VALUES (p_scope, p_window, v_total)
+            ON CONFLICT (scope) DO UPDATE SET window_seconds = excluded.window_seconds,
+                total = excluded.total;
+        RETURN v_total;
+    END $$""",  # noqa: S608 - a constant, no input
+    """CREATE OR REPLACE FUNCTION ws_reserve(
+        p_reservation text, p_scopes text[], p_amounts numeric[], p_limits numeric[],
+        p_windows bigint[], p_now double precision)
+    RETURNS TABLE (out_scope text, out_spent numeric, out_exceeded boolean)
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        n int := coalesce(array_length(p_scopes, 1), 0);
+        v_spent numeric;
+        v_after numeric[] := ARRAY[]::numeric[];
+    BEGIN
+        -- claims come sorted by scope: every transaction takes the locks in one order
+        FOR i IN 1..n LOOP
+            PERFORM pg_advisory_xact_lock(hashtextextended('budget:' || p_scopes[i], 0));
+            v_spent := ws_window_total(p_scopes[i], p_windows[i], p_now);
+            IF v_spent + p_amounts[i] > p_limits[i] THEN
+                out_scope := p_scopes[i]; out_spent := v_spent; out_exceeded := true;
+                RETURN NEXT;
+                RETURN;  -- nothing of this reservation is inserted
+            END IF;
+            v_after := v_after || (v_spent + p_amounts[i]);
+        END LOOP;
+        FOR i IN 1..n LOOP
+            INSERT INTO budget_spend (reservation, scope, amount, at, state, counted)
+                VALUES (p_reservation, p_scopes[i], p_amounts[i], p_now, 'reserved', 1);
+            INSERT INTO budget_totals (scope, window_seconds, total)
+                VALUES (p_scopes[i], p_windows[i], v_after[i])
+                ON CONFLICT (scope) DO UPDATE SET window_seconds = excluded.window_seconds,
+                    total = excluded.total;
+            out_scope := p_scopes[i]; out_spent := v_after[i]; out_exceeded := false;
+            RETURN NEXT;
+        END LOOP;
+    END $$""",
+    """CREATE OR REPLACE FUNCTION ws_release(p_reservations text[]) RETURNS void
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        r record;
+    BEGIN
+        FOR r IN SELECT s.scope, s.amount FROM budget_spend s
+                WHERE s.reservation = ANY(p_reservations) AND s.counted = 1
+                ORDER BY s.scope LOOP
+            PERFORM pg_advisory_xact_lock(hashtextextended('budget:' || r.scope, 0));
+            UPDATE budget_totals t SET total = t.total - r.amount WHERE t.scope = r.scope;
+        END LOOP;
+        DELETE FROM budget_spend s WHERE s.reservation = ANY(p_reservations);
+    END $$""",
+)
+
+
 class _Dialect:
     name: str
     operational_errors: tuple[type[BaseException], ...]
@@ -625,6 +783,13 @@ class _Dialect:
 
     def make_batch(self, store: Store, tx: _Connection) -> "Batch":
         return Batch(store, tx)
+
+    def migration(self, version: int) -> tuple[str, ...]:
+        """Statements of schema `version` for this database only."""
+        return ()
+
+    def pipeline(self, connection: _Connection, enabled: bool) -> ContextManager[Any]:
+        return nullcontext()
 
     def commit(self, connection: _Connection) -> None:
         connection.execute("COMMIT")
@@ -707,6 +872,17 @@ class _Postgres(_Dialect):
 
         return Decimal(value)
 
+
+    def make_batch(self, store: Store, tx: _Connection) -> "Batch":
+        return _PostgresBatch(store, tx)
+
+    def migration(self, version: int) -> tuple[str, ...]:
+        return _PG_FUNCTIONS if version == 4 else ()
+
+    def pipeline(self, connection: _Connection, enabled: bool) -> ContextManager[Any]:
+        if not enabled:
+            return nullcontext()
+        return connection.pipeline()  # type: ignore[attr-defined, no-any-return]
 
     def begin(self, connection: _Connection, lock: bool, durable: bool = True) -> None:
         connection.execute("BEGIN")
