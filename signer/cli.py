@@ -155,7 +155,31 @@ def _add_audit(commands: Commands) -> None:
         "verify", help="check every record's hash chain: exit 0 if intact, 1 at the first bad one"
     )
     _config_arg(verify)
+    verify.add_argument(
+        "--resume", type=Path, metavar="FILE",
+        help="check only what was added since the verification saved in FILE (its chain "
+             "heads; created on first use, updated when the log is intact)",
+    )
     verify.set_defaults(run=_audit_verify)
+    export = audit_commands.add_parser(
+        "export", help="write the records older than DATE to a JSON-lines file (for prune)"
+    )
+    _config_arg(export)
+    export.add_argument("--before", required=True, metavar="DATE",
+                        help="ISO 8601 date or time, UTC unless it says otherwise")
+    export.add_argument("--to", required=True, type=Path, metavar="FILE",
+                        help="a new file (never overwritten)")
+    export.set_defaults(run=_audit_export)
+    prune = audit_commands.add_parser(
+        "prune", help="delete the records an export of the same DATE holds, leaving a "
+                      "checkpoint record that verify proves the rest from (audited)",
+    )
+    _config_arg(prune)
+    prune.add_argument("--before", required=True, metavar="DATE",
+                       help="the same DATE the export was made with")
+    prune.add_argument("--export", required=True, type=Path, metavar="FILE",
+                       help="the file `audit export --before DATE` wrote")
+    prune.set_defaults(run=_audit_prune)
     tail = audit_commands.add_parser("tail", help="show the most recent records")
     _config_arg(tail)
     tail.add_argument("-n", type=int, default=20, help="how many records (default 20)")
@@ -432,17 +456,59 @@ def _keys_unfreeze(args: argparse.Namespace) -> int:
 def _audit_verify(args: argparse.Namespace) -> int:
     from signer.admin.state import verify_audit
 
-    report = verify_audit(load_config(args.config))
+    resume = _read_resume(args.resume) if args.resume else None
+    report = verify_audit(load_config(args.config), resume)
     if not report.ok:
         print(f"audit log TAMPERED: {report.problem} ({report.records} records intact before it)")
         return 1
-    print(f"audit log intact: {report.records} records in {report.chains} chains")
+    since = " since the last verification" if resume else ""
+    print(f"audit log intact: {report.records} records{since} in {report.chains} chains")
+    if report.checkpoint:
+        print(f"(from the prune checkpoint {report.checkpoint[0]}/{report.checkpoint[1]}: "
+              "older records are in its export)")
+    if args.resume:
+        _write_resume(args.resume, report.heads)
     if report.incomplete:
         shown = ", ".join(report.incomplete[:10]) + (" ..." if len(report.incomplete) > 10 else "")
         print(
             f"{len(report.incomplete)} incomplete: an intent without an outcome (the process "
             f"stopped while signing; the caller got no signature from it): {shown}"
         )
+    return 0
+
+
+def _read_resume(path: Path) -> dict[str, tuple[int, str]]:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        return {str(w): (int(s), str(h)) for w, (s, h) in dict(data["heads"]).items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise InvalidRequest(
+            f"--resume: {path} is not a verification state this command wrote"
+        ) from None
+
+
+def _write_resume(path: Path, heads: dict[str, tuple[int, str]]) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps({"heads": {w: list(h) for w, h in heads.items()}}))
+    temporary.replace(path)
+
+
+def _audit_export(args: argparse.Namespace) -> int:
+    from signer.admin.archive import export_audit
+
+    records, heads = export_audit(load_config(args.config), args.before, args.to)
+    print(f"exported {records} records of {len(heads)} chains to {args.to}")
+    return 0
+
+
+def _audit_prune(args: argparse.Namespace) -> int:
+    from signer.admin.archive import prune_audit
+
+    checkpoint = prune_audit(load_config(args.config), args.before, args.export)
+    print(f"pruned {checkpoint.records} records before {checkpoint.before} "
+          f"(export sha256 {checkpoint.export_sha256}); checkpoint written")
     return 0
 
 

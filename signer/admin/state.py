@@ -65,9 +65,11 @@ def frozen_keys(config: Config) -> dict[str, FrozenKey]:
         return store.frozen_keys()
 
 
-def verify_audit(config: Config) -> VerifyReport:
+def verify_audit(
+    config: Config, resume: dict[str, tuple[int, str]] | None = None
+) -> VerifyReport:
     with configured_store(config, migrate=False) as store:
-        return verify(store)
+        return verify(store, resume)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from signer.app.records import (
 )
 from signer.errors import StoreUnavailable
 from signer.store import AuditRow, BudgetClaim, BudgetExceeded, BudgetUse, Store
+from signer.store.sql import Batch
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class _Pending:
     settle: str | None = None
     release: str | None = None
     durable: bool = True
+    also: Callable[[Batch, list[AuditRow]], None] | None = None
     done: bool = False
     leads: bool = False  # handed the lead by the previous leader
     error: BaseException | None = None
@@ -115,6 +117,7 @@ class AuditLog:
         settle: str | None = None,
         release: str | None = None,
         durable: bool = True,
+        also: Callable[[Batch, list[AuditRow]], None] | None = None,
     ) -> list[BudgetUse]:
         """Commit `bodies`, with the budget operations that belong to them, in one
         transaction shared with whatever else is queued. The records are written even when
@@ -123,9 +126,13 @@ class AuditLog:
 
         `durable=False` (the intent record) returns once the transaction is committed,
         visible to every replica, without waiting for it to reach the disk: the next
-        durable commit on this store flushes it too (docs/audit-durability.md)."""
+        durable commit on this store flushes it too (docs/audit-durability.md).
+
+        `also(batch, rows)` runs in the same transaction, after these records (`rows`, with
+        their sequence numbers) are inserted: an operator action that must commit with its
+        record (`audit prune`)."""
         entry = _Pending([_fields(b, self._clock) for b in bodies], reserve, settle, release,
-                         durable)
+                         durable, also)
         with self._lock:
             self._queue.append(entry)
             leads = not self._flushing
@@ -179,13 +186,17 @@ class AuditLog:
             durable = any(entry.durable for entry in batch)
             seq, prev = self._head or (0, GENESIS)
             rows: list[AuditRow] = []
+            hooks = []
             for entry in batch:
+                first = len(rows)
                 for body in entry.bodies:
                     seq += 1
                     text = canonical(body)
                     digest = record_hash(self.writer, seq, prev, text)
                     rows.append(AuditRow(self.writer, seq, str(body["at"]), text, prev, digest))
                     prev = digest
+                if entry.also is not None:
+                    hooks.append((entry.also, rows[first:]))
             with self.store.batch(lock=new_writer is not None, durable=durable) as commit:
                 if new_writer is not None:
                     commit.register_writer(*new_writer)
@@ -199,6 +210,8 @@ class AuditLog:
                     (r.reservation, r.claims, r.now) for _, r in reserved
                 ])
                 commit.append(rows)
+                for hook, own in hooks:
+                    hook(commit, own)
             for (entry, _), result in zip(reserved, results.get(), strict=True):
                 if isinstance(result, BudgetExceeded):
                     entry.error = result  # this entry only: its reservation was not made

@@ -228,14 +228,45 @@ class Store:
         return (int(row[0]), str(row[1])) if row else None
 
     def chain_heads(self) -> dict[str, tuple[int, str]]:
-        """The last (seq, hash) of every writer's chain."""
+        """The last (seq, hash) of every writer's chain (one index lookup per writer: the
+        log's size does not matter)."""
+        heads: dict[str, tuple[int, str]] = {}
         with self._transaction() as tx:
-            rows = tx.execute(
-                "SELECT a.writer, a.seq, a.hash FROM audit_log a JOIN "
-                "(SELECT writer, max(seq) AS seq FROM audit_log GROUP BY writer) h "
-                "ON a.writer = h.writer AND a.seq = h.seq"
-            ).fetchall()
-        return {str(w): (int(s), str(h)) for w, s, h in rows}
+            for (writer,) in tx.execute("SELECT writer FROM audit_writers").fetchall():
+                row = tx.execute(
+                    self._sql("SELECT seq, hash FROM audit_log WHERE writer = ? "
+                              "ORDER BY seq DESC LIMIT 1"),
+                    (writer,),
+                ).fetchone()
+                if row is not None:
+                    heads[str(writer)] = (int(row[0]), str(row[1]))
+        return heads
+
+    def audit_cut(self, before: str) -> dict[str, tuple[int, str]]:
+        """Per writer, the last record of the longest prefix of its chain whose records are
+        all older than `before` (ISO time), keeping at least the chain's last record (a
+        running writer links its next record to it): (seq, hash), for writers with any."""
+        cut: dict[str, tuple[int, str]] = {}
+        with self._transaction() as tx:
+            for (writer,) in tx.execute("SELECT writer FROM audit_writers").fetchall():
+                last = tx.execute(
+                    self._sql("SELECT max(seq) FROM audit_log WHERE writer = ?"), (writer,)
+                ).fetchone()
+                if last is None or last[0] is None:
+                    continue
+                first_kept = tx.execute(
+                    self._sql("SELECT min(seq) FROM audit_log WHERE writer = ? AND at >= ?"),
+                    (writer, before),
+                ).fetchone()
+                keep = int(first_kept[0]) if first_kept[0] is not None else int(last[0])
+                row = tx.execute(
+                    self._sql("SELECT seq, hash FROM audit_log WHERE writer = ? AND seq < ? "
+                              "ORDER BY seq DESC LIMIT 1"),
+                    (writer, min(keep, int(last[0]))),
+                ).fetchone()
+                if row is not None:
+                    cut[str(writer)] = (int(row[0]), str(row[1]))
+        return cut
 
     def writers(self) -> list[str]:
         """Every writer that ever registered, in registration order."""
@@ -483,6 +514,26 @@ class Batch:
             self.settle(reservation)
         for reservation in release:
             self.release(reservation)
+
+    def delete_audit_through(self, writer: str, seq: int) -> None:
+        """Remove `writer`'s records up to `seq` (`audit prune`, once exported)."""
+        self._tx.execute(
+            self._sql("DELETE FROM audit_log WHERE writer = ? AND seq <= ?"), (writer, seq)
+        )
+
+    def add_checkpoint(self, writer: str, seq: int) -> None:
+        """Point at the checkpoint record (writer, seq) a prune just wrote."""
+        self._tx.execute(
+            self._sql("INSERT INTO audit_checkpoints (ordinal, writer, seq) "
+                      "SELECT coalesce(max(ordinal), 0) + 1, ?, ? FROM audit_checkpoints"),
+            (writer, seq),
+        )
+
+    def drop_budget_rows(self, before: float) -> None:
+        """Budget rows older than `before` that no window counts any more (a prune)."""
+        self._tx.execute(
+            self._sql("DELETE FROM budget_spend WHERE counted = 0 AND at < ?"), (before,)
+        )
 
     def append(self, rows: Sequence[AuditRow]) -> None:
         if rows:
