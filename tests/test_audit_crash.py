@@ -72,6 +72,7 @@ def load_until_killed(  # type: ignore[no-untyped-def]
         t.join(10)
 
 
+@pytest.mark.timeout(120 + 10 * KILLS)
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_kill_9_leaves_intent_and_outcome_for_every_signature_received(
     kind, request, tmp_path: Path, env_key

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from signer.errors import ConfigError, StoreUnavailable
 
@@ -123,8 +123,9 @@ class BudgetExceeded(Exception):
         self.amount = amount
 
 
-@dataclass(frozen=True, slots=True)
-class AuditRow:
+class AuditRow(NamedTuple):
+    """One stored record (a tuple: a chain of millions is read without building objects)."""
+
     writer: str
     seq: int
     at: str  # ISO 8601 UTC, also inside body (where the hash covers it)
@@ -141,7 +142,7 @@ class FrozenKey:
 
 
 def _audit_row(row: Sequence[Any]) -> AuditRow:
-    return AuditRow(str(row[0]), int(row[1]), str(row[2]), str(row[3]), str(row[4]), str(row[5]))
+    return AuditRow._make(row)  # both drivers return TEXT as str and BIGINT as int
 
 
 class _Connection(Protocol):
@@ -277,7 +278,13 @@ class Store:
     def audit_writers_in_log(self) -> list[str]:
         """Every writer that has rows (a writer with rows but no registration was inserted)."""
         with self._transaction() as tx:
-            rows = tx.execute("SELECT DISTINCT writer FROM audit_log").fetchall()
+            # a skip scan of the primary key: one lookup per writer, not a pass over the log
+            rows = tx.execute(
+                "WITH RECURSIVE w(writer) AS (SELECT min(writer) FROM audit_log UNION ALL "
+                "SELECT (SELECT min(a.writer) FROM audit_log a WHERE a.writer > w.writer) "
+                "FROM w WHERE w.writer IS NOT NULL) "
+                "SELECT writer FROM w WHERE writer IS NOT NULL"
+            ).fetchall()
         return [str(r[0]) for r in rows]
 
     def audit_row(self, writer: str, seq: int) -> AuditRow | None:
@@ -308,8 +315,7 @@ class Store:
                     ),
                     (writer, after, batch),
                 ).fetchall()
-            for row in rows:
-                yield _audit_row(row)
+            yield from map(AuditRow._make, rows)
             if len(rows) < batch:
                 return
             after = int(rows[-1][1])
