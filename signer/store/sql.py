@@ -322,13 +322,13 @@ class Store:
 
     def latest_checkpoint(self) -> tuple[str, int] | None:
         """(writer, seq) of the latest prune checkpoint record, if any prune ran."""
-        try:
-            with self._transaction() as tx:
+        with self._transaction() as tx:
+            try:
                 row = tx.execute(
                     "SELECT writer, seq FROM audit_checkpoints ORDER BY ordinal DESC LIMIT 1"
                 ).fetchone()
-        except self._dialect.programming_errors:
-            return None  # a store from before schema 4: never pruned
+            except self._dialect.programming_errors:
+                return None  # a store from before schema 4 (verify does not migrate)
         return (str(row[0]), int(row[1])) if row else None
 
     def recent_audit(self, limit: int) -> list[AuditRow]:
