@@ -24,7 +24,7 @@ serve: $(STAMP) system-deps
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check signer tests bench
-	$(BIN)/mypy signer
+	$(BIN)/mypy signer bench
 	WALLET_SIGNER_REQUIRE_BACKENDS=env,pkcs11,kms,postgres,jsonrpc $(BIN)/pytest -q
 
 bench: $(STAMP) system-deps

@@ -171,7 +171,8 @@ def caller(target: str, seed: int, stop_at: float, tally: Tally) -> None:
     nonces = iter(range(seed * 10**9, (seed + 1) * 10**9))
     channel = grpc.insecure_channel(target)
     stub = pb_grpc.SignerServiceStub(channel)
-    raw = channel.unary_unary("/signer.v1.SignerService/SignTransaction")
+    raw = channel.unary_unary("/signer.v1.SignerService/SignTransaction",
+                              request_serializer=None, response_deserializer=None)
     try:
         while time.monotonic() < stop_at:
             pick = rng.random()
