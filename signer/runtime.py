@@ -132,10 +132,9 @@ class Runtime:
                 password_file=self.config.store.password_file,
                 connect_timeout=self.config.store.connect_timeout_seconds,
             )
-            self._stack.callback(store.close)
+        self._stack.callback(store.close)
+        if opened_store:
             store.migrate()
-        else:
-            self._stack.callback(store.close)
         from_config = access is None
         if access is None:
             access = AccessControl(self.config.clients, self.config.policies)
