@@ -57,12 +57,27 @@ class ServerConfig(_Strict):
     shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=300)
     # Seconds between self-tests of a key that failed or has not signed in that long.
     health_check_interval_seconds: float = Field(default=30.0, ge=0.05, le=3600)
+    # Optional plaintext listener serving only grpc.health.v1 (no signing, no reflection), for
+    # probes that cannot present a client certificate (Kubernetes' native gRPC probe).
+    health_listen: str | None = None
 
-    @field_validator("listen")
+    @field_validator("listen", "health_listen")
     @classmethod
-    def _host_port(cls, value: str) -> str:
-        split_listen(value)
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_listen(value)
         return value
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> "ServerConfig":
+        if self.health_listen is not None:
+            port = split_listen(self.health_listen)[1]
+            if port != 0 and port == split_listen(self.listen)[1]:
+                raise ValueError(
+                    f"health_listen {self.health_listen} uses the port of listen {self.listen}: "
+                    "give the health-only listener a port of its own"
+                )
+        return self
 
     @model_validator(mode="after")
     def _tls_files(self) -> "ServerConfig":
