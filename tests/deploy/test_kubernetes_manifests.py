@@ -18,9 +18,10 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from signer import config as config_module
-from signer.config import Config, ServerConfig, split_listen
+from signer.config import Config, ServerConfig
 from signer.grpc.health import LIVENESS_NAME, key_service_name
 from signer.grpc.server import SERVICE_NAME, SHUTDOWN_MARGIN_SECONDS, SignerServer
+from signer.listen import split_listen
 from signer.service import KeyRing
 from tests.conftest import env_wallet, open_app
 
