@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.common import closed_loop
 
@@ -44,10 +45,10 @@ print(json.dumps({"ok": report.ok, "problem": report.problem, "records": report.
 """
 
 
-def _verify(url: str, resume: dict[str, list[object]] | None = None) -> dict[str, object]:
+def _verify(url: str, resume: dict[str, Any] | None = None) -> dict[str, Any]:
     argv = [sys.executable, "-c", _VERIFY, url] + ([json.dumps(resume)] if resume else [])
     out = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=3600)
-    result: dict[str, object] = json.loads(out.stdout)
+    result: dict[str, Any] = json.loads(out.stdout)
     return result
 
 
@@ -142,14 +143,14 @@ def main() -> None:
 
         first = _verify(full_url)
         assert first["ok"], first["problem"]
-        count, wall, cpu = int(first["records"]), float(first["seconds"]), float(first["cpu"])  # type: ignore[call-overload, arg-type]
+        count, wall, cpu = int(first["records"]), float(first["seconds"]), float(first["cpu"])
         print(f"- verify, whole log: {count:,} records in {wall:.1f} s wall = {count / wall:,.0f} "
               f"records/s; {cpu:.1f} s CPU = {count / cpu:,.0f} records per CPU-second "
               f"(peak RSS of the verifying process {first['max_rss_mb']:.0f} MB)")
         store = open_store(full_url)
         AuditLog(store).write(records(1000, 10**9))
         store.close()
-        resumed = _verify(full_url, first["heads"])  # type: ignore[arg-type]
+        resumed = _verify(full_url, first["heads"])
         assert resumed["ok"], resumed["problem"]
         print(f"- verify --resume after 1,000 more: {resumed['records']:,} records in "
               f"{resumed['seconds'] * 1000:.0f} ms")

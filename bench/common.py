@@ -1,10 +1,18 @@
-"""Measuring helpers shared by the benchmarks: closed-loop callers and a latency summary."""
+"""Measuring helpers shared by the benchmarks: closed-loop callers, a latency summary, and the
+no-audit stand-in of the baseline rows."""
 
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from signer.store import AuditRow, BudgetUse
+
+if TYPE_CHECKING:
+    from signer.app.audit import Record, Reservation
+    from signer.store.sql import Batch
 
 
 @dataclass(frozen=True)
@@ -68,3 +76,26 @@ def print_table(title: str, rows: list[Result], baseline: Result | None) -> None
         if baseline:
             line += f" {row.per_second / baseline.per_second:>23.0%}"
         print(line)
+
+
+class NoAudit:
+    """Bench only: an audit sink (signer.app.sinks.AuditSink) that records nothing, for the
+    baseline rows; the service itself has no such mode."""
+
+    writer = "none"
+
+    def start(self) -> None:
+        pass
+
+    def write(
+        self,
+        bodies: "Iterable[Record]",
+        timeout: float | None = None,
+        *,
+        reserve: "Reservation | None" = None,
+        settle: str | None = None,
+        release: str | None = None,
+        durable: bool = True,
+        also: "Callable[[Batch, list[AuditRow]], None] | None" = None,
+    ) -> list[BudgetUse]:
+        return []

@@ -25,6 +25,7 @@ from signer.app.audit import AuditLog, Reservation
 from signer.app.caller import Caller
 from signer.app.freeze import FreezeState
 from signer.app.records import Admin, BudgetLine, DryRun, Signing
+from signer.app.sinks import AuditSink
 from signer.config import Config
 from signer.errors import (
     AccessDenied,
@@ -39,8 +40,8 @@ from signer.eth.fields import checksum
 from signer.eth.hashing import keccak
 from signer.ids import new_id
 from signer.policy import Decision
-from signer.service import KeyRing
-from signer.store import BudgetClaim, BudgetExceeded, FrozenKey, Store, open_store
+from signer.service import KeyRing, shown_key_id
+from signer.store import BudgetClaim, BudgetExceeded, FrozenKey, Store
 from signer.wallet import SignedDigest, SignedTransaction, WalletSigner
 
 log = logging.getLogger(__name__)
@@ -83,39 +84,16 @@ class Application:
         store: Store,
         *,
         access: AccessControl,
-        audit: AuditLog | None = None,
+        audit: AuditSink | None = None,
         freeze: FreezeState | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.keyring = keyring
         self.store = store
         self.access = access  # replaced whole on reload: a request keeps the one it started with
-        self.audit = audit or AuditLog(store)
+        self.audit: AuditSink = audit or AuditLog(store)
         self.freeze = freeze or FreezeState(store)
         self.clock = clock
-
-    @classmethod
-    def open(cls, config: Config, keyring: KeyRing) -> "Application":
-        """Open the configured store, migrate its schema and begin this replica's audit
-        chain; raises StoreUnavailable when the store cannot be reached."""
-        store = open_store(
-            config.store.url,
-            password_file=config.store.password_file,
-            connect_timeout=config.store.connect_timeout_seconds,
-        )
-        try:
-            store.migrate()
-            app = cls(keyring, store, access=AccessControl(config.clients, config.policies))
-            app.audit.start()
-        except BaseException:
-            store.close()
-            raise
-        log.info("state store: %s (schema migrated); audit writer %s", store.url, app.audit.writer)
-        if app.access.open:
-            log.warning(
-                "no [clients] configured: every caller may use every key (development mode)"
-            )
-        return app
 
     def close(self) -> None:
         self.store.close()
@@ -166,6 +144,13 @@ class Application:
         """One key's identity ("GetAddress"); a key the caller may not use is not found."""
         client = self._identify_for_read(caller, "GetAddress", key_id)
         return self._key_for(client, "GetAddress", key_id)
+
+    def open_stream(self, caller: Caller, method: str) -> str:
+        """A stream of `method` calls is opening: identify the caller and check it may use
+        `method` at all (each message is still checked in full). Returns the client's name
+        ("" when access is open), which bounds how many streams it may hold."""
+        client = self._identify_for_read(caller, method, None)
+        return client.name if client is not None else ""
 
     def _identify_for_read(self, caller: Caller, method: str, key_id: str | None) -> Client | None:
         try:
@@ -240,13 +225,15 @@ class Application:
             evaluation = self._evaluate(client, signer, request)
         except SignerError as exc:
             self.audit.write([DryRun(
-                request_id=caller.request_id, peer=caller.peer, method=method, key_id=key_id,
+                request_id=caller.request_id, peer=caller.peer, method=method,
+            key_id=shown_key_id(key_id),
                 identity=identity, client=client_name, digest=digest, status=exc.code,
                 reason=str(exc)[:1024],
             )])
             raise
         self.audit.write([DryRun(
-            request_id=caller.request_id, peer=caller.peer, method=method, key_id=key_id,
+            request_id=caller.request_id, peer=caller.peer, method=method,
+            key_id=shown_key_id(key_id),
             identity=identity, client=client_name, digest=digest, status="OK",
             decision="allow" if evaluation.allowed else "deny", policy=evaluation.policy,
             rule_id=evaluation.rule_id, reason=evaluation.reason,
@@ -283,7 +270,7 @@ class SigningRequest:
         self.request_id = caller.request_id
         self._peer = caller.peer
         self._method = method
-        self.key_id = key_id
+        self.key_id = None if key_id is None else shown_key_id(key_id)
         self._transaction: dict[str, Any] | None = None
         self._policy: str | None = None
         self._rule_id: str | None = None
