@@ -334,6 +334,9 @@ class SigningRequest:
         """Committed (visible to every replica, budgets reserved) before the backend signs;
         not flushed on its own: the outcome's flush carries it to disk before any signature
         leaves (docs/audit-durability.md)."""
+        # again here, right before the backend signs: a freeze issued while the request
+        # waited (the JSON-RPC door fills and estimates at the node first) stops it
+        self._app.freeze.check(self.signer.key_id)
         self._digest = "0x" + digest.hex()
         reserve = None
         if self._claims:
