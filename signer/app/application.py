@@ -46,7 +46,10 @@ log = logging.getLogger(__name__)
 
 _DENIALS = (Unauthenticated, AccessDenied)
 
-PolicyRequest = transactions.UnsignedTransaction | bytes | messages.TypedData
+PolicyRequest = (
+    transactions.UnsignedTransaction | bytes | messages.TypedData
+    | transactions.UnsignedAuthorization
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +301,18 @@ class SigningRequest:
             self._signed_result(signed.transaction_hash)
         return signed
 
+    def sign_authorization(
+        self, auth: transactions.UnsignedAuthorization, timeout: float | None
+    ) -> transactions.Authorization:
+        """EIP-7702: audited with the delegate and chain it hands the account to."""
+        self.record["authorization"] = _authorization_summary(auth)
+        with self._judged(auth, lambda: transactions.authorization_digest(auth)):
+            signed = self.signer.sign_authorization(auth, timeout, self._write_intent)
+            self._signed_result(keccak(
+                signed.r.to_bytes(32, "big") + signed.s.to_bytes(32, "big")
+                + bytes([signed.y_parity])))
+        return signed
+
     def sign_message(self, message: bytes, timeout: float | None) -> SignedDigest:
         with self._judged(message, lambda: messages.personal_message_digest(message)):
             signed = self.signer.sign_message(message, timeout, self._write_intent)
@@ -450,6 +465,8 @@ def digest_of(request: PolicyRequest) -> bytes:
         return transactions.signing_hash(request)
     if isinstance(request, messages.TypedData):
         return request.digest
+    if isinstance(request, transactions.UnsignedAuthorization):
+        return transactions.authorization_digest(request)
     return messages.personal_message_digest(request)
 
 
@@ -499,4 +516,11 @@ def _summary(tx: transactions.UnsignedTransaction) -> dict[str, Any]:
         "value": str(tx.value),
         "data_bytes": len(tx.data),
         "data_keccak": "0x" + keccak(tx.data).hex() if tx.data else None,
+        **({"blobs": len(tx.blob_versioned_hashes)} if tx.blob_versioned_hashes else {}),
+        **({"delegates": [checksum(a.address) for a in tx.authorization_list]}
+           if tx.authorization_list else {}),
     }
+
+
+def _authorization_summary(auth: transactions.UnsignedAuthorization) -> dict[str, Any]:
+    return {"delegate": checksum(auth.address), "chain_id": auth.chain_id, "nonce": auth.nonce}

@@ -3,9 +3,9 @@
 `Policy.compile(name, config)` turns a validated `[policies.NAME]` table into lookup tables
 (selectors, sets of 20-byte addresses, compiled regexes); `evaluate(request, self_address)`
 judges the object the signing core signs: an UnsignedTransaction, the EIP-191 message bytes,
-or the TypedData whose digest is signed. Deny wins; nothing an allow rule does not match is
-signed. The engine has no state: budgets are returned as amounts to reserve, the store decides
-whether they fit the window.
+the TypedData whose digest is signed, or an UnsignedAuthorization (EIP-7702). Deny wins;
+nothing an allow rule does not match is signed. The engine has no state: budgets are returned
+as amounts to reserve, the store decides whether they fit the window.
 """
 
 import re
@@ -17,7 +17,13 @@ from typing import Any
 from signer.eth import batch
 from signer.eth.abi import AbiType, FunctionSignature, named, parse_signature
 from signer.eth.messages import TypedData
-from signer.eth.transactions import DYNAMIC_FEE, SET_CODE, UnsignedTransaction
+from signer.eth.transactions import (
+    BLOB,
+    FEE_MARKET_TYPES,
+    GAS_PER_BLOB,
+    UnsignedAuthorization,
+    UnsignedTransaction,
+)
 from signer.policy.conditions import (
     SELF,
     Check,
@@ -34,7 +40,7 @@ from signer.policy.config import Condition, PolicyConfig, Rule
 
 __all__ = ["BudgetDef", "Decision", "Policy", "PolicyError", "Request"]
 
-Request = UnsignedTransaction | bytes | TypedData
+Request = UnsignedTransaction | bytes | TypedData | UnsignedAuthorization
 # Batches inside batches are judged this deep, then refused.
 MAX_BATCH_DEPTH = 3
 # A denial lists the closest rule first, then others, up to about this many characters.
@@ -109,6 +115,7 @@ class _Call:
     value: int
     data: bytes
     authorizations: tuple[bytes, ...] = ()  # delegate addresses (type 4, top level only)
+    blobs: int = 0  # EIP-4844 blobs (type 3, top level only)
     # decoded once per argument types; rules may name the same arguments differently
     decoded: dict[str, tuple[Any, ...] | None] = field(default_factory=dict)
 
@@ -130,6 +137,7 @@ class _TxRule:
     checks: tuple[Check, ...]
     delegates: frozenset[bytes] | None
     spends: tuple[_Spend, ...]
+    blobs_max: int = 0
 
     def match(self, call: _Call, self_address: bytes) -> _Miss | tuple[tuple[str, int], ...]:
         """Allow semantics: the spends if this rule allows `call`, else how far it got."""
@@ -151,6 +159,10 @@ class _TxRule:
                         1,
                         partial(_delegate_reason, i, address),
                     )
+        if call.blobs > self.blobs_max:
+            return _Miss(
+                self.id, 1, lambda: f"{call.blobs} blobs exceed blobs_max {self.blobs_max}"
+            )
         if call.value > (self.value_max or 0):
             return _Miss(
                 self.id, 2, lambda: f"value {call.value} exceeds value_max {self.value_max or 0}"
@@ -272,6 +284,42 @@ class _TypedRule:
 
 
 @dataclass(frozen=True, slots=True)
+class _AuthRule:
+    """kind = "authorization": which delegates the key's account may be handed to, where."""
+
+    id: str
+    delegates: frozenset[bytes]
+    label: str
+    chains: frozenset[int]
+    allow_any_chain: bool
+    spends: tuple[_Spend, ...]
+
+    def match(self, auth: UnsignedAuthorization) -> _Miss | tuple[tuple[str, int], ...]:
+        if auth.address not in self.delegates:
+            return _Miss(
+                self.id, 0, lambda: f"delegate {show(auth.address)} not in {self.label}"
+            )
+        if auth.chain_id == 0:
+            if not self.allow_any_chain:
+                return _Miss(
+                    self.id, 1,
+                    lambda: "chain_id 0 (valid on every chain) needs allow_any_chain = true",
+                )
+        elif auth.chain_id not in self.chains:
+            return _Miss(
+                self.id, 1,
+                lambda: f"chain_id {auth.chain_id} not in chains {sorted(self.chains)}",
+            )
+        return _spend_amounts(self.id, self.spends, {}, 0, 2)
+
+    def hit(self, auth: UnsignedAuthorization) -> str | None:
+        """Deny semantics: a deny rule names delegates refused on every chain."""
+        if auth.address not in self.delegates:
+            return None
+        return f"delegate {show(auth.address)}"
+
+
+@dataclass(frozen=True, slots=True)
 class _MessageRule:
     id: str
     pattern: re.Pattern[str]
@@ -316,6 +364,8 @@ class Policy:
         deny_typed: tuple[_TypedRule, ...],
         allow_messages: tuple[_MessageRule, ...],
         deny_messages: tuple[_MessageRule, ...],
+        allow_auth: tuple[_AuthRule, ...] = (),
+        deny_auth: tuple[_AuthRule, ...] = (),
     ) -> None:
         self.name = name
         self.config = config
@@ -327,6 +377,7 @@ class Policy:
         self._allow_tx, self._deny_tx = allow_tx, deny_tx
         self._allow_typed, self._deny_typed = allow_typed, deny_typed
         self._allow_messages, self._deny_messages = allow_messages, deny_messages
+        self._allow_auth, self._deny_auth = allow_auth, deny_auth
 
     @classmethod
     def compile(cls, name: str, config: PolicyConfig) -> "Policy":
@@ -341,6 +392,8 @@ class Policy:
             outcome = self._typed_data(request, self_address)
         elif isinstance(request, bytes):
             outcome = self._message(request)
+        elif isinstance(request, UnsignedAuthorization):
+            outcome = self._authorization(request)
         else:
             raise TypeError(f"cannot judge a {type(request).__name__}")
         return self._decision(outcome)
@@ -352,11 +405,13 @@ class Policy:
             return _deny(_no_match("transactions", []))
         if tx.chain_id not in self.chains:
             return _deny(f"chain_id {tx.chain_id} not in chains {sorted(self.chains)}")
-        per_gas = tx.max_fee_per_gas if tx.type in (DYNAMIC_FEE, SET_CODE) else tx.gas_price
-        fee = tx.gas_limit * per_gas
+        fee = tx.max_fee_wei  # blob gas included (EIP-4844)
         # compilation ensures a cap whenever there are transaction allow rules
         if self.max_gas_fee_wei is not None and fee > self.max_gas_fee_wei:
-            what = "max_fee_per_gas" if tx.type in (DYNAMIC_FEE, SET_CODE) else "gas_price"
+            what = "max_fee_per_gas" if tx.type in FEE_MARKET_TYPES else "gas_price"
+            if tx.type == BLOB:
+                what += f" + {len(tx.blob_versioned_hashes)} blobs * {GAS_PER_BLOB} * " + (
+                    "max_fee_per_blob_gas")
             return _deny(
                 f"gas_limit * {what} = {fee} wei exceeds max_gas_fee_wei {self.max_gas_fee_wei}"
             )
@@ -370,7 +425,8 @@ class Policy:
                     f"authorization_list[{i}].chain_id {auth.chain_id} is not the "
                     f"transaction's chain {tx.chain_id}"
                 )
-        call = _Call(tx.to, tx.value, tx.data, tuple(a.address for a in tx.authorization_list))
+        call = _Call(tx.to, tx.value, tx.data, tuple(a.address for a in tx.authorization_list),
+                     len(tx.blob_versioned_hashes))
         return self._judge_call(call, self_address, 0)
 
     def _judge_call(self, call: _Call, self_address: bytes, depth: int) -> _Outcome:
@@ -378,7 +434,7 @@ class Policy:
             hit = rule.hit(call, self_address)
             if hit is not None:
                 return _Outcome(False, rule.id, f"denied by rule {rule.id}: {hit}")
-        if not call.authorizations:
+        if not call.authorizations and not call.blobs:
             try:
                 inner = batch.inner_calls(call.to, call.value, call.data)
             except batch.BatchRefused as exc:
@@ -468,6 +524,28 @@ class Policy:
             misses.append(_Miss(rule.id, 0, partial(_message_reason, rule)))
         return _deny(_no_match("messages", misses))
 
+    def _authorization(self, auth: UnsignedAuthorization) -> _Outcome:
+        """Default deny: only a delegate an allow rule names, on a chain it names."""
+        if not self._allow_auth:
+            return _deny(_no_match("authorizations", []))
+        for rule in self._deny_auth:
+            hit = rule.hit(auth)
+            if hit is not None:
+                return _Outcome(False, rule.id, f"denied by rule {rule.id}: {hit}")
+        misses = []
+        for rule in self._allow_auth:
+            result = rule.match(auth)
+            if isinstance(result, _Miss):
+                misses.append(result)
+            else:
+                return _Outcome(
+                    True, rule.id,
+                    f"allowed by rule {rule.id}: delegate {show(auth.address)} on chain_id "
+                    f"{auth.chain_id}",
+                    result,
+                )
+        return _deny(_no_match("authorizations", misses))
+
     def _decision(self, outcome: _Outcome) -> Decision:
         prefix = f"policy {self.name}: "
         if not outcome.allowed:
@@ -529,11 +607,16 @@ def _no_match(kind: str, misses: list[_Miss]) -> str:
 
 
 _FIELDS_BY_KIND = {
-    "transaction": {"to", "value_max", "call", "delegates", "where", "spend"},
+    "transaction": {"to", "value_max", "call", "delegates", "blobs_max", "where", "spend"},
     "message": {"match", "spend"},
     "typed_data": {"domain", "primary_type", "where", "spend"},
+    "authorization": {"delegates", "chains", "allow_any_chain", "spend"},
 }
-_ALLOW_ONLY = ("value_max", "delegates", "spend")
+_ALLOW_ONLY = ("value_max", "blobs_max", "chains", "allow_any_chain", "spend")
+_RULE_FIELDS = (
+    "to", "value_max", "call", "delegates", "blobs_max", "chains", "allow_any_chain", "match",
+    "domain", "primary_type",
+)
 
 
 class _Compiler:
@@ -567,6 +650,11 @@ class _Compiler:
             )
         if allows & {"transaction", "typed_data"} and not config.chains:
             raise PolicyError("chains: required when the policy allows transactions or typed data")
+        for rule in config.allow:
+            if rule.kind == "authorization" and rule.chains is None and not config.chains:
+                raise PolicyError(
+                    f"allow[{rule.id}].chains: required when the policy has no chains"
+                )
 
         def rules(section: str, kind: str) -> tuple[Any, ...]:
             return tuple(compiled.get((section, kind), ()))
@@ -580,11 +668,13 @@ class _Compiler:
             rules("deny", "typed_data"),
             rules("allow", "message"),
             rules("deny", "message"),
+            rules("allow", "authorization"),
+            rules("deny", "authorization"),
         )
 
     def _check_fields(self, rule: Rule, section: str, where: str) -> None:
         allowed = _FIELDS_BY_KIND[rule.kind]
-        for name in ("to", "value_max", "call", "delegates", "match", "domain", "primary_type"):
+        for name in _RULE_FIELDS:
             if getattr(rule, name) is not None and name not in allowed:
                 raise PolicyError(f"{where}.{name}: not a field of kind = {rule.kind!r} rules")
         if rule.where and "where" not in allowed:
@@ -595,12 +685,19 @@ class _Compiler:
                     raise PolicyError(f"{where}.{name}: only allow rules have {name}")
         if rule.kind == "message" and rule.match is None:
             raise PolicyError(f"{where}.match: required for kind = 'message' rules")
+        if rule.kind == "authorization" and rule.delegates is None:
+            raise PolicyError(
+                f"{where}.delegates: required for kind = 'authorization' rules (an "
+                "authorization hands the whole account to the delegate's code)"
+            )
 
     def _rule(self, rule: Rule, section: str, where: str) -> Any:
         if rule.kind == "transaction":
             return self._tx_rule(rule, section, where)
         if rule.kind == "typed_data":
             return self._typed_rule(rule, where)
+        if rule.kind == "authorization":
+            return self._auth_rule(rule, where)
         try:
             pattern = re.compile(rule.match or "")
         except re.error as exc:
@@ -647,6 +744,21 @@ class _Compiler:
             checks,
             delegates,
             self._spends(rule, where, params, typed=False),
+            rule.blobs_max or 0,
+        )
+
+    def _auth_rule(self, rule: Rule, where: str) -> _AuthRule:
+        assert rule.delegates is not None  # _check_fields
+        items = [rule.delegates] if isinstance(rule.delegates, str) else rule.delegates
+        if "*" in items:
+            raise PolicyError(f"{where}.delegates: no wildcard; name each delegate contract")
+        delegates, label = self._addresses(rule.delegates, f"{where}.delegates")
+        chains = frozenset(self.config.chains if rule.chains is None else rule.chains)
+        if rule.chains is not None and not rule.chains:
+            raise PolicyError(f"{where}.chains: empty")
+        return _AuthRule(
+            rule.id, delegates, label, chains, bool(rule.allow_any_chain),
+            self._spends(rule, where, None, typed=False),
         )
 
     def _typed_rule(self, rule: Rule, where: str) -> _TypedRule:
@@ -774,8 +886,8 @@ class _Compiler:
                 spends.append(_Spend(budget, amount=int(text), label=text))
             elif text == "value" and rule.kind == "transaction":
                 spends.append(_Spend(budget, native=True, label=text))
-            elif rule.kind == "message":
-                raise PolicyError(f'{at}: message rules spend a count, e.g. "1"')
+            elif rule.kind in ("message", "authorization"):
+                raise PolicyError(f'{at}: {rule.kind} rules spend a count, e.g. "1"')
             else:
                 parts = tuple(text.split("."))
                 if typed:
