@@ -24,6 +24,7 @@ GWEI = 10**9
 INBOX = bytes.fromhex("ff00000000000000000000000000000000000010")  # a batch inbox
 DELEGATE = bytes.fromhex("63c0c19a282a1b52b07dd5a65b58948a07dae32b")
 OTHER = bytes.fromhex("5aaeb6053f3e94c9b9a09f33669435e7ef1beaed")
+BANNED = bytes.fromhex("bad0000000000000000000000000000000000bad")
 CAP = 10**16
 
 
@@ -196,6 +197,7 @@ def served(pki, tmp_path):  # noqa: F811
     config = PolicyConfig.model_validate({
         "chains": [1], "max_gas_fee_wei": str(CAP),
         "allow": [BATCHER, DELEGATION],
+        "deny": [{"id": "banned", "kind": "authorization", "delegates": [cs(BANNED)]}],
     })
     clients = {"trader": ClientConfig(
         identity=TRADER_ID, keys=["hot"], policy="trader",
@@ -206,7 +208,7 @@ def served(pki, tmp_path):  # noqa: F811
         listen="127.0.0.1:0", tls_cert_file=server_cert.cert_file,
         tls_key_file=server_cert.key_file, client_ca_file=ca.cert_file))
     server.self_test_and_mark_ready()
-    yield trader_stub(pki, server.port), app
+    yield trader_stub(pki, server.port), app, server.port
     server.stop(0)
 
 
@@ -216,7 +218,7 @@ def _auth_request(delegate: bytes = DELEGATE, chain_id: int = 1) -> pb.SignAutho
 
 
 def test_sign_authorization_over_mtls_is_eth_accounts_and_audited(served):
-    stub, app = served
+    stub, app, _ = served
     reply = stub.SignAuthorization(_auth_request(), metadata=(("x-request-id", "auth-1"),),
                                    timeout=10)
     reference = Account.sign_authorization(
@@ -244,7 +246,7 @@ def test_sign_authorization_over_mtls_is_eth_accounts_and_audited(served):
      grpc.StatusCode.INVALID_ARGUMENT, "nonce: 18446744073709551615 exceeds 2**64-2"),
 ])
 def test_refused_authorizations_get_their_status(served, request_, code, detail: str):
-    stub, _ = served
+    stub, _, _ = served
     with pytest.raises(grpc.RpcError) as caught:
         stub.SignAuthorization(request_, timeout=10)
     assert caught.value.code() == code
@@ -252,7 +254,7 @@ def test_refused_authorizations_get_their_status(served, request_, code, detail:
 
 
 def test_a_frozen_key_signs_no_authorization(served):
-    stub, app = served
+    stub, app, _ = served
     app.store.freeze("hot", "incident 42", "2026-01-01T00:00:00Z")
     app.freeze = type(app.freeze)(app.store)  # read the freeze now, not within 0.5 s
     with pytest.raises(grpc.RpcError) as caught:
@@ -290,7 +292,7 @@ def _blob_request(blobs: int) -> pb.SignTransactionRequest:
 
 
 def test_blob_transactions_over_grpc_follow_blobs_max(served):
-    stub, app = served
+    stub, app, _ = served
     reply = stub.SignTransaction(_blob_request(6), metadata=(("x-request-id", "blob-6"),),
                                  timeout=10)
     assert Account.recover_transaction(reply.raw_transaction) == cs(SELF)
@@ -303,7 +305,7 @@ def test_blob_transactions_over_grpc_follow_blobs_max(served):
 
 
 def test_the_dry_run_explains_blobs_and_authorizations(served):
-    stub, app = served
+    stub, app, _ = served
     reply = stub.EvaluatePolicy(pb.EvaluatePolicyRequest(transaction=_blob_request(7)),
                                 timeout=10)
     assert not reply.allowed and "7 blobs exceed blobs_max 6" in reply.reason
@@ -318,3 +320,34 @@ def test_the_dry_run_explains_blobs_and_authorizations(served):
     (record,) = _records(app.store, "dry_run", "dry-auth")
     assert record["method"] == "SignAuthorization" and record["decision"] == "allow"
     assert json.dumps(record)  # the record is plain JSON
+
+
+def test_remote_account_raises_signing_refused_with_the_policys_fields(pki, served):  # noqa: F811
+    from signer.client import RemoteAccount, SigningRefused, TlsFiles, open_channel
+
+    _, _, port = served
+    ca, _, trader = pki
+    account = RemoteAccount(open_channel(f"127.0.0.1:{port}", TlsFiles(
+        ca.cert_pem, trader.cert_pem, trader.key_pem)), "hot")
+    with pytest.raises(SigningRefused) as caught:
+        account.sign_authorization({"chainId": 1, "address": cs(BANNED), "nonce": 0})
+    refused = caught.value
+    assert isinstance(refused, grpc.RpcError)
+    assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert (refused.policy, refused.rule) == ("trader", "banned")
+    assert refused.reason == f"denied by rule banned: delegate {cs(BANNED)}"
+    assert refused.details() == "policy trader: " + refused.reason
+    with pytest.raises(SigningRefused) as caught:
+        account.sign_authorization({"chainId": 0, "address": cs(DELEGATE), "nonce": 0})
+    assert (caught.value.policy, caught.value.rule) == ("trader", "")
+    assert caught.value.reason == ("no allow rule matches: chain_id 0 (valid on every chain) "
+                                   "needs allow_any_chain = true (rule delegation)")
+    tx = {"type": 3, "chainId": 1, "nonce": 0, "to": cs(INBOX), "value": 0, "gas": 21000,
+          "maxFeePerGas": GWEI, "maxPriorityFeePerGas": 1, "maxFeePerBlobGas": GWEI,
+          "blobVersionedHashes": list(blob_tx(7).blob_versioned_hashes)}
+    (result,) = account.sign_transactions([tx])
+    assert isinstance(result, SigningRefused)
+    assert result.code() == grpc.StatusCode.PERMISSION_DENIED and result.rule is None
+    assert "7 blobs exceed blobs_max 6" in result.details()
+    signed = account.sign_transaction({**tx, "blobVersionedHashes": tx["blobVersionedHashes"][:6]})
+    assert Account.recover_transaction(signed.raw_transaction) == account.address

@@ -341,7 +341,8 @@ class SigningRequest:
         if not decision.allowed:
             metrics.POLICY_DECISIONS.labels(*labels, "deny").inc()
             self.record["digest"] = "0x" + digest().hex()
-            raise PolicyDenied(decision.reason)
+            raise PolicyDenied(decision.reason, policy=policy.name,
+                               rule_id=decision.rule_id or "")
         metrics.POLICY_DECISIONS.labels(*labels, "allow").inc()
         self._decision = decision
         self._claims = _claims(self.client_name or "", decision)
@@ -362,7 +363,8 @@ class SigningRequest:
             assert self._decision is not None
             metrics.POLICY_DECISIONS.labels(
                 self.client_name or "", self._decision.policy, "budget").inc()
-            raise PolicyDenied(_budget_denial(self._decision, exc)) from None
+            raise PolicyDenied(_budget_denial(self._decision, exc), policy=self._decision.policy,
+                               rule_id=self._decision.rule_id or "") from None
         self._intent_written = True
         for use in uses:
             metrics.BUDGET_SPENT.labels(self.client_name or "", use.scope.split("/", 1)[-1]).set(
