@@ -23,7 +23,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from signer.config import split_listen
+from signer.listen import split_listen
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,12 @@ BUDGET_SPENT = Gauge(
     "wallet_signer_budget_spent_ratio",
     "Share of each budget's limit spent in its window, as of the last reservation.",
     ["client", "budget"],
+)
+SIGNER_FAULTS = Counter(
+    "wallet_signer_signer_faults",
+    "Requests answered 'signer fault' (an unexpected exception: a bug, never the caller's "
+    "input), by door",
+    ["door"],
 )
 KMS_RETRIES = Counter(
     "wallet_signer_kms_retries", "KMS Sign attempts beyond the first (botocore retries)",

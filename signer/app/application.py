@@ -38,7 +38,7 @@ from signer.eth.fields import checksum
 from signer.eth.hashing import keccak
 from signer.ids import new_id
 from signer.policy import Decision
-from signer.service import KeyRing
+from signer.service import KeyRing, shown_key_id
 from signer.store import BudgetClaim, BudgetExceeded, FrozenKey, Store, open_store
 from signer.wallet import SignedDigest, SignedTransaction, WalletSigner
 
@@ -171,6 +171,13 @@ class Application:
         client = self._identify_for_read(caller, "GetAddress", key_id)
         return self._key_for(client, "GetAddress", key_id)
 
+    def open_stream(self, caller: Caller, method: str) -> str:
+        """A stream of `method` calls is opening: identify the caller and check it may use
+        `method` at all (each message is still checked in full). Returns the client's name
+        ("" when access is open), which bounds how many streams it may hold."""
+        client = self._identify_for_read(caller, method, None)
+        return client.name if client is not None else ""
+
     def _identify_for_read(self, caller: Caller, method: str, key_id: str | None) -> Client | None:
         try:
             client, _ = self.access.identify(caller)
@@ -236,7 +243,7 @@ class Application:
         budgets as they stand; signs nothing, reserves nothing. Audited as a dry run."""
         record: dict[str, Any] = {
             "kind": "dry_run", "request_id": caller.request_id, "peer": caller.peer,
-            "method": method, "key_id": key_id,
+            "method": method, "key_id": shown_key_id(key_id),
         }
         try:
             client, record["identity"] = self.access.identify(caller)
@@ -285,7 +292,7 @@ class SigningRequest:
             "request_id": caller.request_id,
             "peer": caller.peer,
             "method": method,
-            "key_id": key_id,
+            "key_id": None if key_id is None else shown_key_id(key_id),
         }
 
     @property
@@ -353,6 +360,9 @@ class SigningRequest:
         self.record.update(fields)
 
     def _write_intent(self, digest: bytes) -> None:
+        # again here, right before the backend signs: a freeze issued while the request
+        # waited (the JSON-RPC door fills and estimates at the node first) stops it
+        self._app.freeze.check(self.signer.key_id)
         self.record["digest"] = "0x" + digest.hex()
         reserve = None
         if self._claims:

@@ -24,7 +24,7 @@ from signer.grpc.errors import (
     UNEXPECTED,
     status_for,
 )
-from signer.ids import new_id
+from signer.ids import new_id, request_id_from
 from signer.logs import Fields
 
 log = logging.getLogger("signer.access")
@@ -33,7 +33,6 @@ REQUEST_ID_HEADER = "x-request-id"
 
 if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
-_MAX_REQUEST_ID = 64
 
 # The request id and peer of the call this thread is serving (set before the handler runs;
 # the peer is read from grpc once a call: each read is a call into grpc's core).
@@ -237,7 +236,7 @@ def message_request_id(stream_request_id: str, index: int) -> str:
 class _Messages:
     """A stream's request iterator that knows its call, for per-message errors and the log."""
 
-    __slots__ = ("_requests", "answers", "count", "method", "request_id", "what")
+    __slots__ = ("_requests", "answers", "count", "method", "request_id", "waiting_since", "what")
 
     def __init__(self, requests: Iterator[Any], what: str, method: str, request_id: str) -> None:
         self._requests = requests
@@ -246,20 +245,30 @@ class _Messages:
         self.request_id = request_id
         self.count = 0
         self.answers: Counter[grpc.StatusCode] = Counter()
+        # since when the server has been waiting for the caller's next message (None while
+        # it answers one): what signer.grpc.streams cancels an idle stream by
+        self.waiting_since: float | None = None
 
     def __iter__(self) -> "_Messages":
         return self
 
     def __next__(self) -> Any:
-        request = next(self._requests)
+        self.waiting_since = time.monotonic()
+        try:
+            request = next(self._requests)
+        finally:
+            self.waiting_since = None
         self.count += 1
         return request
 
 
 def _status_of(exc: Exception, method: str, request_id: str) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, SignerError):
-        return status_for(exc), str(exc)
+        # grpc sends details as UTF-8: a lone surrogate in caller text quoted by a message
+        # would make grpc core fail the call with its own exception text
+        return status_for(exc), str(exc).encode("utf-8", "backslashreplace").decode("utf-8")
     log.exception("unexpected fault in %s (request %r)", method, request_id)
+    metrics.SIGNER_FAULTS.labels("grpc").inc()
     return UNEXPECTED
 
 
@@ -322,9 +331,9 @@ _UNDECODABLE = _Refused()
 
 
 def _request_id(metadata: Any) -> str:
-    """The caller's x-request-id if printable (cut to 64 characters), else a new one. Logs
+    """The caller's x-request-id (signer.ids.request_id_from), else a new one. Logs
     escape it (signer.logs), so even spaces or quotes in it cannot forge a field."""
     for key, value in metadata or ():
-        if key == REQUEST_ID_HEADER and isinstance(value, str) and value.isprintable():
-            return value[:_MAX_REQUEST_ID]
+        if key == REQUEST_ID_HEADER and isinstance(value, str):
+            return request_id_from(value)
     return new_id()
