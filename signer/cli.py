@@ -183,6 +183,8 @@ def _add_policy(commands: Commands) -> None:
     what.add_argument("--tx", type=Path, help="transaction JSON (as for `sign --tx`)")
     what.add_argument("--message", help="an EIP-191 message (UTF-8 text)")
     what.add_argument("--typed-data", type=Path, help="EIP-712 JSON (eth_signTypedData_v4)")
+    what.add_argument("--authorization", type=Path,
+                      help='EIP-7702 authorization JSON {"chainId", "address", "nonce"}')
     check.add_argument(
         "--address", help="the signing key's address, for $self (default: the tx's `from`)"
     )
@@ -478,7 +480,8 @@ def _policy_check(args: argparse.Namespace) -> int:
     from signer.admin import policy
     from signer.eth.fields import parse_address
 
-    method, request, sender = policy.load_request(args.tx, args.message, args.typed_data)
+    method, request, sender = policy.load_request(args.tx, args.message, args.typed_data,
+                                                  args.authorization)
     address = args.address or sender
     self_address = parse_address(address, "--address") if address else bytes(20)
     evaluation = policy.check(load_config(args.config), args.client, method, request,
