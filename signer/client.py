@@ -34,6 +34,7 @@ from eth_typing import ChecksumAddress, Hash32
 from eth_utils.address import to_canonical_address, to_checksum_address
 from hexbytes import HexBytes
 
+from signer.errors import InvalidRequest
 from signer.eth import blobs as blob_sidecars
 from signer.eth.transactions import UnsignedAuthorization, authorization_digest
 from signer.grpc.errors import POLICY_HEADER, POLICY_REASON_HEADER, POLICY_RULE_HEADER
@@ -192,7 +193,10 @@ class RemoteAccount(BaseAccount):
         if not blobs:
             reply = self._call(self._stub.SignTransaction, self._request(transaction_dict))
             return _signed_transaction(reply)
-        sidecar = blob_sidecars.sidecar([bytes(HexBytes(b)) for b in blobs])
+        try:
+            sidecar = blob_sidecars.sidecar([bytes(HexBytes(b)) for b in blobs])
+        except InvalidRequest as exc:
+            raise ValueError(str(exc)) from None
         hashes = list(sidecar.versioned_hashes)
         given = transaction_dict.get("blobVersionedHashes")
         if given is not None and [bytes(HexBytes(h)) for h in given] != hashes:

@@ -384,3 +384,10 @@ def test_every_unary_refusal_is_signing_refused(remote, env_server: RunningServe
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.RpcError):  # handlers written for grpc's errors keep working
         remote.sign_message(encode_defunct(primitive=b"x" * (5 * 1024 * 1024)))
+
+
+def test_bad_blobs_are_refused_here_as_value_errors(remote):
+    tx = {"type": 3, "nonce": 0, "maxFeePerGas": 2, "maxPriorityFeePerGas": 1,
+          "maxFeePerBlobGas": 1, "gas": 21000, "to": TO, "value": 0, "chainId": 1}
+    with pytest.raises(ValueError, match="blobs\\[0\\]: must be exactly 131072 bytes, got 3"):
+        remote.sign_transaction(tx, blobs=[b"\x00\x01\x02"])

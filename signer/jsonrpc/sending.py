@@ -185,7 +185,7 @@ class TransactionService:
         if self._upstream is None or self._filler is None:
             raise JsonRpcError(-32601, f"{method} needs an upstream node ([jsonrpc] upstream)")
         sender = _sender(request)
-        request, sidecar = _with_sidecar(request)
+        sidecar: blobs.Sidecar | None = None
         filled: TransactionRequest | None = None
         for attempt in range(1, MAX_NONCE_ATTEMPTS + 1):
             reserved: int | None = None
@@ -194,6 +194,8 @@ class TransactionService:
                     signing.note(door="jsonrpc", jsonrpc_method=method,
                                  then="eth_sendRawTransaction")
                     if filled is None:
+                        # the KZG work only for a caller the path has let through
+                        request, sidecar = _with_sidecar(request)
                         filled = self._filler.fill(request, sender)
                     nonce = filled.nonce
                     if nonce is None:
