@@ -10,6 +10,7 @@ callers, beside eth-account signing the same payload (no sidecar: the signer nev
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import grpc
 from eth_account import Account
@@ -22,7 +23,7 @@ from tests.serve_process import ServeProcess, start_serve
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
 KEY = "0x" + "46" * 32
-TX = {"type": 2, "chainId": 1, "nonce": 0, "to": "0x" + "35" * 20, "value": 10**18,
+TX: dict[str, Any] = {"type": 2, "chainId": 1, "nonce": 0, "to": "0x" + "35" * 20, "value": 10**18,
       "gas": 21000, "maxFeePerGas": 30 * 10**9, "maxPriorityFeePerGas": 10**9, "data": b""}
 REQUEST = pb.SignTransactionRequest(key_id="bench", transaction=pb.Transaction(
     type=2, chain_id=1, to=TX["to"], value=str(TX["value"]), gas_limit=21000,
@@ -65,24 +66,24 @@ def main() -> None:
             assert stub.SignTransaction(REQUEST).raw_transaction == bytes(expected)
             expected_blob = Account.sign_transaction(BLOB_TX, KEY).raw_transaction
             assert stub.SignTransaction(BLOB_REQUEST).raw_transaction == bytes(expected_blob)
-            served: list[Result] = []
-            for callers in (1, 4, 16):
-                stubs = [pb_grpc.SignerServiceStub(channel) for _ in range(callers)]
-                served.append(closed_loop(
-                    "gRPC SignTransaction (env key)", callers, SECONDS,
-                    lambda caller, n, s=stubs: s[caller].SignTransaction(REQUEST),
-                ))
-            for callers in (1, 16):
-                stubs = [pb_grpc.SignerServiceStub(channel) for _ in range(callers)]
-                served.append(closed_loop(
-                    "gRPC SignTransaction type 3 (env key)", callers, SECONDS,
-                    lambda caller, n, s=stubs: s[caller].SignTransaction(BLOB_REQUEST),
-                ))
+            rows: list[Result] = []
+            for label, request, counts in (
+                ("gRPC SignTransaction (env key)", REQUEST, (1, 4, 16)),
+                ("gRPC SignTransaction type 3 (env key)", BLOB_REQUEST, (1, 16)),
+            ):
+                for callers in counts:
+                    stubs = [pb_grpc.SignerServiceStub(channel) for _ in range(callers)]
+
+                    def call(caller: int, n: int, s: list[Any] = stubs,
+                             r: pb.SignTransactionRequest = request) -> object:
+                        return s[caller].SignTransaction(r)
+
+                    rows.append(closed_loop(label, callers, SECONDS, call))
         finally:
             proc.terminate()
             proc.wait(30)
     print_table("core: env key (ratios vs eth-account signing in-process)",
-                [raw_digest, raw_eth, raw_blob, *served], raw_eth)
+                [raw_digest, raw_eth, raw_blob, *rows], raw_eth)
 
 
 if __name__ == "__main__":
