@@ -377,6 +377,7 @@ def _keys_list(args: argparse.Namespace) -> int:
         return _pkcs11_list(args)
     if args.backend == "kms":
         return _kms_list(args)
+    pins: list[tuple[str, str]] = []  # local keys without `address`: the pin line to paste
     if args.server:
         from signer.v1 import signer_pb2 as pb
 
@@ -402,8 +403,13 @@ def _keys_list(args: argparse.Namespace) -> int:
             ]
         finally:
             keyring.close()
+        pins = [(k, a) for k, _, a, _ in rows if k in config.keys and not config.keys[k].address]
     for key_id, backend, address, state in rows:
         print(f"{key_id}\t{backend}\t{address}\t{state}")
+    if pins:
+        print("\n# address pinning: paste each line under its [keys.ID] table")
+        for key_id, address in pins:
+            print(f'[keys.{key_id}]\naddress = "{address}"')
     return 0
 
 

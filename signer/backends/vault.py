@@ -68,7 +68,7 @@ class VaultSession:
 
     def _login(self) -> None:
         auth = self.auth
-        with self._lock, vault_errors(self.where, f"{auth.login} login to {auth.url}"):
+        with self._lock, vault_errors(self.where, f"{auth.login} login to {auth.url}", login=True):
             if auth.token_file is not None:
                 self._client.token = read_secret(self.where, "Vault token", None, auth.token_file)
             elif auth.role_id_file is not None:
@@ -191,18 +191,22 @@ def session_for(auth: VaultAuth, where: str) -> VaultSession:
 
 
 @contextmanager
-def vault_errors(where: str, doing: str) -> Iterator[None]:
+def vault_errors(where: str, doing: str, login: bool = False) -> Iterator[None]:
     """Translate hvac and requests exceptions into the service's errors; the text names the
-    operation and the status, never a token or a secret's data."""
+    operation and the status, never a token or a secret's data. At login, Vault answers bad
+    credentials (an unknown role_id or secret_id, a rejected JWT) with 400."""
     import hvac.exceptions as hv
     import requests
 
+    refused_login: tuple[type[Exception], ...] = (hv.InvalidRequest,) if login else ()
     try:
         yield
     except SignerError:
         raise
     except (hv.Forbidden, hv.Unauthorized):
         raise PermissionDenied(f"{where}: Vault refused {doing} (permission denied)") from None
+    except refused_login:
+        raise PermissionDenied(f"{where}: Vault refused {doing} (invalid credentials)") from None
     except hv.InvalidPath:
         raise FailedPrecondition(f"{where}: {doing}: no such secret or path in Vault") from None
     except hv.VaultDown:
