@@ -326,7 +326,7 @@ def _check_http(status: int, text: str, codes: Counter[int]) -> str | None:
         return None  # the handshake refused a caller without a certificate: fine
     if any(t in text for t in FORBIDDEN_TEXT):
         return f"{status}: {text[:200]}"
-    if status in HTTP_REFUSALS:
+    if status in HTTP_REFUSALS or (status == 204 and not text):  # 204: only notifications
         return None
     if status != 200:
         return f"HTTP {status}: {text[:200]}"
