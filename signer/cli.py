@@ -9,10 +9,11 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 import grpc
 
@@ -39,7 +40,7 @@ _BACKEND_FAILURES = (BackendUnavailable, PermissionDenied, FailedPrecondition, D
 
 # The provisioning flags of each backend: any other backend's flag is an error, not ignored.
 BACKEND_FLAGS = {
-    "pkcs11": ("--label", "--token-label", "--module", "--pin-env", "--pin-file", "--key-file"),
+    "pkcs11": ("--label", "--token-label", "--module", "--pin-env", "--pin-file"),
     "kms": ("--alias", "--region", "--endpoint-url"),
 }
 
@@ -66,8 +67,16 @@ def exit_code(exc: SignerError) -> int:
     return EXIT_BACKEND if isinstance(exc, _BACKEND_FAILURES) else EXIT_INPUT
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse quotes unrecognized arguments back: a key pasted on the command line must not
+    reach the terminal's scrollback or a CI log through that."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(re.sub(r"(0x)?[0-9a-fA-F]{64}", "<a 32-byte hex value, redacted>", message))
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wallet-signer",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -90,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # what add_subparsers returns; each _add_* helper adds one command (group) to it
-Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Commands: TypeAlias = "argparse._SubParsersAction[_Parser]"
 
 
 def _add_serve(commands: Commands) -> None:
@@ -125,12 +134,21 @@ def _add_keys(commands: Commands) -> None:
     _kms_args(create, alias=True)
     create.set_defaults(run=_keys_create)
 
-    imp = key_commands.add_parser("import", help="move an existing hex key into an HSM")
+    imp = key_commands.add_parser(
+        "import", help="move an existing key into an HSM or KMS (never from the command line)"
+    )
     _config_arg(imp)
-    imp.add_argument("--backend", choices=["pkcs11"], required=True)
-    pkcs11 = _pkcs11_args(imp, "label of the imported key (CKA_LABEL; required)")
-    pkcs11.add_argument(
-        "--key-file", type=Path, help="file holding the hex private key (default: stdin)"
+    imp.add_argument("--backend", choices=["pkcs11", "kms"], required=True)
+    _pkcs11_args(imp, "label of the imported key (CKA_LABEL; required)")
+    _kms_args(imp, alias=True)
+    source = imp.add_argument_group("where the key comes from (default: a hex key on stdin)")
+    source.add_argument("--key-file", type=Path, help="file holding the hex private key")
+    source.add_argument("--from-keystore", type=Path, help="a V3 keystore file")
+    source.add_argument("--password-file", type=Path, help="the keystore's password, in a file")
+    source.add_argument("--password-env", help="the keystore's password, in this variable")
+    source.add_argument(
+        "--from-key", metavar="KEY_ID",
+        help="a configured keystore, vault or aws-secret key (--config): e.g. a Vault path",
     )
     imp.set_defaults(run=_keys_import)
 
@@ -534,13 +552,36 @@ def _keys_create(args: argparse.Namespace) -> int:
 
 def _keys_import(args: argparse.Namespace) -> int:
     _check_backend_flags(args)
-    from signer.admin import pkcs11_keys
+    from signer.admin.key_material import read_key_material
 
-    label = _required(args.label, "--label", "pkcs11")
-    target = _pkcs11_target(args)
-    text, source = pkcs11_keys.read_key_text(args.key_file, sys.stdin)
-    _print_provisioned(pkcs11_keys.import_key(label, text, source, target))
-    print(f"# delete the plaintext key ({source}) now that the token holds it", file=sys.stderr)
+    if args.backend == "kms":
+        _required(args.alias, "--alias", "kms")
+    else:
+        _required(args.label, "--label", "pkcs11")
+    config = _optional_config(args.config)
+    secret, source = read_key_material(
+        key_file=args.key_file, from_keystore=args.from_keystore,
+        password_file=args.password_file, password_env=args.password_env,
+        from_key=args.from_key, config=config, stdin=sys.stdin,
+    )
+    if args.backend == "kms":
+        from signer.admin import kms_keys
+
+        alias = _required(args.alias, "--alias", "kms")
+        imported = kms_keys.import_key(alias, secret, _kms_options(args), config)
+        print(f"imported into KMS key {imported.arn}")
+        print(f"alias:   {imported.alias}")
+        print(f"address: {imported.address}")
+        print(f"\n{imported.config_stanza()}")
+    else:
+        from signer.admin import pkcs11_keys
+
+        label = _required(args.label, "--label", "pkcs11")
+        target = _pkcs11_target(args)
+        _print_provisioned(pkcs11_keys.import_key(label, secret.hex(), source, target))
+    if args.from_key is None:
+        print(f"# delete the plaintext key ({source}) now that the {args.backend} key holds it",
+              file=sys.stderr)
     return 0
 
 
