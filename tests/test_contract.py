@@ -65,7 +65,7 @@ def test_get_address_and_list_keys_describe_the_key(server: RunningServer, any_s
     (info,) = server.stub.ListKeys(pb.ListKeysRequest()).keys
     assert (info.key_id, info.address, bytes(info.public_key)) == ("k", derived, public_key)
     assert info.backend == any_signer.backend_name
-    assert info.backend in ("env", "pkcs11", "kms")
+    assert info.backend in ("env", "pkcs11", "kms", "keystore", "vault", "aws-secret")
 
 
 def _fund(chain: EthereumTester, address: str, amount: int = ETHER) -> None:
