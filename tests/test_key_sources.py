@@ -503,3 +503,26 @@ def test_sources_are_allowed_in_production_and_env_is_not(tmp_path):
 @pytest.mark.parametrize("error", [PermissionDenied, BackendUnavailable, FailedPrecondition])
 def test_source_failures_are_backend_exit_codes(error: Callable[[str], Exception]):
     assert cli.exit_code(error("x")) == 3  # type: ignore[arg-type]
+
+
+def test_token_file_login_and_renewal(openbao, vault_secret, env_key, tmp_path):
+    """A renewable token from a file (as Vault Agent writes one), TTL 2 s: the renewer keeps it
+    alive by renewing alone (no login to fall back on), well past its first TTL."""
+    from signer.backends.vault import VaultBackend
+
+    token = openbao.admin.auth.token.create(policies=["agents-reader"], ttl="2s",
+                                            renewable=True)["auth"]["client_token"]
+    (tmp_path / "token").write_text(token)
+    path = vault_secret({"private_key": env_key})
+    config = VaultKeyConfig(backend="vault", url=openbao.url, path=path,
+                            token_file=tmp_path / "token")
+    backend = open_backend("agent", config)
+    assert isinstance(backend, VaultBackend)
+    try:
+        assert WalletSigner("agent", backend).address == Account.from_key(env_key).address
+        time.sleep(4.5)
+        assert backend.session.renewals >= 2
+        assert backend.session.read("secret", path, None)[0]["private_key"] == env_key
+    finally:
+        backend.close()
+    _assert_secret_free(repr(backend) + repr(backend.session), token, env_key)

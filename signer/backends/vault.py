@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 RENEW_AT = 2 / 3
 RETRY_SECONDS = 5.0
 MIN_DELAY_SECONDS = 0.2
+MIN_TTL_SECONDS = 1.0
 
 
 class VaultSession:
@@ -95,15 +96,14 @@ class VaultSession:
     def renew(self) -> None:
         """Renew the token, or log in again when renewing cannot extend it."""
         with self._lock:
-            before = self.ttl
             if self._renewable:
                 with vault_errors(self.where, f"token renewal at {self.auth.url}"):
                     self._client.auth.token.renew_self()
                     self._look_up()
                 self.renewals += 1
-                # Renewal is capped by the token's max TTL: when it no longer buys time, a new
-                # login (or a new token file from the agent that writes it) is the only way on.
-                if self.ttl >= min(before, 1.0) * 0.9 and self.ttl > 1.0:
+                # Renewal is capped by the token's max TTL: once it leaves about a second, a
+                # new login (or a new token file from the agent that writes it) is the way on.
+                if self.ttl > MIN_TTL_SECONDS:
                     return
             self._login()
 
