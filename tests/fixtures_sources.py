@@ -223,3 +223,68 @@ def aws_secret_signer(env_key: str, secrets_admin: Any) -> Iterator[WalletSigner
     signer = WalletSigner("aws-secret", open_backend("aws-secret", config))
     yield signer
     signer.backend.close()
+
+
+@dataclass
+class KubernetesAuth:
+    role: str
+    jwt: str  # the service account token the TokenReview stand-in accepts
+
+
+@pytest.fixture(scope="session")
+def kubernetes_auth(openbao: OpenBao) -> Iterator[KubernetesAuth]:
+    """OpenBao's real kubernetes auth method, pointed at a loopback stand-in for the one part of
+    Kubernetes it calls: the TokenReview API (POST /apis/authentication.k8s.io/v1/tokenreviews),
+    which answers "authenticated" for exactly one service account token. There is no Kubernetes
+    API server here; everything on OpenBao's side (role binding to the service account's name and
+    namespace, policies, the token it issues) is the real implementation."""
+    import base64
+    import http.server
+    import json
+    import threading
+
+    from tests.tls_certs import CertificateAuthority
+
+    def segment(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    claims = {"iss": "kubernetes/serviceaccount", "sub": "system:serviceaccount:agents:signer",
+              "kubernetes.io/serviceaccount/namespace": "agents",
+              "kubernetes.io/serviceaccount/service-account.name": "signer",
+              "kubernetes.io/serviceaccount/service-account.uid": "0d0c-signer"}
+    jwt = ".".join([segment(json.dumps({"alg": "RS256", "typ": "JWT"}).encode()),
+                    segment(json.dumps(claims).encode()), segment(os.urandom(256))])
+
+    class TokenReview(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            authenticated = self.path.endswith("/tokenreviews") and body["spec"]["token"] == jwt
+            reply = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                                "status": {"authenticated": authenticated, "user": {
+                                    "username": claims["sub"], "uid": "0d0c-signer"}}}).encode()
+            self.send_response(201)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TokenReview)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    tmp = Path(tempfile.mkdtemp(prefix="ws-k8s-"))
+    try:
+        openbao.admin.sys.enable_auth_method("kubernetes")
+        openbao.admin.write("auth/kubernetes/config",
+                            kubernetes_host=f"http://127.0.0.1:{server.server_port}",
+                            disable_local_ca_jwt=True, token_reviewer_jwt="reviewer",
+                            kubernetes_ca_cert=CertificateAuthority(tmp).cert_pem.decode())
+        openbao.admin.write("auth/kubernetes/role/signer", bound_service_account_names="signer",
+                            bound_service_account_namespaces="agents", policies="agents-reader",
+                            ttl="1h")
+        yield KubernetesAuth("signer", jwt)
+    finally:
+        server.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)

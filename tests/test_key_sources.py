@@ -526,3 +526,25 @@ def test_token_file_login_and_renewal(openbao, vault_secret, env_key, tmp_path):
     finally:
         backend.close()
     _assert_secret_free(repr(backend) + repr(backend.session), token, env_key)
+
+
+def test_kubernetes_auth_login_and_a_rejected_service_account_token(
+        openbao, kubernetes_auth, vault_secret, env_key, tmp_path, capsys, caplog):
+    """OpenBao's real kubernetes auth; the Kubernetes TokenReview API is a loopback stand-in
+    (see the `kubernetes_auth` fixture): no Kubernetes API server runs here."""
+    path = vault_secret({"private_key": env_key})
+    (tmp_path / "sa-token").write_text(kubernetes_auth.jwt)
+    config = VaultKeyConfig(backend="vault", url=openbao.url, path=path,
+                            kubernetes_role=kubernetes_auth.role,
+                            kubernetes_jwt_file=tmp_path / "sa-token")
+    backend = open_backend("agent", config)
+    try:
+        assert WalletSigner("agent", backend).address == Account.from_key(env_key).address
+    finally:
+        backend.close()
+    (tmp_path / "sa-token").write_text(kubernetes_auth.jwt[:-8] + "AAAAAAAA")
+    body = (f'[keys.agent]\nbackend = "vault"\nurl = "{openbao.url}"\npath = "{path}"\n'
+            f'kubernetes_role = "signer"\nkubernetes_jwt_file = "{tmp_path / "sa-token"}"\n')
+    text = _start_up_fails(_config_file(tmp_path, body), "agent", capsys, caplog)
+    assert "keys.agent" in text and "Vault refused kubernetes login" in text
+    _assert_secret_free(text, env_key, kubernetes_auth.jwt.split(".")[2])
