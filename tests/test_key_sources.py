@@ -548,3 +548,43 @@ def test_kubernetes_auth_login_and_a_rejected_service_account_token(
     text = _start_up_fails(_config_file(tmp_path, body), "agent", capsys, caplog)
     assert "keys.agent" in text and "Vault refused kubernetes login" in text
     _assert_secret_free(text, env_key, kubernetes_auth.jwt.split(".")[2])
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_keys_open_in_parallel_within_key_load_concurrency_with_progress(
+        concurrency, tmp_path, monkeypatch, caplog):
+    """The real decryption, wrapped to count how many run at once."""
+    import threading
+
+    from signer import keyload
+    from signer.backends import keystore
+
+    folder = tmp_path / "ks"
+    folder.mkdir()
+    for i in range(5):
+        (folder / f"k{i}.json").write_text(json.dumps(cheap_keystore(Account.create().key.hex())))
+    (tmp_path / "pw").write_text(PASSWORD)
+    running, peak, lock = [0], [0], threading.Lock()
+    real = keystore.decrypt_keystore
+
+    def counted(*args: Any) -> Any:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            time.sleep(0.05)  # long enough for the pool's threads to overlap
+            return real(*args)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(keystore, "decrypt_keystore", counted)
+    monkeypatch.setattr(keyload, "PROGRESS_EVERY_SECONDS", 0.0)
+    config = validate({"server": {"key_load_concurrency": concurrency}, "key_sources": {"f": {
+        "backend": "keystore", "folder": str(folder), "password_file": str(tmp_path / "pw")}}},
+        "t")
+    with caplog.at_level(logging.INFO):
+        keyring = KeyRing.from_config(config)
+    assert len(keyring) == 5 and peak[0] == concurrency
+    assert "opening keys: 1 of 5 done" in caplog.text and "opened 5 of 5 keys" in caplog.text
+    keyring.close()
