@@ -32,6 +32,12 @@ log = logging.getLogger("signer")
 
 CONFIG_ENV = "WALLET_SIGNER_CONFIG"
 
+# `health` flags whose defaults may come from WALLET_SIGNER_HEALTH_<FLAG>: the image's
+# HEALTHCHECK runs a bare `wallet-signer health` (docs/deploy/image.md). No config field is named
+# HEALTH_*, so the config loader leaves these variables alone.
+HEALTH_ENV_PREFIX = "WALLET_SIGNER_HEALTH_"
+HEALTH_ENV_FLAGS = ("server", "timeout", "tls_ca", "tls_cert", "tls_key", "tls_server_name")
+
 EXIT_REFUSED = 1  # a server answered with an error status (printed)
 EXIT_INPUT = 2  # bad configuration or input: the message names the field or flag
 EXIT_BACKEND = 3  # a backend (HSM, KMS) or the state store failed or refused us
@@ -201,11 +207,16 @@ def _add_client_commands(commands: Commands) -> None:
     _tls_args(address)
     address.set_defaults(run=_address)
 
-    health = commands.add_parser("health", help="exit 0 if a running server is SERVING")
+    health = commands.add_parser(
+        "health", help="exit 0 if a running server is SERVING",
+        epilog=f"Each flag's default may come from {HEALTH_ENV_PREFIX}<FLAG> in the environment "
+        f"(e.g. {HEALTH_ENV_PREFIX}TLS_CERT): how a container's HEALTHCHECK, which has no "
+        "flags of its own, reaches a server under mTLS.",
+    )
     health.add_argument("--server", default=config_module.DEFAULT_LISTEN, help="HOST:PORT")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds")
     _tls_args(health)
-    health.set_defaults(run=_health)
+    health.set_defaults(run=_health, **_env_defaults(HEALTH_ENV_PREFIX, HEALTH_ENV_FLAGS))
 
     sign = commands.add_parser("sign", help="ask a running server to sign a transaction")
     sign.add_argument("--key", required=True, help="key_id to sign with")
@@ -225,6 +236,13 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(CONFIG_ENV),
         help=f"TOML config file (default: ${CONFIG_ENV}, else the embedded development default)",
     )
+
+
+def _env_defaults(prefix: str, dests: Sequence[str]) -> dict[str, str]:
+    """Flag defaults from PREFIX<DEST> environment variables (set and not empty); argparse
+    converts them with the flag's type, as if given on the command line."""
+    values = {dest: os.environ.get(prefix + dest.upper(), "") for dest in dests}
+    return {dest: value for dest, value in values.items() if value}
 
 
 def _tls_args(parser: argparse.ArgumentParser) -> None:
