@@ -9,6 +9,8 @@ Skipped unless WALLET_SIGNER_IMAGE names a built image (a failure when
 WALLET_SIGNER_REQUIRE_BACKENDS contains "image", as `make test-image` sets).
 """
 
+import datetime as dt
+import json
 import os
 import re
 import shutil
@@ -210,11 +212,25 @@ def container(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                             f"{health.stdout}{health.stderr}\n{logs.stdout}{logs.stderr}")
             time.sleep(0.5)
         startup = time.monotonic() - started
-        print(f"\nimage {image}: started and healthy under mTLS in {startup:.1f} s")
+        print(f"\nimage {image}: `podman run` to a passing HEALTHCHECK under mTLS in "
+              f"{startup:.1f} s; {serving_after(name)}")
         yield Container(name, f"127.0.0.1:{port}", tls / "ca.crt", trader,
                         Secrets(private_key, token_pins, [server, trader, probe]), startup)
     finally:
         podman("rm", "--force", "--time", "5", name, check=False, timeout=60)
+
+
+def serving_after(name: str) -> str:
+    """How long the process took from the container's start to its "SERVING" log line."""
+    started_at = podman("inspect", "--format", "{{.State.StartedAt}}", name).stdout.strip()
+    logs = podman("logs", name).stderr.splitlines()
+    serving = [json.loads(line)["time"] for line in logs if "SERVING" in line]
+    # podman prints e.g. 2026-12-04 20:32:31.912345678 +0000 UTC
+    start = dt.datetime.strptime(started_at[:26] + started_at[29:35], "%Y-%m-%d %H:%M:%S.%f %z")
+    if not serving:
+        return "no SERVING line in the log"
+    seconds = (dt.datetime.fromisoformat(serving[0]) - start).total_seconds()
+    return f"container start to SERVING in the log: {seconds:.1f} s"
 
 
 def test_the_healthcheck_passes_under_mtls_and_only_with_a_client_certificate(container):
