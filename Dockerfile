@@ -12,6 +12,8 @@
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build
+# lets deploy/image/build.sh find superseded build stages (it keeps the newest: pip's cache)
+LABEL wallet-signer.stage=build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY signer ./signer
@@ -25,6 +27,7 @@ FROM ${BASE_IMAGE}
 # softhsm2 provides libsofthsm2.so for the PKCS#11 backend; mount a real HSM's library instead.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends softhsm2 \
+    && apt-get clean \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin signer \
     && install -d -o signer -g signer -m 0700 /var/lib/wallet-signer

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 import rlp
 from eth_account import Account
@@ -64,6 +65,7 @@ class Container:
     target: str
     ca: Path
     trader: Issued
+    probe: Issued  # the HEALTHCHECK's certificate
     secrets: Secrets
     startup_seconds: float
 
@@ -214,7 +216,7 @@ def container(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         startup = time.monotonic() - started
         print(f"\nimage {image}: `podman run` to a passing HEALTHCHECK under mTLS in "
               f"{startup:.1f} s; {serving_after(name)}")
-        yield Container(name, f"127.0.0.1:{port}", tls / "ca.crt", trader,
+        yield Container(name, f"127.0.0.1:{port}", tls / "ca.crt", trader, probe,
                         Secrets(private_key, token_pins, [server, trader, probe]), startup)
     finally:
         podman("rm", "--force", "--time", "5", name, check=False, timeout=60)
@@ -240,6 +242,12 @@ def test_the_healthcheck_passes_under_mtls_and_only_with_a_client_certificate(co
                      "WALLET_SIGNER_HEALTH_TLS_KEY=", container.name, "wallet-signer", "health",
                      check=False)
     assert (without.returncode, without.stderr) == (1, f"{container.target}: UNAVAILABLE\n")
+    # the check's certificate names no client: it reads health and nothing else
+    with pytest.raises(grpc.RpcError) as refused:
+        RemoteAccount.connect(container.target, "hot", tls_ca=container.ca,
+                              tls_cert=container.probe.cert_file,
+                              tls_key=container.probe.key_file)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert container.startup_seconds < STARTUP_SECONDS
 
 

@@ -29,8 +29,19 @@ fi
 # --isolation chroot: no nested user namespace or cgroup set-up needed for RUN steps.
 # --network=host and the host's CA bundle: pip and apt-get reach their registries as the host does
 # (also behind a TLS-inspecting proxy); the bundle is mounted for the build only, in no layer.
+previous="$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)"
 podman build --format docker --isolation chroot --network=host \
     -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
     --build-arg "BASE_IMAGE=$base" -t "$image" . </dev/null
 podman image inspect --format '{{.Id}} {{.Size}}' "$image" \
     | awk -v image="$image" '{printf "built %s (%s): %.0f MB\n", image, substr($1, 1, 12), $2 / 1e6}'
+
+# What this build superseded: the previous image of that name, and all but the newest build stage
+# (which holds the pip install layer the next build reuses when pyproject.toml and signer/ match).
+current="$(podman image inspect --format '{{.Id}}' "$image")"
+if [ -n "$previous" ] && [ "$previous" != "$current" ]; then
+    podman rmi "$previous" >/dev/null 2>&1 || true  # still used by a container: left alone
+fi
+podman images --filter dangling=true --filter label=wallet-signer.stage=build \
+        --format '{{.CreatedAt}}|{{.ID}}' | sort -r | tail -n +2 | cut -d'|' -f2 \
+    | xargs -r podman rmi >/dev/null 2>&1 || true
