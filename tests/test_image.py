@@ -45,8 +45,9 @@ ETC, TLS, PINS, STATE = (
     "/etc/wallet-signer", "/run/secrets/wallet-signer-tls", "/run/secrets/wallet-signer-pin",
     "/var/lib/wallet-signer",
 )
-# This kernel's hybrid cgroups make crun refuse to start containers; runc starts them. Without
-# systemd here, podman cannot schedule the HEALTHCHECK timer: the test runs it itself.
+# What podman needs on these machines (docs/deploy/image.md): runc (crun, when installed, refuses
+# their cgroup v1 set-up), explicit limits (runc cannot apply the inherited ones) and, without
+# systemd, no HEALTHCHECK timer: the test runs the check itself.
 RUN_FLAGS = ("--runtime", "runc", "--network=host", "--ulimit", "nofile=4096:4096",
              "--ulimit", "nproc=4096:4096", "--health-interval=disable")
 STARTUP_SECONDS = 90
@@ -109,7 +110,7 @@ def make_token(tmp_path: Path, state: Path, private_key: str) -> list[str]:
     key_file.write_text(private_key)
     key_file.chmod(0o600)
     subprocess.run(
-        [sys.executable, "-m", "signer.cli", "keys", "import", "--backend", "pkcs11", "--label",
+        [str(Path(sys.executable).with_name("wallet-signer")), "keys", "import", "--backend", "pkcs11", "--label",
          "hot", "--token-label", TOKEN, "--pin-file", str(hsm / "user-pin"),
          "--key-file", str(key_file)],
         check=True, capture_output=True, timeout=60,
@@ -227,8 +228,11 @@ def serving_after(name: str) -> str:
     started_at = podman("inspect", "--format", "{{.State.StartedAt}}", name).stdout.strip()
     logs = podman("logs", name).stderr.splitlines()
     serving = [json.loads(line)["time"] for line in logs if "SERVING" in line]
-    # podman prints e.g. 2026-12-04 20:32:31.912345678 +0000 UTC
-    start = dt.datetime.strptime(started_at[:26] + started_at[29:35], "%Y-%m-%d %H:%M:%S.%f %z")
+    # podman prints Go's time format, e.g. 2026-12-04 20:32:31.91234 +0000 UTC (zeros trimmed)
+    parts = re.match(r"(\S+ [\d:]+)(?:\.(\d+))? ([+-]\d{4})", started_at)
+    assert parts, started_at
+    fraction = (parts[2] or "0")[:6].ljust(6, "0")
+    start = dt.datetime.strptime(f"{parts[1]}.{fraction} {parts[3]}", "%Y-%m-%d %H:%M:%S.%f %z")
     if not serving:
         return "no SERVING line in the log"
     seconds = (dt.datetime.fromisoformat(serving[0]) - start).total_seconds()
@@ -292,10 +296,10 @@ def test_no_private_key_pin_or_tls_key_is_in_any_layer(container, image, tmp_pat
     for i, pin in enumerate(secrets.pins):
         needles[f"PIN {i}"] = pin.encode()
     for issued in secrets.tls_keys:
-        body = b"".join(issued.key_pem.splitlines()[1:-1])
+        first_line = issued.key_pem.splitlines()[1]  # found even in a PEM with other line ends
+        assert len(first_line) == 64
         needles[f"TLS key {issued.cert_file.stem} (PEM)"] = issued.key_pem
-        needles[f"TLS key {issued.cert_file.stem} (first line)"] = issued.key_pem.splitlines()[1]
-        assert len(body) > 64
+        needles[f"TLS key {issued.cert_file.stem} (first line)"] = first_line
     control = b"WALLET_SIGNER_HEALTH_"  # in signer/cli.py: proves the search reads the layers
     archive = tmp_path / "image.tar"
     try:
