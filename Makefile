@@ -67,10 +67,11 @@ image-deps:
 image: image-deps
 	bash deploy/image/build.sh $(IMAGE) $(BASE_IMAGE)
 
-# Runs the image as operators do (tests/test_image.py); "image" in REQUIRE turns a skip into a failure.
+# Runs the image as operators do (tests/deploy/test_image.py); "image" in REQUIRE turns its
+# skip into a failure.
 test-image: $(STAMP) system-deps image
 	WALLET_SIGNER_IMAGE=$(IMAGE) WALLET_SIGNER_REQUIRE_BACKENDS=image,pkcs11 \
-		$(BIN)/pytest -q -s -p no:cacheprovider tests/test_image.py
+		$(BIN)/pytest -q -s -p no:cacheprovider tests/deploy/test_image.py
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench
