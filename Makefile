@@ -43,7 +43,7 @@ serve: $(STAMP) system-deps
 
 test: $(STAMP) system-deps validate-deploy
 	$(BIN)/ruff check signer tests bench
-	$(BIN)/mypy signer
+	$(BIN)/mypy signer bench
 	$(MAKE) --no-print-directory docs
 	WALLET_SIGNER_REQUIRE_BACKENDS=env,pkcs11,kms,postgres,jsonrpc $(BIN)/pytest -q
 
