@@ -3,6 +3,7 @@
 import argparse
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeAlias
 
@@ -43,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_commands(commands)
     return parser
 
+
+# `health` flags whose defaults may come from WALLET_SIGNER_HEALTH_<FLAG>: the image's
+# HEALTHCHECK runs a bare `wallet-signer health` (docs/deploy/image.md). No config field is named
+# HEALTH_*, so the config loader leaves these variables alone.
+HEALTH_ENV_PREFIX = "WALLET_SIGNER_HEALTH_"
+HEALTH_ENV_FLAGS = ("server", "timeout", "tls_ca", "tls_cert", "tls_key", "tls_server_name")
 
 # what add_subparsers returns; each _add_* helper adds one command (group) to it
 Commands: TypeAlias = "argparse._SubParsersAction[_Parser]"
@@ -165,11 +172,17 @@ def _add_client_commands(commands: Commands) -> None:
     _tls_args(address)
     address.set_defaults(run=client_commands.address)
 
-    health = commands.add_parser("health", help="exit 0 if a running server is SERVING")
+    health = commands.add_parser(
+        "health", help="exit 0 if a running server is SERVING",
+        epilog=f"Each flag's default may come from {HEALTH_ENV_PREFIX}<FLAG> in the environment "
+        f"(e.g. {HEALTH_ENV_PREFIX}TLS_CERT): how a container's HEALTHCHECK, which has no "
+        "flags of its own, reaches a server under mTLS.",
+    )
     health.add_argument("--server", default=config_module.DEFAULT_LISTEN, help="HOST:PORT")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds")
     _tls_args(health)
-    health.set_defaults(run=client_commands.health)
+    health.set_defaults(run=client_commands.health,
+                        **_env_defaults(HEALTH_ENV_PREFIX, HEALTH_ENV_FLAGS))
 
     sign = commands.add_parser("sign", help="ask a running server to sign a transaction")
     sign.add_argument("--key", required=True, help="key_id to sign with")
@@ -189,6 +202,13 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(CONFIG_ENV),
         help=f"TOML config file (default: ${CONFIG_ENV}, else the embedded development default)",
     )
+
+
+def _env_defaults(prefix: str, dests: Sequence[str]) -> dict[str, str]:
+    """Flag defaults from PREFIX<DEST> environment variables (set and not empty); argparse
+    converts them with the flag's type, as if given on the command line."""
+    values = {dest: os.environ.get(prefix + dest.upper(), "") for dest in dests}
+    return {dest: value for dest, value in values.items() if value}
 
 
 def _tls_args(parser: argparse.ArgumentParser) -> None:
