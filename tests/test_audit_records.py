@@ -50,7 +50,9 @@ records = st.one_of(
     st.builds(
         Signing, kind=st.sampled_from(["intent", "outcome"]), at=text, event=text,
         request_id=opt_text, peer=opt_text, method=opt_text, key_id=opt_text, client=opt_text,
-        identity=opt_text, transaction=st.none() | transaction, policy=opt_text,
+        identity=opt_text, transaction=st.none() | transaction,
+        authorization=st.none() | st.dictionaries(text, json_values, max_size=3),
+        policy=opt_text,
         rule_id=opt_text, digest=opt_text,
         budgets=st.none() | st.lists(budget, max_size=3).map(tuple), result=opt_text,
         decision=opt_text, status=opt_text, reason=opt_text, signed=st.none() | st.booleans(),

@@ -65,7 +65,7 @@ def test_get_address_and_list_keys_describe_the_key(server: RunningServer, any_s
     (info,) = server.stub.ListKeys(pb.ListKeysRequest()).keys
     assert (info.key_id, info.address, bytes(info.public_key)) == ("k", derived, public_key)
     assert info.backend == any_signer.backend_name
-    assert info.backend in ("env", "pkcs11", "kms")
+    assert info.backend in ("env", "pkcs11", "kms", "keystore", "vault", "aws-secret")
 
 
 def _fund(chain: EthereumTester, address: str, amount: int = ETHER) -> None:
@@ -187,7 +187,8 @@ def test_structured_and_unsigned_requests_sign_the_same(server: RunningServer, a
         raw = bytes(reply.raw_transaction)
         assert Account.recover_transaction(raw) == any_signer.address
         assert _unsigned_part(raw) == {**tx, "to": bytes.fromhex("35" * 20), "accessList": ()}
-    if any_signer.backend_name == "env":  # RFC 6979: deterministic, so byte-identical
+    # a key in process memory signs with RFC 6979 nonces: deterministic, so byte-identical
+    if any_signer.backend_name in ("env", "keystore", "vault", "aws-secret"):
         assert replies[0] == replies[1]
 
 
@@ -256,12 +257,15 @@ def test_stream_signs_a_nonce_sequence_that_a_real_evm_mines(
     messages = [_transaction(t, chain_id, nonce, recipient) for nonce, t in enumerate([0, 1, 2, 4, 2])]
     _authorize(messages[3], chain_id, to_checksum_address(os.urandom(20)))
     requests = [pb.SignTransactionRequest(key_id="k", transaction=m) for m in messages]
-    requests.insert(2, pb.SignTransactionRequest(key_id="k", transaction=pb.Transaction(type=3)))
+    blob_without_hashes = pb.Transaction()
+    blob_without_hashes.CopyFrom(messages[2])
+    blob_without_hashes.type = 3
+    requests.insert(2, pb.SignTransactionRequest(key_id="k", transaction=blob_without_hashes))
     replies = list(server.stub.SignTransactions(iter(requests), timeout=60))
 
     assert [r.index for r in replies] == list(range(len(requests)))
     assert replies[2].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
-    assert "blob transactions" in replies[2].error.message
+    assert "blob_versioned_hashes: must not be empty" in replies[2].error.message
     signed = [r.signed for i, r in enumerate(replies) if i != 2]
     for reply in signed:
         raw = bytes(reply.raw_transaction)

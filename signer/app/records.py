@@ -89,6 +89,7 @@ class Signing:
     client: str | None = None
     identity: str | None = None
     transaction: Mapping[str, Any] | None = None  # application._summary: never the calldata
+    authorization: Mapping[str, Any] | None = None  # EIP-7702: the delegate and its chain
     policy: str | None = None  # set (with rule_id, which may be None) when a policy judged it
     rule_id: str | None = None
     digest: str | None = None
@@ -110,6 +111,7 @@ class Signing:
         if self.policy is not None:
             out["policy"], out["rule_id"] = self.policy, self.rule_id
         _put(out, "transaction", self.transaction)
+        _put(out, "authorization", self.authorization)
         _put(out, "digest", self.digest)
         if self.budgets is not None:
             out["budgets"] = [b.fields() for b in self.budgets]
@@ -268,7 +270,8 @@ def _signing(kind: Literal["intent", "outcome"], at: str, raw: Mapping[str, Any]
         request_id=_str(raw, "request_id"), peer=_str(raw, "peer"),
         method=_str(raw, "method"), key_id=_str(raw, "key_id"),
         client=_str(raw, "client"), identity=_str(raw, "identity"),
-        transaction=raw.get("transaction"), policy=_str(raw, "policy"),
+        transaction=raw.get("transaction"), authorization=raw.get("authorization"),
+        policy=_str(raw, "policy"),
         rule_id=_str(raw, "rule_id"), digest=_str(raw, "digest"),
         budgets=None if budgets is None else tuple(
             BudgetLine(name=str(b["name"]), spent=int(b["spent"]), limit=int(b["limit"]),
