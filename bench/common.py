@@ -87,6 +87,9 @@ class NoAudit:
     def start(self) -> None:
         pass
 
+    def stop(self) -> None:
+        pass
+
     def write(
         self,
         bodies: "Iterable[Record]",

@@ -336,6 +336,7 @@ class ClientConfig(_Strict):
 
 
 DEFAULT_STORE_URL = "sqlite://.wallet-signer/state.db"
+AUDIT_KEY_MIN_BYTES = 32
 
 
 class StoreConfig(_Strict):
@@ -343,6 +344,26 @@ class StoreConfig(_Strict):
     url: str = DEFAULT_STORE_URL
     password_file: Path | None = None  # PostgreSQL password (else libpq's PGPASSFILE)
     connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # HMAC-SHA256 key of the audit chains (at least 32 bytes; whitespace around it ignored):
+    # without it, rewriting records needs store access; with it, the key too. Never logged.
+    audit_key_file: Path | None = None
+    # how often each serving writer records the heads of the other chains (a witness record)
+    audit_witness_seconds: float = Field(default=10.0, gt=0, le=3600)
+
+    def audit_key(self) -> bytes | None:
+        """The audit HMAC key read from `audit_key_file`, or None when not configured."""
+        if self.audit_key_file is None:
+            return None
+        try:
+            key = self.audit_key_file.read_bytes().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"store.audit_key_file: cannot read {self.audit_key_file}: {type(exc).__name__}"
+            ) from None
+        if len(key) < AUDIT_KEY_MIN_BYTES:
+            raise ConfigError(f"store.audit_key_file: {self.audit_key_file} holds fewer than "
+                              f"{AUDIT_KEY_MIN_BYTES} bytes (e.g. `openssl rand -hex 32`)")
+        return key
 
     @field_validator("url")
     @classmethod

@@ -24,6 +24,7 @@ from typing import Self
 
 from signer.app.access import AccessControl
 from signer.app.application import Application
+from signer.app.audit import AuditLog
 from signer.app.freeze import FreezeState
 from signer.app.sinks import AuditSink
 from signer.config import Config
@@ -138,8 +139,18 @@ class Runtime:
         from_config = access is None
         if access is None:
             access = AccessControl(self.config.clients, self.config.policies)
+        if audit is None:
+            own_audit = AuditLog(store, key=self.config.store.audit_key())
+            audit = own_audit
+            # this replica's chain records the other chains' heads every few seconds, and a
+            # last time at stop (before the store closes: callbacks run last first)
+            self._stack.callback(own_audit.stop)
+        else:
+            own_audit = None
         app = Application(keyring, store, access=access, audit=audit, freeze=freeze, clock=clock)
         app.audit.start()
+        if own_audit is not None:
+            own_audit.start_witnessing(self.config.store.audit_witness_seconds)
         self._app = app
         if opened_store:
             app_log.info(

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from signer.app.audit import GENESIS, AuditLog, record_hash
+from signer.app.audit import GENESIS, AuditLog, hash_matches
 from signer.app.records import Checkpoint, parse
 from signer.config import Config
 from signer.errors import FailedPrecondition, InvalidRequest
@@ -96,8 +96,9 @@ def export(store: Store, before: str, to: Path) -> tuple[int, Heads]:
 class _ExportFile:
     """An export read back and checked line by line (memory bounded by the chain count)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, key: bytes | None = None) -> None:
         self.path = path
+        self.key = key
 
     def check(self) -> tuple[str, Heads, Heads, dict[str, str], int, str]:
         """(before, from, heads, per-writer digest of its hashes, records, sha256 of the
@@ -128,9 +129,9 @@ class _ExportFile:
             except (KeyError, TypeError, ValueError):
                 raise InvalidRequest(f"--export: line {number}: not an audit row") from None
             seq, prev = at.get(row.writer, (0, GENESIS))
-            if (row.seq, row.prev_hash) != (seq + 1, prev) or record_hash(
-                row.writer, row.seq, row.prev_hash, row.body
-            ) != row.hash:
+            if (row.seq, row.prev_hash) != (seq + 1, prev) or hash_matches(
+                row, self.key
+            ) is None:
                 raise InvalidRequest(
                     f"--export: line {number}: writer {row.writer} record {row.seq} does not "
                     "follow the one before it or does not match its hash (the file was changed)"
@@ -171,11 +172,12 @@ def _heads(value: Any, name: str) -> Heads:
         raise InvalidRequest(f"--export: its {name} are not writer -> [seq, hash]") from None
 
 
-def prune(store: Store, before: str, export_file: Path, operator: str) -> Checkpoint:
+def prune(store: Store, before: str, export_file: Path, operator: str,
+          key: bytes | None = None) -> Checkpoint:
     """Delete what `export_file` (an `export` of the same `before`) holds, and only that,
     after checking the file and that the store holds exactly those records; then leave the
     checkpoint record, in the same transaction. Also drops budget rows no window counts."""
-    file_before, start, heads, digests, records, file_sha = _ExportFile(export_file).check()
+    file_before, start, heads, digests, records, file_sha = _ExportFile(export_file, key).check()
     if file_before != before:
         raise InvalidRequest(
             f"--export: {export_file} holds the records before {file_before}, not before "
@@ -207,7 +209,7 @@ def prune(store: Store, before: str, export_file: Path, operator: str) -> Checkp
         batch.add_checkpoint(rows[0].writer, rows[0].seq)
         batch.drop_budget_rows(budget_cutoff)
 
-    audit = AuditLog(store, role="cli")
+    audit = AuditLog(store, role="cli", key=key)
     audit.start()  # its chain_start witnesses every chain as it stands before the prune
     audit.write([checkpoint], also=remove)
     return checkpoint
@@ -224,4 +226,5 @@ def prune_audit(config: Config, before: str, export_file: Path) -> Checkpoint:
     from signer.admin.state import _operator, configured_store
 
     with configured_store(config) as store:
-        return prune(store, parse_before(before), export_file, _operator())
+        return prune(store, parse_before(before), export_file, _operator(),
+                     config.store.audit_key())

@@ -45,7 +45,7 @@ def check(
     client = _client(config, client_name)
     with configured_store(config) as store:
         evaluation = evaluate_policy(store, time.time(), client, self_address, request)
-        AuditLog(store, role="cli").write([DryRun(
+        AuditLog(store, role="cli", key=config.store.audit_key()).write([DryRun(
             source="policy check", client=client.name, method=method,
             digest="0x" + digest_of(request).hex(),
             decision="allow" if evaluation.allowed else "deny", status="OK",

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from signer.app.audit import AuditLog, VerifyReport, utc_now, verify
+from signer.app.audit import AuditLog, VerifyReport, verify
 from signer.app.records import Admin, AuditRecord, parse
 from signer.config import Config
 from signer.errors import InvalidRequest
@@ -31,6 +31,11 @@ def configured_store(config: Config, *, migrate: bool = True) -> Iterator[Store]
         store.close()
 
 
+def audit_log(config: Config, store: Store, role: str = "cli") -> AuditLog:
+    """An operator command's own chain, keyed like the service's (`store.audit_key_file`)."""
+    return AuditLog(store, role=role, key=config.store.audit_key())
+
+
 def migrate_store(config: Config) -> int:
     with configured_store(config) as store:
         return store.schema_version()
@@ -43,20 +48,24 @@ def freeze_key(config: Config, key_id: str, reason: str) -> None:
     if not reason or len(reason) > MAX_REASON or not reason.isprintable():
         raise InvalidRequest(f"--reason: 1 to {MAX_REASON} printable characters")
     with configured_store(config) as store:
-        audit = AuditLog(store, role="cli")
-        store.freeze(key_id, reason, utc_now())
-        audit.write([Admin(action="freeze", key_id=key_id, operator=_operator(),
-                           details={"reason": reason})])
+        record = Admin(action="freeze", key_id=key_id, operator=_operator(),
+                       details={"reason": reason})
+        # the freeze and its record commit in one transaction, or neither does
+        audit_log(config, store).write(
+            [record], also=lambda batch, _rows: batch.freeze(key_id, reason, record.at))
 
 
 def unfreeze_key(config: Config, key_id: str) -> bool:
     """Thaw `key_id`; False if it was not frozen. Audited either way."""
     _check_key(config, key_id)
     with configured_store(config) as store:
-        audit = AuditLog(store, role="cli")
-        was_frozen = store.unfreeze(key_id)
-        audit.write([Admin(action="unfreeze", key_id=key_id, operator=_operator(),
-                           details={"was_frozen": was_frozen})])
+        # read first: the record must be final before the transaction that carries it (a
+        # concurrent freeze of the same key between the two can make `was_frozen` stale)
+        was_frozen = key_id in store.frozen_keys()
+        audit_log(config, store).write(
+            [Admin(action="unfreeze", key_id=key_id, operator=_operator(),
+                   details={"was_frozen": was_frozen})],
+            also=lambda batch, _rows: batch.unfreeze(key_id))
         return was_frozen
 
 
@@ -69,7 +78,7 @@ def verify_audit(
     config: Config, resume: dict[str, tuple[int, str]] | None = None
 ) -> VerifyReport:
     with configured_store(config, migrate=False) as store:
-        return verify(store, resume)
+        return verify(store, resume, config.store.audit_key())
 
 
 @dataclass(frozen=True)

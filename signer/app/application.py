@@ -99,6 +99,7 @@ class Application:
         self.clock = clock
 
     def close(self) -> None:
+        self.audit.stop()  # a last witness of the other chains, while the store is open
         self.store.close()
 
     def reload_from(self, path: Path) -> bool:

@@ -17,12 +17,14 @@ serialize signing, and under load one flush covers the records of many signature
 """
 
 import hashlib
+import hmac
 import json
 import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -33,6 +35,7 @@ from signer.app.records import (
     ChainStart,
     Checkpoint,
     Fields,
+    Witness,
     canonical,
     parse,
     utc_now,
@@ -45,16 +48,33 @@ log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
 DEFAULT_COMMIT_TIMEOUT = 10.0
+MAC = "hmac-sha256"  # a keyed chain's chain_start says so
 
 # a typed record (signer.app.records), or bare fields (stamped with `at` when written)
 Record = AuditRecord | Mapping[str, Any]
 
-__all__ = ["GENESIS", "AuditLog", "Record", "Reservation", "VerifyReport", "canonical",
-           "record_hash", "utc_now", "verify"]
+__all__ = ["GENESIS", "AuditLog", "ChainWitness", "Record", "Reservation", "VerifyReport",
+           "canonical", "hash_matches", "record_hash", "utc_now", "verify"]
 
 
-def record_hash(writer: str, seq: int, prev_hash: str, body: str) -> str:
-    return hashlib.sha256(f"{writer}\n{seq}\n{prev_hash}\n{body}".encode()).hexdigest()
+def record_hash(writer: str, seq: int, prev_hash: str, body: str, key: bytes | None = None) -> str:
+    """SHA-256 of the record and its place in the chain; HMAC-SHA256 of the same text with
+    `key` (store.audit_key_file), so that rewriting a keyed chain needs the key."""
+    text = f"{writer}\n{seq}\n{prev_hash}\n{body}".encode()
+    if key is None:
+        return hashlib.sha256(text).hexdigest()
+    return hmac.new(key, text, hashlib.sha256).hexdigest()
+
+
+def hash_matches(row: AuditRow, key: bytes | None) -> bool | None:
+    """True if `row` carries its keyed hash, False if its plain one, None if neither."""
+    if key is not None and hmac.compare_digest(
+        record_hash(row.writer, row.seq, row.prev_hash, row.body, key), row.hash
+    ):
+        return True
+    if record_hash(row.writer, row.seq, row.prev_hash, row.body) == row.hash:
+        return False
+    return None
 
 
 def _fields(record: Record, clock: Callable[[], str]) -> Fields:
@@ -93,12 +113,21 @@ class AuditLog:
     releases nothing)."""
 
     def __init__(
-        self, store: Store, *, clock: Callable[[], str] = utc_now, role: str = "serve"
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], str] = utc_now,
+        role: str = "serve",
+        key: bytes | None = None,
     ) -> None:
         self.store = store
         self.writer = uuid.uuid4().hex
         self._clock = clock
         self._role = role
+        self._key = key  # never logged, never in a repr
+        self._witnessed: dict[str, tuple[int, str]] = {}  # the heads our last witness held
+        self._witness_stop = threading.Event()
+        self._witness_thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._flushing = False
@@ -107,6 +136,44 @@ class AuditLog:
     def start(self) -> None:
         """Begin this writer's chain now (else it begins with the first record)."""
         self.write([])
+
+    def witness(self) -> bool:
+        """Record the heads of every other chain in this one (a `witness` record), if any
+        moved since this writer last recorded them; True if a record was written. From then
+        on, deleting or rewriting those chains up to those heads fails `verify`."""
+        heads = {w: h for w, h in self.store.chain_heads().items() if w != self.writer}
+        if not heads or heads == self._witnessed:
+            return False
+        self.write([Witness(at=self._clock(), witness=heads)])
+        self._witnessed = heads
+        return True
+
+    def start_witnessing(self, every: float) -> None:
+        """Witness the other chains every `every` seconds from a background thread, until
+        `stop` (which witnesses once more). A failed witness is logged and retried."""
+        if self._witness_thread is not None:
+            return
+
+        def run() -> None:
+            while not self._witness_stop.wait(every):
+                try:
+                    self.witness()
+                except StoreUnavailable as exc:
+                    log.warning("audit log: could not record a witness of the other chains: %s",
+                                exc)
+
+        self._witness_thread = threading.Thread(target=run, name="audit-witness", daemon=True)
+        self._witness_thread.start()
+
+    def stop(self) -> None:
+        """Stop witnessing and record the other chains' heads one last time."""
+        self._witness_stop.set()
+        if self._witness_thread is not None:
+            self._witness_thread.join(DEFAULT_COMMIT_TIMEOUT)
+        try:
+            self.witness()
+        except StoreUnavailable as exc:
+            log.warning("audit log: could not record a witness at stop: %s", exc)
 
     def write(
         self,
@@ -181,7 +248,8 @@ class AuditLog:
                 first = min((b["at"] for e in batch for b in e.bodies), default=None)
                 new_writer = (self.writer, first or self._clock())
                 start = ChainStart(at=new_writer[1], role=self._role,
-                                   witness=self.store.chain_heads())
+                                   witness=self.store.chain_heads(),
+                                   mac=MAC if self._key is not None else None)
                 batch = [_Pending([start.fields()]), *batch]
             durable = any(entry.durable for entry in batch)
             seq, prev = self._head or (0, GENESIS)
@@ -192,7 +260,7 @@ class AuditLog:
                 for body in entry.bodies:
                     seq += 1
                     text = canonical(body)
-                    digest = record_hash(self.writer, seq, prev, text)
+                    digest = record_hash(self.writer, seq, prev, text, self._key)
                     rows.append(AuditRow(self.writer, seq, str(body["at"]), text, prev, digest))
                     prev = digest
                 if entry.also is not None:
@@ -240,6 +308,39 @@ class AuditLog:
 Heads = Mapping[str, tuple[int, str]]  # writer -> (seq, hash) of a record in its chain
 
 
+@dataclass(frozen=True)
+class ChainWitness:
+    """How far the other chains vouch for one chain: its records up to `witnessed_seq` were
+    recorded by another writer (`by`, in a record made at `witness_at`), so deleting or
+    rewriting them fails `verify`; the records after it are unwitnessed."""
+
+    head_seq: int
+    head_at: str
+    first_at: str  # the first record checked in this chain
+    role: str | None  # from its chain_start (None when that was pruned or resumed past)
+    keyed: bool | None  # HMAC (True), plain SHA-256 (False); None: verified without the key
+    witnessed_seq: int = 0  # 0: no other chain witnessed it (in the records checked)
+    witnessed_at: str | None = None  # the time of the witnessed record
+    by: str | None = None
+    witness_at: str | None = None
+
+    @property
+    def unwitnessed(self) -> int:
+        return max(0, self.head_seq - self.witnessed_seq)
+
+    @property
+    def unwitnessed_seconds(self) -> float:
+        """From the newest witnessed record (or the first checked) to the head."""
+        if self.unwitnessed == 0:
+            return 0.0
+        since = self.witnessed_at or self.first_at
+        try:
+            return max(0.0, (datetime.fromisoformat(self.head_at)
+                             - datetime.fromisoformat(since)).total_seconds())
+        except ValueError:
+            return 0.0
+
+
 @dataclass
 class VerifyReport:
     records: int = 0
@@ -248,21 +349,53 @@ class VerifyReport:
     problem: str | None = None  # the first bad record, if any
     heads: dict[str, tuple[int, str]] = field(default_factory=dict)  # where each chain ends
     checkpoint: tuple[str, int] | None = None  # the prune checkpoint the walk started from
+    witnesses: dict[str, ChainWitness] = field(default_factory=dict)  # per chain
+    keyed: bool = False  # verified with the audit key
 
     @property
     def ok(self) -> bool:
         return self.problem is None
 
 
-def verify(store: Store, resume: Heads | None = None) -> VerifyReport:
+# of writer -> (seq, {hash: (by writer, time of the witness record)}): the newest witness of
+# each chain (and every hash claimed for that seq). Only the newest matters: a chain's
+# records are linked, so any change at or before it changes the hash it witnessed.
+_Newest = dict[str, tuple[int, dict[str, tuple[str, str]]]]
+
+
+def _saw(newest: _Newest, of: str, seq: int, digest: str, by: str, at: str) -> None:
+    current = newest.get(of)
+    if current is None or seq > current[0]:
+        newest[of] = (seq, {digest: (by, at)})
+    elif seq == current[0]:
+        current[1].setdefault(digest, (by, at))
+
+
+@dataclass
+class _Walk:
+    """What walking the chains keeps: chains² at most, never records."""
+
+    key: bytes | None
+    newest: _Newest = field(default_factory=dict)
+    newest_keyed: _Newest = field(default_factory=dict)  # witnesses made by keyed chains
+    chains: dict[str, ChainWitness] = field(default_factory=dict)
+
+
+def verify(store: Store, resume: Heads | None = None, key: bytes | None = None) -> VerifyReport:
     """Walk every chain; stop at the first record that was edited, deleted or reordered.
 
-    Streams: rows are read a batch at a time and only each chain's head and its open intents
-    are kept, so memory does not grow with the log. A chain starts after the heads of the
-    latest prune checkpoint (records an `audit prune` removed) and, when `resume` is given
-    (a previous report's `heads`), after those: the row at a resumed head must still carry
-    its hash, and only what follows is checked."""
-    report = VerifyReport()
+    Streams: rows are read a batch at a time and only each chain's head, its open intents
+    and the newest witness of each chain are kept, so memory does not grow with the log. A
+    chain starts after the heads of the latest prune checkpoint (records an `audit prune`
+    removed) and, when `resume` is given (a previous report's `heads`), after those: the row
+    at a resumed head must still carry its hash, and only what follows is checked.
+
+    Every chain's newest witness (a `chain_start` or `witness` record of another chain) must
+    still match the witnessed record. With `key` (store.audit_key_file), keyed chains are
+    checked with HMAC-SHA256, and a chain that is not keyed must be witnessed up to its head
+    by a keyed chain (what was written without the key, after that, could have been written
+    by anyone with store access). `report.witnesses` says, per chain, how far it is witnessed."""
+    report = VerifyReport(keyed=key is not None)
     starts: dict[str, tuple[int, str]] = {}
     pointer = store.latest_checkpoint()
     if pointer is not None:
@@ -282,12 +415,12 @@ def verify(store: Store, resume: Heads | None = None) -> VerifyReport:
                                   "the verification this one resumes from")
                 return report
             starts[writer] = (seq, digest)
-    witnessed: list[tuple[str, str, int, str]] = []  # (by writer, of writer, seq, hash)
+    walk = _Walk(key)
     registered = store.writers()
     for writer in registered + sorted(set(store.audit_writers_in_log()) - set(registered)):
         report.chains += 1
         problem = (
-            _verify_chain(store, writer, starts.get(writer), report, witnessed)
+            _verify_chain(store, writer, starts.get(writer), report, walk)
             if writer in registered
             else f"writer {writer}: records from a writer that never registered (inserted)"
         )
@@ -297,17 +430,39 @@ def verify(store: Store, resume: Heads | None = None) -> VerifyReport:
     if pointer is not None and report.heads.get(pointer[0], (0, ""))[0] < pointer[1]:
         report.problem = f"writer {pointer[0]}: the checkpoint record is not in its chain"
         return report
-    for by, of, seq, expected in witnessed:
-        start_seq, start_hash = starts.get(of, (0, GENESIS))
-        if seq < start_seq or (seq == start_seq and expected == start_hash):
-            continue  # pruned (its export holds it) or verified before
-        row = store.audit_row(of, seq)
-        if row is None or row.hash != expected:
-            report.problem = (
-                f"writer {of} record {seq}: missing or changed, though writer {by} "
-                "witnessed it when its chain started (records were deleted or edited)"
-            )
-            return report
+    for newest in (walk.newest, walk.newest_keyed):
+        for of, (seq, claims) in sorted(newest.items()):
+            start_seq, start_hash = starts.get(of, (0, GENESIS))
+            if seq < start_seq:
+                continue  # pruned (its export holds it) or verified before
+            row = store.audit_row(of, seq)
+            for expected, (by, at) in sorted(claims.items()):
+                if seq == start_seq and expected == start_hash:
+                    continue
+                if row is None or row.hash != expected:
+                    report.problem = (
+                        f"writer {of} record {seq}: missing or changed, though writer {by} "
+                        f"witnessed it at {at} (records were deleted or edited)"
+                    )
+                    return report
+    for writer, chain in walk.chains.items():
+        seen = walk.newest.get(writer)
+        if seen is not None:
+            seq, claims = seen
+            by, at = sorted(claims.values())[0]
+            row = store.audit_row(writer, seq)
+            chain = replace(chain, witnessed_seq=seq, by=by, witness_at=at,
+                            witnessed_at=row.at if row is not None else None)
+        report.witnesses[writer] = chain
+        if key is not None and chain.keyed is False:
+            covered = walk.newest_keyed.get(writer, (0, {}))[0]
+            if covered < chain.head_seq:
+                report.problem = (
+                    f"writer {writer} records {covered + 1}-{chain.head_seq}: not keyed, and no "
+                    "keyed chain witnessed them (written without the audit key: by a writer "
+                    "not configured with it, or by someone with store access)"
+                )
+                return report
     return report
 
 
@@ -336,19 +491,30 @@ def _verify_chain(
     writer: str,
     start: tuple[int, str] | None,
     report: VerifyReport,
-    witnessed: list[tuple[str, str, int, str]],
+    walk: _Walk,
 ) -> str | None:
     seq0, prev = start or (0, GENESIS)
     expected_seq = seq0 + 1
     open_intents: dict[str, str] = {}
+    keyed: bool | None = None  # decided by the first record checked (with the key)
+    role: str | None = None
+    first_at = head_at = ""
+    hint = " (edited, or written with another audit key)" if walk.key is not None else " (edited)"
     for row in store.audit_rows(writer, after=seq0):
         where = f"writer {writer} record {row.seq}"
         if row.seq != expected_seq:
             return f"writer {writer} record {expected_seq}: missing (deleted or reordered)"
         if row.prev_hash != prev:
             return f"{where}: does not follow record {row.seq - 1} (deleted or reordered)"
-        if record_hash(writer, row.seq, row.prev_hash, row.body) != row.hash:
-            return f"{where}: contents do not match its hash (edited)"
+        matched = hash_matches(row, walk.key)
+        if matched is None:
+            return f"{where}: contents do not match its hash{hint}"
+        if walk.key is not None:
+            if keyed is None:
+                keyed = matched
+            elif matched != keyed:
+                return (f"{where}: {'keyed' if matched else 'not keyed'}, unlike the records "
+                        "before it in its chain (rewritten without the audit key)")
         body = _loads(row.body)
         if body is None:
             return f"{where}: not valid JSON (edited)"
@@ -361,17 +527,34 @@ def _verify_chain(
             open_intents[str(body.get("event"))] = str(body.get("request_id"))
         elif kind == "outcome":
             open_intents.pop(str(body.get("event")), None)
-        elif kind in ("chain_start", "checkpoint"):
+        elif kind in ("chain_start", "witness", "checkpoint"):
             record = _parse(row.body)
-            if isinstance(record, ChainStart):
+            if isinstance(record, ChainStart | Witness):
+                if isinstance(record, ChainStart):
+                    role = record.role
+                    if record.mac is not None:
+                        if walk.key is None:
+                            return (f"{where}: the chain is keyed ({record.mac}): verify "
+                                    "needs the audit key (store.audit_key_file)")
+                        if keyed is not True:
+                            return f"{where}: says the chain is keyed, but it is not (rewritten)"
                 for of, (seq, digest) in record.witness.items():
-                    witnessed.append((writer, of, seq, digest))
+                    if of == writer:
+                        continue
+                    _saw(walk.newest, of, seq, digest, writer, row.at)
+                    if keyed:
+                        _saw(walk.newest_keyed, of, seq, digest, writer, row.at)
             elif not isinstance(record, Checkpoint):
                 return f"{where}: a malformed {kind} record"
+        first_at = first_at or row.at
+        head_at = row.at
         prev, expected_seq = row.hash, expected_seq + 1
         report.records += 1
     if expected_seq == 1:
         return f"writer {writer}: registered but has no records (its chain was deleted)"
     report.incomplete.extend(open_intents.values())
     report.heads[writer] = (expected_seq - 1, prev)
+    if expected_seq - 1 > seq0:
+        walk.chains[writer] = ChainWitness(head_seq=expected_seq - 1, head_at=head_at,
+                                           first_at=first_at, role=role, keyed=keyed)
     return None

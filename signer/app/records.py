@@ -56,10 +56,27 @@ class ChainStart:
     at: str = field(default_factory=utc_now)
     role: str
     witness: Mapping[str, tuple[int, str]]
+    mac: str | None = None  # "hmac-sha256": every record of this chain is keyed
     kind: Literal["chain_start"] = "chain_start"
 
     def fields(self) -> Fields:
-        return {"at": self.at, "kind": self.kind, "role": self.role,
+        out: Fields = {"at": self.at, "kind": self.kind, "role": self.role,
+                       "witness": {w: [s, h] for w, (s, h) in self.witness.items()}}
+        _put(out, "mac", self.mac)
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Witness:
+    """The heads of the other chains, recorded by a running writer every few seconds and at
+    stop: what a later deletion or rewrite of those chains is checked against."""
+
+    at: str = field(default_factory=utc_now)
+    witness: Mapping[str, tuple[int, str]]
+    kind: Literal["witness"] = "witness"
+
+    def fields(self) -> Fields:
+        return {"at": self.at, "kind": self.kind,
                 "witness": {w: [s, h] for w, (s, h) in self.witness.items()}}
 
 
@@ -214,7 +231,7 @@ class Other:
         return dict(self.raw)
 
 
-AuditRecord = ChainStart | Signing | DryRun | Admin | Checkpoint | Other
+AuditRecord = ChainStart | Witness | Signing | DryRun | Admin | Checkpoint | Other
 
 
 def _heads(value: Any) -> dict[str, tuple[int, str]]:
@@ -227,12 +244,15 @@ def _str(raw: Mapping[str, Any], name: str) -> str | None:
 
 
 def parse(raw: Mapping[str, Any]) -> AuditRecord:
-    """The typed record for stored fields (raises ValueError/TypeError on a malformed
-    chain_start or checkpoint, whose fields verify relies on)."""
+    """The typed record for stored fields (raises KeyError/ValueError/TypeError on a malformed
+    chain_start, witness or checkpoint, whose fields verify relies on)."""
     kind = raw.get("kind")
     at = str(raw.get("at"))
     if kind == "chain_start":
-        return ChainStart(at=at, role=str(raw.get("role")), witness=_heads(raw.get("witness")))
+        return ChainStart(at=at, role=str(raw.get("role")), witness=_heads(raw.get("witness")),
+                          mac=_str(raw, "mac"))
+    if kind == "witness":
+        return Witness(at=at, witness=_heads(raw["witness"]))
     if kind == "checkpoint":
         return Checkpoint(at=at, before=str(raw["before"]), heads=_heads(raw["heads"]),
                           records=int(raw["records"]), export_sha256=str(raw["export_sha256"]),

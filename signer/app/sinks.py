@@ -21,6 +21,8 @@ class AuditSink(Protocol):
 
     def start(self) -> None: ...
 
+    def stop(self) -> None: ...
+
     def write(
         self,
         bodies: "Iterable[Record]",

@@ -5,10 +5,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from signer.cli.common import channel, check_tls_flags, load_config, optional_config, stub
 from signer.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from signer.app.audit import VerifyReport
 
 # The provisioning flags of each backend: any other backend's flag is an error, not ignored.
 BACKEND_FLAGS = {
@@ -120,6 +123,7 @@ def audit_verify(args: argparse.Namespace) -> int:
               "older records are in its export)")
     if args.resume:
         _write_resume(args.resume, report.heads)
+    _print_witnesses(report)
     if report.incomplete:
         shown = ", ".join(report.incomplete[:10]) + (" ..." if len(report.incomplete) > 10 else "")
         print(
@@ -127,6 +131,35 @@ def audit_verify(args: argparse.Namespace) -> int:
             f"stopped while signing; the caller got no signature from it): {shown}"
         )
     return 0
+
+
+WITNESS_LINES = 20
+
+
+def _print_witnesses(report: "VerifyReport") -> None:
+    """Per chain, how far the other chains vouch for it: records after its newest witness
+    could be deleted or rewritten (with store access, and the key if keyed) unnoticed."""
+    chains = report.witnesses
+    if not chains:
+        return
+    exposed = sorted((c for c in chains.items() if c[1].unwitnessed),
+                     key=lambda c: (-c[1].unwitnessed, c[0]))
+    keyed = sum(1 for c in chains.values() if c.keyed)
+    print(f"witnesses: {len(chains) - len(exposed)} of {len(chains)} chains witnessed to their "
+          f"head by another chain; {len(exposed)} end in unwitnessed records"
+          + (f"; {keyed} keyed (HMAC-SHA256)" if report.keyed else ""))
+    for writer, chain in exposed[:WITNESS_LINES]:
+        role = f" ({chain.role})" if chain.role else ""
+        if chain.witnessed_seq:
+            newest = (f"newest witness: record {chain.witnessed_seq} (at {chain.witnessed_at}), "
+                      f"by writer {chain.by} at {chain.witness_at}")
+        else:
+            newest = "never witnessed by another chain"
+        print(f"  writer {writer}{role}: head record {chain.head_seq} at {chain.head_at}; "
+              f"{newest}; {chain.unwitnessed} records over {chain.unwitnessed_seconds:.1f} s "
+              "after it are UNWITNESSED")
+    if len(exposed) > WITNESS_LINES:
+        print(f"  ... and {len(exposed) - WITNESS_LINES} more chains with unwitnessed records")
 
 
 def _read_resume(path: Path) -> dict[str, tuple[int, str]]:

@@ -522,6 +522,21 @@ class Batch:
         for reservation in release:
             self.release(reservation)
 
+    def freeze(self, key_id: str, reason: str, frozen_at: str) -> None:
+        """`Store.freeze` inside this transaction (with the admin record that says so)."""
+        self._tx.execute(
+            self._sql(
+                "INSERT INTO frozen_keys (key_id, reason, frozen_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key_id) DO UPDATE SET reason = excluded.reason, "
+                "frozen_at = excluded.frozen_at"
+            ),
+            (key_id, reason, frozen_at),
+        )
+
+    def unfreeze(self, key_id: str) -> None:
+        """`Store.unfreeze` inside this transaction (with the admin record that says so)."""
+        self._tx.execute(self._sql("DELETE FROM frozen_keys WHERE key_id = ?"), (key_id,))
+
     def delete_audit_through(self, writer: str, seq: int) -> None:
         """Remove `writer`'s records up to `seq` (`audit prune`, once exported)."""
         self._tx.execute(
