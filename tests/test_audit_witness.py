@@ -324,42 +324,47 @@ def test_two_serve_processes_the_older_chains_tail_cannot_be_deleted_or_rewritte
     try:
         a, b = store.writers()
         assert verify(store).ok
-        capsys.readouterr()
-        assert cli.main(["audit", "verify", "--config", str(configs[0])]) == 0
-        out = capsys.readouterr().out
         a_rows = _rows(store, a)
-        # B stopped first (its last witness holds A's head then), A's stop witnessed B last:
-        # only A's own last record, that witness, is unwitnessed, and verify says so
-        assert "witnesses: 1 of 2 chains witnessed to their head by another chain" in out
-        assert f"writer {a} (serve): head record {a_rows[-1].seq} at " in out
-        assert "; 1 records over " in out
-        assert json.loads(a_rows[-1].body)["kind"] == "witness"
-        witnessed = json.loads(_rows(store, b)[-1].body)["witness"][a][0]
+        b_rows = _rows(store, b)
+        # B stopped first: its last witness holds A's head then (A's newest signature)
+        witnessed = json.loads(b_rows[-1].body)["witness"][a][0]
         newest = [r for r in a_rows if json.loads(r.body)["kind"] == "outcome"][-1]
         assert witnessed == newest.seq
+
+        def put_back() -> None:
+            with store._transaction() as tx:
+                tx.execute(store._sql("DELETE FROM audit_log WHERE writer = ?"), (a,))
+                for row in a_rows:
+                    tx.execute(store._sql("INSERT INTO audit_log (writer, seq, at, body, "
+                                          "prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)"), row)
+            assert verify(store).ok
 
         # attack 1: delete A's newest signature (intent and outcome) and what follows
         _execute(store, "DELETE FROM audit_log WHERE writer = ? AND seq >= ?", a, newest.seq - 1)
         report = verify(store)
-        assert report.problem is not None
+        assert report.problem is not None, "deleting the older writer's newest records passed"
         assert report.problem.startswith(
-            f"writer {a} record {witnessed}: missing or changed, though writer {b} "
-            "witnessed it")
+            f"writer {a} record {witnessed}: missing or changed, though writer {b} witnessed it")
+        capsys.readouterr()
         assert cli.main(["audit", "verify", "--config", str(configs[1])]) == 1
         assert f"audit log TAMPERED: writer {a} record {witnessed}" in capsys.readouterr().out
-        with store._transaction() as tx:  # put them back
-            for row in a_rows:
-                if row.seq >= newest.seq - 1:
-                    tx.execute(store._sql("INSERT INTO audit_log (writer, seq, at, body, "
-                                          "prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)"), row)
-        assert verify(store).ok
+        put_back()
 
         # attack 2: A's last outcome says DENIED, every hash after it recomputed
         _rewrite_from(store, a, newest.seq)
         report = verify(store)
-        assert report.problem is not None
+        assert report.problem is not None, "rewriting the older writer's outcomes passed"
         assert report.problem.startswith(
-            f"writer {a} record {witnessed}: missing or changed, though writer {b} "
-            "witnessed it")
+            f"writer {a} record {witnessed}: missing or changed, though writer {b} witnessed it")
+        put_back()
+
+        # what verify says: A's stop witnessed B last, so only A's own last record (that
+        # witness) is unwitnessed
+        assert cli.main(["audit", "verify", "--config", str(configs[0])]) == 0
+        out = capsys.readouterr().out
+        assert "witnesses: 1 of 2 chains witnessed to their head by another chain" in out
+        assert f"writer {a} (serve): head record {a_rows[-1].seq} at " in out
+        assert "; 1 records over " in out
+        assert json.loads(a_rows[-1].body)["kind"] == "witness"
     finally:
         store.close()
