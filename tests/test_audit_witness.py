@@ -51,7 +51,8 @@ def _rewrite_from(store: Store, writer: str, seq: int, key: bytes | None = None,
         if body.get("kind") == "outcome":
             body["status"] = status
         text = canonical(body)
-        digest = record_hash(writer, row.seq, prev, text, key)
+        digest = (record_hash(writer, row.seq, prev, text) if key is None
+                  else record_hash(writer, row.seq, prev, text, key))
         _execute(store, "UPDATE audit_log SET body = ?, prev_hash = ?, hash = ? "
                  "WHERE writer = ? AND seq = ?", text, prev, digest, writer, row.seq)
         prev = digest
