@@ -56,6 +56,7 @@ class Runtime:
         self._grpc: SignerServer | None = None
         self.metrics: MetricsListener | None = None
         self.jsonrpc: JsonRpcListener | None = None
+        self._own_audit: AuditLog | None = None  # the chain this runtime opened, if any
 
     def __enter__(self) -> Self:
         return self
@@ -149,8 +150,7 @@ class Runtime:
             own_audit = None
         app = Application(keyring, store, access=access, audit=audit, freeze=freeze, clock=clock)
         app.audit.start()
-        if own_audit is not None:
-            own_audit.start_witnessing(self.config.store.audit_witness_seconds)
+        self._own_audit = own_audit
         self._app = app
         if opened_store:
             app_log.info(
@@ -180,6 +180,8 @@ class Runtime:
         app = self.app if self._app is not None else self.open_application()
         server = SignerServer(app, self.config.server, allow_insecure=self.allow_insecure)
         self._stack.callback(server.stop, 0)
+        if self._own_audit is not None:  # while serving (the runtime's close stops it)
+            self._own_audit.start_witnessing(self.config.store.audit_witness_seconds)
         self._grpc = server
         return server
 

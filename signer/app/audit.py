@@ -138,14 +138,17 @@ class AuditLog:
         self.write([])
 
     def witness(self) -> bool:
-        """Record the heads of every other chain in this one (a `witness` record), if any
-        moved since this writer last recorded them; True if a record was written. From then
-        on, deleting or rewriting those chains up to those heads fails `verify`."""
-        heads = {w: h for w, h in self.store.chain_heads().items() if w != self.writer}
-        if not heads or heads == self._witnessed:
+        """Record the heads of the other chains that moved since this writer last recorded
+        them (a `witness` record; nothing when none moved); True if a record was written.
+        From then on, deleting or rewriting those chains up to those heads fails `verify`.
+        Only what moved: a store with many finished chains (one per operator command) does
+        not make every witness record list them all again."""
+        moved = {w: h for w, h in self.store.chain_heads().items()
+                 if w != self.writer and self._witnessed.get(w) != h}
+        if not moved:
             return False
-        self.write([Witness(at=self._clock(), witness=heads)])
-        self._witnessed = heads
+        self.write([Witness(at=self._clock(), witness=moved)])
+        self._witnessed.update(moved)
         return True
 
     def start_witnessing(self, every: float) -> None:
@@ -377,7 +380,9 @@ class _Walk:
 
     key: bytes | None
     newest: _Newest = field(default_factory=dict)
-    newest_keyed: _Newest = field(default_factory=dict)  # witnesses made by keyed chains
+    # the earliest keyed chain_start (its time, the heads it witnessed): when the key came
+    # into use. Unkeyed records after those heads were written without the key.
+    keyed_since: tuple[str, Mapping[str, tuple[int, str]]] | None = None
     chains: dict[str, ChainWitness] = field(default_factory=dict)
 
 
@@ -392,9 +397,10 @@ def verify(store: Store, resume: Heads | None = None, key: bytes | None = None) 
 
     Every chain's newest witness (a `chain_start` or `witness` record of another chain) must
     still match the witnessed record. With `key` (store.audit_key_file), keyed chains are
-    checked with HMAC-SHA256, and a chain that is not keyed must be witnessed up to its head
-    by a keyed chain (what was written without the key, after that, could have been written
-    by anyone with store access). `report.witnesses` says, per chain, how far it is witnessed."""
+    checked with HMAC-SHA256, and a chain that is not keyed must end where the earliest keyed
+    chain_start saw it (when the key came into use): anything unkeyed written after that could
+    have been written by anyone with store access. `report.witnesses` says, per chain, how
+    far it is witnessed."""
     report = VerifyReport(keyed=key is not None)
     starts: dict[str, tuple[int, str]] = {}
     pointer = store.latest_checkpoint()
@@ -430,21 +436,24 @@ def verify(store: Store, resume: Heads | None = None, key: bytes | None = None) 
     if pointer is not None and report.heads.get(pointer[0], (0, ""))[0] < pointer[1]:
         report.problem = f"writer {pointer[0]}: the checkpoint record is not in its chain"
         return report
-    for newest in (walk.newest, walk.newest_keyed):
-        for of, (seq, claims) in sorted(newest.items()):
-            start_seq, start_hash = starts.get(of, (0, GENESIS))
-            if seq < start_seq:
-                continue  # pruned (its export holds it) or verified before
-            row = store.audit_row(of, seq)
-            for expected, (by, at) in sorted(claims.items()):
-                if seq == start_seq and expected == start_hash:
-                    continue
-                if row is None or row.hash != expected:
-                    report.problem = (
-                        f"writer {of} record {seq}: missing or changed, though writer {by} "
-                        f"witnessed it at {at} (records were deleted or edited)"
-                    )
-                    return report
+    for of, (seq, claims) in sorted(walk.newest.items()):
+        start_seq, start_hash = starts.get(of, (0, GENESIS))
+        if seq < start_seq:
+            continue  # pruned (its export holds it) or verified before
+        row = store.audit_row(of, seq)
+        for expected, (by, at) in sorted(claims.items()):
+            if seq == start_seq and expected == start_hash:
+                continue
+            if row is None or row.hash != expected:
+                report.problem = (
+                    f"writer {of} record {seq}: missing or changed, though writer {by} "
+                    f"witnessed it at {at} (records were deleted or edited)"
+                )
+                return report
+    if key is not None and walk.chains and not any(c.keyed for c in walk.chains.values()):
+        report.problem = ("no chain is keyed, though verify was given the audit key: no writer "
+                          "has used the key yet, or every keyed chain was rewritten without it")
+        return report
     for writer, chain in walk.chains.items():
         seen = walk.newest.get(writer)
         if seen is not None:
@@ -454,13 +463,15 @@ def verify(store: Store, resume: Heads | None = None, key: bytes | None = None) 
             chain = replace(chain, witnessed_seq=seq, by=by, witness_at=at,
                             witnessed_at=row.at if row is not None else None)
         report.witnesses[writer] = chain
-        if key is not None and chain.keyed is False:
-            covered = walk.newest_keyed.get(writer, (0, {}))[0]
+        if walk.keyed_since is not None and chain.keyed is False:
+            since, heads = walk.keyed_since
+            covered = heads.get(writer, (0, ""))[0]
             if covered < chain.head_seq:
                 report.problem = (
-                    f"writer {writer} records {covered + 1}-{chain.head_seq}: not keyed, and no "
-                    "keyed chain witnessed them (written without the audit key: by a writer "
-                    "not configured with it, or by someone with store access)"
+                    f"writer {writer} records {covered + 1}-{chain.head_seq}: not keyed, but "
+                    f"written after the audit key came into use (the first keyed chain began "
+                    f"at {since}): by a writer not configured with the key, or by someone "
+                    "with store access"
                 )
                 return report
     return report
@@ -486,6 +497,11 @@ def _parse(body: str) -> AuditRecord | None:
         return None
 
 
+def _keyed_start(body: str) -> bool:
+    record = _parse(body)
+    return isinstance(record, ChainStart) and record.mac is not None
+
+
 def _verify_chain(
     store: Store,
     writer: str,
@@ -508,6 +524,9 @@ def _verify_chain(
             return f"{where}: does not follow record {row.seq - 1} (deleted or reordered)"
         matched = hash_matches(row, walk.key)
         if matched is None:
+            if walk.key is None and _keyed_start(row.body):
+                return (f"{where}: the chain is keyed ({MAC}): verify needs the audit key "
+                        "(store.audit_key_file)")
             return f"{where}: contents do not match its hash{hint}"
         if walk.key is not None:
             if keyed is None:
@@ -538,12 +557,12 @@ def _verify_chain(
                                     "needs the audit key (store.audit_key_file)")
                         if keyed is not True:
                             return f"{where}: says the chain is keyed, but it is not (rewritten)"
+                        if walk.keyed_since is None or record.at < walk.keyed_since[0]:
+                            walk.keyed_since = (record.at, record.witness)
                 for of, (seq, digest) in record.witness.items():
                     if of == writer:
                         continue
                     _saw(walk.newest, of, seq, digest, writer, row.at)
-                    if keyed:
-                        _saw(walk.newest_keyed, of, seq, digest, writer, row.at)
             elif not isinstance(record, Checkpoint):
                 return f"{where}: a malformed {kind} record"
         first_at = first_at or row.at
