@@ -140,15 +140,21 @@ class KmsKeyConfig(_Strict):
 
 KeyConfig = Annotated[EnvKeyConfig | Pkcs11KeyConfig | KmsKeyConfig, Field(discriminator="backend")]
 
-# The SignerService methods a client may be allowed (`[clients.NAME] methods`).
-Method = Literal["ListKeys", "GetAddress", "SignTransaction", "SignMessage", "SignTypedData"]
+# The SignerService methods a client may be allowed (`[clients.NAME] methods`), and
+# "Forward": the JSON-RPC door may relay its node-bound calls (the read allowlist and
+# eth_sendRawTransaction) to the upstream node. Never a default: it is asked for by name.
+Method = Literal[
+    "ListKeys", "GetAddress", "SignTransaction", "SignMessage", "SignTypedData", "Forward"
+]
 METHODS: tuple[Method, ...] = (
     "ListKeys", "GetAddress", "SignTransaction", "SignMessage", "SignTypedData"
 )
+FORWARD: Method = "Forward"
 
 
 class ClientConfig(_Strict):
-    # Matched against the client certificate: URI SAN, else DNS SAN, else subject CN.
+    # Matched against the client certificate by kind: "uri:X" only a URI SAN, "dns:X" only a
+    # DNS SAN, "cn:X" only the subject CN; an untyped "X" a URI or DNS SAN, never the CN.
     identity: str = Field(min_length=1, max_length=1024)
     # key_ids this client may use; ["*"] for all.
     keys: list[str] = Field(min_length=1)
