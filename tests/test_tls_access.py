@@ -31,7 +31,8 @@ CLIENTS = {
     "trader": ClientConfig(identity="spiffe://prod/agents/trader", keys=["hot"], methods=SIGNING),
     "reader": ClientConfig(identity="reader.ops.internal", keys=["*"],
                            methods=["ListKeys", "GetAddress"]),
-    "monitor": ClientConfig(identity="monitor", keys=["cold"], methods=["ListKeys"]),
+    # a CN is matched only when asked for by kind (an untyped identity is a URI or DNS SAN)
+    "monitor": ClientConfig(identity="cn:monitor", keys=["cold"], methods=["ListKeys"]),
 }
 
 

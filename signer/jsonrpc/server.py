@@ -368,9 +368,9 @@ class JsonRpcListener:
             answer = await self._run(body, connection, request_id)
             if answer[0] in (401, 403):  # not identified (counted and audited on the path)
                 metrics.HTTP_REFUSALS.labels("jsonrpc", str(answer[0])).inc()
-                await self._send(http, writer, answer[0], answer[1], request_id, close=True)
                 self._log(connection.peer, "-", request_id, answer[0], 1, started,
                           reason=_error_message(answer[1]))
+                await self._send(http, writer, answer[0], answer[1], request_id, close=True)
                 return False
         except Refused as refusal:
             await self._refuse(refusal, http, writer, connection, request_id, started)
@@ -381,8 +381,8 @@ class JsonRpcListener:
                                http, writer, connection, request_id, started)
             return False
         status, payload, methods, errors = answer
-        await self._send(http, writer, status, payload, request_id, close=False)
         self._log(connection.peer, methods, request_id, status, errors, started)
+        await self._send(http, writer, status, payload, request_id, close=False)
         return http.our_state is h11.DONE and http.their_state is h11.DONE
 
     async def _next_event(self, http: h11.Connection, reader: asyncio.StreamReader,
@@ -514,14 +514,14 @@ class JsonRpcListener:
         metrics.refused_call("", _STATUS_NAMES.get(refusal.status, "INVALID_ARGUMENT"),
                                  time.perf_counter() - started)
         metrics.HTTP_REFUSALS.labels("jsonrpc", str(refusal.status)).inc()
+        self._log(connection.peer, "-", request_id, refusal.status, 1, started,
+                  reason=refusal.reason)
         if http.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             try:
                 await self._send(http, writer, refusal.status, _error_body(refusal.reason),
                                  request_id, close=True)
             except (ConnectionError, h11.LocalProtocolError, TimeoutError):
                 pass
-        self._log(connection.peer, "-", request_id, refusal.status, 1, started,
-                  reason=refusal.reason)
 
     async def _send(self, http: h11.Connection, writer: asyncio.StreamWriter, status: int,
                     body: bytes | None, request_id: str, *, close: bool,

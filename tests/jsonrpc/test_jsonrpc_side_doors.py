@@ -116,10 +116,12 @@ def pki(tmp_path: Path) -> dict[str, Any]:
     }
 
 
-CLIENTS = (
+BASIC_CLIENTS = (  # valid on the code before the fixes, too
     f'[clients.trader]\nidentity = "{TRADER}"\nkeys = ["hot"]\n'
     '[clients.reader]\nidentity = "reader.ops.internal"\nkeys = ["hot"]\n'
     'methods = ["ListKeys", "GetAddress"]\n'
+)
+CLIENTS = BASIC_CLIENTS + (
     '[clients.relay]\nidentity = "uri:spiffe://prod/agents/relay"\nkeys = ["hot"]\n'
     'methods = ["ListKeys", "Forward"]\n'
     '[clients.monitor]\nidentity = "cn:monitor"\nkeys = ["hot"]\nmethods = ["ListKeys"]\n'
@@ -212,7 +214,7 @@ def _call(served: Served, pki: dict[str, Any], who: str | None, method: str,
 
 def test_a_reload_that_would_open_the_service_is_refused(tmp_path, pki, env_key, stop):
     # old: "config reloaded: 0 clients", then a caller with no certificate got eth_accounts
-    served = _serve(tmp_path, _write_config(tmp_path, pki, CLIENTS), env_key)
+    served = _serve(tmp_path, _write_config(tmp_path, pki, BASIC_CLIENTS), env_key)
     stop.append(served)
     assert _call(served, pki, "trader", "eth_accounts")[0] == 200
     served.config.write_text(served.config.read_text().split("[clients.trader]")[0])
@@ -245,27 +247,37 @@ def test_with_a_client_ca_no_certificate_gets_past_the_handshake(tmp_path, pki, 
     assert status == 200 and len(reply["result"]) == 1
 
 
-def test_identities_are_typed_and_forwarding_needs_the_forward_permission(
+def test_a_cn_is_no_uri_identity_and_a_reader_gets_nothing_forwarded(
         tmp_path, pki, env_key, node, stop):
-    served = _serve(tmp_path, _write_config(tmp_path, pki, CLIENTS, upstream=node.url), env_key)
+    served = _serve(tmp_path, _write_config(tmp_path, pki, BASIC_CLIENTS, upstream=node.url),
+                    env_key)
     stop.append(served)
     # old: a CN-only certificate was taken for the URI client of the same name
     status, reply = _call(served, pki, "cn-trader", "eth_accounts")
     assert status == 403 and "matches no configured client" in reply["error"]["message"]
-    assert _call(served, pki, "monitor", "eth_accounts")[0] == 200  # cn:monitor
     assert _call(served, pki, "reader", "eth_accounts")[0] == 200  # untyped: a DNS SAN
-    assert _call(served, pki, "relay", "eth_accounts")[0] == 200  # uri:
-
-    # old: every one of these was relayed to the node and run there
+    assert _call(served, pki, "trader", "eth_accounts")[0] == 200  # untyped: a URI SAN
+    # old: a client allowed only ListKeys/GetAddress had each of these run on the node
     for method in ("admin_addPeer", "debug_setHead", "personal_unlockAccount",
-                   "miner_setEtherbase", "eth_signTypedData_v3", "txpool_content"):
-        for who in ("reader", "relay"):
-            status, reply = _call(served, pki, who, method, ["x"])
-            assert status == 200 and reply["error"]["code"] == -32601, (method, reply)
-    status, reply = _call(served, pki, "reader", "eth_blockNumber")
-    assert reply["error"]["code"] == -32004, reply
-    assert "Forward" in reply["error"]["message"]
+                   "miner_setEtherbase", "eth_signTypedData_v3"):
+        status, reply = _call(served, pki, "reader", method, ["x"])
+        assert status == 200 and reply["error"]["code"] == -32601, (method, reply)
+    for method in ("eth_blockNumber", "eth_sendRawTransaction"):
+        status, reply = _call(served, pki, "reader", method, ["0x01"])
+        assert reply["error"]["code"] == -32004, reply
+        assert '"Forward"' in reply["error"]["message"]
     assert node.methods == []  # nothing reached the node
+
+
+def test_typed_identities_and_the_forward_permission(tmp_path, pki, env_key, node, stop):
+    served = _serve(tmp_path, _write_config(tmp_path, pki, CLIENTS, upstream=node.url), env_key)
+    stop.append(served)
+    assert _call(served, pki, "monitor", "eth_accounts")[0] == 200  # cn:monitor
+    assert _call(served, pki, "relay", "eth_accounts")[0] == 200  # uri:
+    for method in ("admin_addPeer", "debug_setHead", "txpool_content", "eth_signTypedData_v3"):
+        reply = _call(served, pki, "relay", method, ["x"])[1]
+        assert reply["error"]["code"] == -32601, (method, reply)
+    assert node.methods == []
     assert _call(served, pki, "relay", "eth_blockNumber")[1]["result"] == "0x10"
     assert _call(served, pki, "relay", "eth_sendRawTransaction", ["0x01"])[1]["result"]
     assert node.methods == ["eth_blockNumber", "eth_sendRawTransaction"]
@@ -274,13 +286,9 @@ def test_identities_are_typed_and_forwarding_needs_the_forward_permission(
 # -- browsers ---------------------------------------------------------------------------------
 
 def test_a_web_page_cannot_make_the_loopback_door_sign(tmp_path, env_key, node, stop):
-    served = _serve(tmp_path, _write_config(
-        tmp_path, None, upstream=node.url,
-        jsonrpc='allowed_origins = ["https://app.example"]\nallowed_hosts = ["signer.internal"]\n',
-    ), env_key)
+    served = _serve(tmp_path, _write_config(tmp_path, None, upstream=node.url), env_key)
     stop.append(served)
-    address = _answer(_exchange(served.port, _request("eth_accounts")))[1]["result"][0]
-    send = ("eth_sendTransaction", [{"from": address, "to": "0x" + "42" * 20, "value": "0x1"}])
+    send = _send(served)
     attacks = {
         # old: signed and submitted (a page's "simple request": no preflight)
         "text/plain from a page": _request(*send, host="evil.example",
@@ -298,15 +306,32 @@ def test_a_web_page_cannot_make_the_loopback_door_sign(tmp_path, env_key, node, 
         assert status == 403, (attack, status, reply)
         assert reply["error"]["message"], attack
     assert "eth_sendRawTransaction" not in node.methods
-    allowed = _request(*send, host="signer.internal:9000",
+    assert 'wallet_signer_http_refusals_total{door="jsonrpc",status="403"} 5.0' in \
+        served.metrics()
+    assert served.running.log().count('"http": 403') == 5
+    assert _answer(_exchange(served.port, _request("eth_accounts", host="[::1]:1")))[0] == 200
+    assert _answer(_exchange(served.port, _request("eth_accounts", host="localhost")))[0] == 200
+
+
+def test_allowed_origins_and_hosts_let_a_named_page_in(tmp_path, env_key, node, stop):
+    served = _serve(tmp_path, _write_config(
+        tmp_path, None, upstream=node.url,
+        jsonrpc='allowed_origins = ["https://app.example"]\nallowed_hosts = ["signer.internal"]\n',
+    ), env_key)
+    stop.append(served)
+    allowed = _request(*_send(served), host="signer.internal:9000",
                        headers="Content-Type: application/json; charset=utf-8\r\n"
                                "Origin: https://app.example\r\n")
     assert len(_answer(_exchange(served.port, allowed))[1]["result"]) == 66
     assert node.methods.count("eth_sendRawTransaction") == 1
-    assert _answer(_exchange(served.port, _request("eth_accounts", host="[::1]:1")))[0] == 200
-    assert 'wallet_signer_http_refusals_total{door="jsonrpc",status="403"} 5.0' in \
-        served.metrics()
-    assert served.running.log().count('"http": 403') == 5
+    other = _request("eth_accounts", host="signer.internal",
+                     headers="Content-Type: application/json\r\nOrigin: https://app.example.evil\r\n")
+    assert _answer(_exchange(served.port, other))[0] == 403
+
+
+def _send(served: Served) -> tuple[str, list[Any]]:
+    address = _answer(_exchange(served.port, _request("eth_accounts")))[1]["result"][0]
+    return "eth_sendTransaction", [{"from": address, "to": "0x" + "42" * 20, "value": "0x1"}]
 
 
 # -- framing ----------------------------------------------------------------------------------
@@ -334,8 +359,7 @@ def test_framing_other_than_one_digits_only_content_length_is_refused(tmp_path, 
     }
     for attack, raw_head in attacks.items():
         data = _exchange(served.port, raw_head + b"\r\n" + body + smuggled)
-        status, reply = _answer(data)
-        assert status == 400, (attack, data)
+        assert _answer(data)[0] == 400, (attack, data)
         assert data.count(b"HTTP/1.1") == 1, attack  # closed: nothing smuggled through
         assert b"connection: close" in data.lower(), attack
     good = _exchange(served.port, head + f"Content-Length: {n}\r\n\r\n".encode() + body)
@@ -349,7 +373,7 @@ def test_framing_other_than_one_digits_only_content_length_is_refused(tmp_path, 
 
 def test_strangers_holding_connections_do_not_shut_out_a_client(tmp_path, pki, env_key, stop):
     # old: 512 such connections (one thread each, capped at 512) and the client was dropped
-    served = _serve(tmp_path, _write_config(tmp_path, pki, CLIENTS), env_key)
+    served = _serve(tmp_path, _write_config(tmp_path, pki, BASIC_CLIENTS), env_key)
     stop.append(served)
     stranger = _context(pki, "stranger")
     held = []
@@ -409,7 +433,7 @@ def test_a_lying_node_gets_one_signature_not_three(tmp_path, env_key, stop):
         served = _serve(tmp_path, _write_config(tmp_path, None, upstream=node.url), env_key)
         stop.append(served)
         address = _answer(_exchange(served.port, _request("eth_accounts")))[1]["result"][0]
-        status, reply = _answer(_exchange(served.port, _request(
+        _, reply = _answer(_exchange(served.port, _request(
             "eth_sendTransaction", [{"from": address, "to": "0x" + "42" * 20, "value": "0x1"}])))
         assert reply["error"]["message"].startswith("nonce too low"), reply
         assert node.methods.count("eth_sendRawTransaction") == 1, node.methods
