@@ -194,8 +194,10 @@ class JsonRpcListener:
         for connection in list(self._connections):
             if connection.writer is not None:
                 _abort(connection.writer)
-            for task in connection.tasks:
-                task.cancel()
+        tasks = [t for t in (*self._tasks, self._acceptor) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._socket.close()
 
     def reload_tls(self) -> bool:
@@ -324,12 +326,13 @@ class JsonRpcListener:
         http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         deadline: float | None = first_deadline
         while True:
-            if deadline is None:  # keep-alive: wait for the next request's first byte
-                data = await asyncio.wait_for(
-                    reader.read(_READ_CHUNK), self.config.idle_timeout_seconds)
-                if not data:
-                    return
-                http.receive_data(data)
+            if deadline is None:  # keep-alive: the next request's first byte starts its clock
+                if not http.trailing_data[0]:  # (a pipelined request may be here already)
+                    data = await asyncio.wait_for(
+                        reader.read(_READ_CHUNK), self.config.idle_timeout_seconds)
+                    if not data:
+                        return
+                    http.receive_data(data)
                 deadline = time.monotonic() + self.config.request_timeout_seconds
             keep = await self._exchange(connection, http, reader, writer, deadline)
             connection.busy = False

@@ -192,8 +192,8 @@ def _exchange(port: int, raw: bytes, context: ssl.SSLContext | None = None,
 
 
 def _request(method: str, params: list[Any] | None = None, *, host: str = "127.0.0.1",
-             headers: str = "Content-Type: application/json\r\n") -> bytes:
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+             headers: str = "Content-Type: application/json\r\n", request_id: int = 1) -> bytes:
+    body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method,
                        "params": params or []}).encode()
     return (f"POST / HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Length: {len(body)}\r\n"
             "\r\n").encode() + body
@@ -420,6 +420,25 @@ def test_a_request_must_arrive_within_the_request_timeout(tmp_path, env_key):
                     break
         assert data.startswith(b"HTTP/1.1 408"), data
         assert time.monotonic() - started < 3
+    finally:
+        listener.stop(0)
+
+
+def test_keep_alive_and_pipelined_requests_are_answered_in_order(tmp_path, env_key):
+    app = open_app(KeyRing([env_wallet(env_key, "hot")]), tmp_path)
+    listener = JsonRpcListener(app, JsonRpcConfig(listen="127.0.0.1:0"))
+    listener.start()
+    try:
+        two = _request("health_status", request_id=11) + _request("eth_accounts", request_id=12)
+        with socket.create_connection(("127.0.0.1", listener.port), timeout=10) as sock:
+            sock.sendall(two)
+            data = b""
+            while data.count(b"HTTP/1.1 200") < 2 or not data.endswith(b"]}"):
+                chunk = sock.recv(65536)
+                assert chunk, data
+                data += chunk
+        assert data.index(b'"id":11') < data.index(b'"id":12')
+        assert b"connection: close" not in data.lower()
     finally:
         listener.stop(0)
 
