@@ -7,9 +7,7 @@ Each is resolved against the model's own fields and validated like the file (see
 where they live.
 """
 
-import ipaddress
 import os
-import re
 import tomllib
 import types
 import typing
@@ -28,6 +26,7 @@ from pydantic import (
 
 from signer.errors import ConfigError
 from signer.jsonrpc.config import JsonRpcConfig
+from signer.listen import ListenAddress, is_loopback, split_listen
 from signer.policy import PolicyConfig, check_policy_references
 from signer.secret_sources import inline_password
 
@@ -42,7 +41,7 @@ class _Strict(BaseModel):
 
 
 class ServerConfig(_Strict):
-    listen: str = DEFAULT_LISTEN
+    listen: ListenAddress = DEFAULT_LISTEN
     # TLS: the server's certificate chain and key (PEM); with client_ca_file, clients must
     # present a certificate from that CA (mTLS). Re-read on SIGHUP.
     tls_cert_file: Path | None = None
@@ -58,12 +57,31 @@ class ServerConfig(_Strict):
     shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=300)
     # Seconds between self-tests of a key that failed or has not signed in that long.
     health_check_interval_seconds: float = Field(default=30.0, ge=0.05, le=3600)
+    # A SignTransactions stream holds a worker thread while open: a stream waiting longer than
+    # this for its next message is cancelled, and a client may hold at most
+    # max_streams_per_client streams (default: a quarter of max_workers, at least 1).
+    stream_idle_seconds: float = Field(default=60.0, gt=0, le=86400)
+    max_streams_per_client: int | None = Field(default=None, ge=1, le=1024)
+    # Optional plaintext listener serving only grpc.health.v1 (no signing, no reflection), for
+    # probes that cannot present a client certificate (Kubernetes' native gRPC probe).
+    health_listen: ListenAddress | None = None
 
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        split_listen(value)
-        return value
+    @property
+    def streams_per_client(self) -> int:
+        if self.max_streams_per_client is not None:
+            return self.max_streams_per_client
+        return max(1, self.max_workers // 4)
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> "ServerConfig":
+        if self.health_listen is not None:
+            port = split_listen(self.health_listen)[1]
+            if port != 0 and port == split_listen(self.listen)[1]:
+                raise ValueError(
+                    f"health_listen {self.health_listen} uses the port of listen {self.listen}: "
+                    "give the health-only listener a port of its own"
+                )
+        return self
 
     @model_validator(mode="after")
     def _tls_files(self) -> "ServerConfig":
@@ -83,13 +101,7 @@ class ServerConfig(_Strict):
 
 class MetricsConfig(_Strict):
     # Prometheus exposition (HTTP, /metrics); a non-loopback address is allowed and logged.
-    listen: str
-
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        split_listen(value)
-        return value
+    listen: ListenAddress
 
     def is_loopback(self) -> bool:
         return is_loopback(self.listen)
@@ -258,23 +270,6 @@ class Config(_Strict):
                     "policy: give each a `policy` (default deny), or take the Sign* methods away"
                 )
         return self
-
-
-def is_loopback(listen: str) -> bool:
-    host, _ = split_listen(listen)
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    match = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^:\[\]]+):(\d{1,5})", listen)
-    if not match or not 0 <= int(match.group(2)) < 65536:
-        raise ValueError(f"expected HOST:PORT (IPv6 as [::1]:PORT), got {listen!r}")
-    return match.group(1).strip("[]"), int(match.group(2))
 
 
 def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:

@@ -5,10 +5,11 @@ same client CA as the gRPC server (`[server] tls_cert_file`, `tls_key_file`, `cl
 so one identity per client and one rotation (SIGHUP) cover both doors.
 """
 
-import ipaddress
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from signer.listen import ListenAddress, is_loopback
 
 DEFAULT_JSONRPC_LISTEN = "127.0.0.1:9000"
 
@@ -16,7 +17,7 @@ DEFAULT_JSONRPC_LISTEN = "127.0.0.1:9000"
 class JsonRpcConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    listen: str = DEFAULT_JSONRPC_LISTEN
+    listen: ListenAddress = DEFAULT_JSONRPC_LISTEN
     # The node that fills, submits and answers everything that is not signing. Optional:
     # without it only the signing methods are served.
     upstream: str | None = None
@@ -42,14 +43,6 @@ class JsonRpcConfig(BaseModel):
     max_connections_per_peer: int = Field(default=128, ge=1, le=65536)
     # Threads that run requests (signing, the upstream node); more requests wait their turn.
     max_workers: int = Field(default=64, ge=1, le=1024)
-
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        from signer.config import split_listen  # signer.config imports this module
-
-        split_listen(value)
-        return value
 
     @field_validator("upstream")
     @classmethod
@@ -84,12 +77,4 @@ class JsonRpcConfig(BaseModel):
         return [host.lower() for host in value]
 
     def is_loopback(self) -> bool:
-        from signer.config import split_listen
-
-        host, _ = split_listen(self.listen)
-        if host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback(self.listen)
