@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import h11
@@ -56,6 +57,7 @@ HANDSHAKE_TIMEOUT = 10.0
 MAX_HEADER_BYTES = 16 * 1024  # request line and headers; more is 431
 _READ_CHUNK = 64 * 1024
 _DIGITS = re.compile(rb"[0-9]{1,18}")
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")  # the end of the head, as h11 finds it
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
 # HTTP refusals in the gRPC status vocabulary of the request metrics
 _STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
@@ -261,6 +263,7 @@ class JsonRpcListener:
             sock.close()
             return
         self._connections.add(connection)
+        finished = False  # served to the end: close gracefully, so the last answer is sent
         try:
             # the handshake (with the context of this moment: a reload serves new connections)
             # counts against the first request's time
@@ -274,6 +277,7 @@ class JsonRpcListener:
             writer = asyncio.StreamWriter(transport, protocol, reader, loop)
             connection.writer = writer
             await self._serve(connection, reader, writer)
+            finished = True
         except (ConnectionError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError) as exc:
             log.info("jsonrpc: connection from %s closed: %s", host,
                      getattr(exc, "reason", None) or type(exc).__name__)
@@ -283,10 +287,12 @@ class JsonRpcListener:
             log.exception("jsonrpc: connection fault")
         finally:
             self._connections.discard(connection)
-            if connection.writer is not None:
-                _abort(connection.writer)
-            else:
+            if connection.writer is None:
                 sock.close()
+            elif not finished:
+                _abort(connection.writer)
+        if finished and connection.writer is not None:
+            await _close(connection.writer)
 
     def _admit(self, newcomer: _Connection) -> bool:
         """Room for `newcomer` under both caps: at a cap, the oldest idle connection whose
@@ -410,6 +416,9 @@ class JsonRpcListener:
             if isinstance(event, h11.ConnectionClosed):
                 return None
             if isinstance(event, h11.Request):
+                blank = _BLANK_LINE.search(head)  # h11 bounds only a head still incomplete
+                if blank is None or blank.start() > MAX_HEADER_BYTES:
+                    raise Refused(431, f"request line and headers over {MAX_HEADER_BYTES} bytes")
                 return event
             raise Refused(400, "malformed request")
 
@@ -536,7 +545,8 @@ class JsonRpcListener:
             headers.append((REQUEST_ID_HEADER, request_id))
         if close:
             headers.append(("Connection", "close"))
-        data = http.send(h11.Response(status_code=status, headers=headers))
+        data = http.send(h11.Response(status_code=status, headers=headers,
+                                      reason=HTTPStatus(status).phrase))
         if body and status not in (204, 304):
             data += http.send(h11.Data(data=body))
         data += http.send(h11.EndOfMessage())
@@ -564,7 +574,7 @@ def _check_framing(head: bytes) -> None:
     Content-Length (a repeated one, even equal, or any Transfer-Encoding could be read
     differently by a proxy in front: request smuggling)."""
     lengths = []
-    for line in head.split(b"\r\n\r\n", 1)[0].split(b"\n")[1:]:
+    for line in _BLANK_LINE.split(head, 1)[0].split(b"\n")[1:]:
         name, sep, value = line.partition(b":")
         if not sep:
             continue
@@ -591,6 +601,16 @@ async def _read(reader: asyncio.StreamReader, deadline: float) -> bytes:
     if remaining <= 0:
         raise TimeoutError
     return await asyncio.wait_for(reader.read(_READ_CHUNK), remaining)
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    """Flush what is buffered (the last answer), then close; a peer that does not read gets
+    a hard close after 2 s."""
+    try:
+        writer.close()
+        await asyncio.wait_for(writer.wait_closed(), 2.0)
+    except (OSError, ssl.SSLError, TimeoutError, asyncio.CancelledError):
+        _abort(writer)
 
 
 def _abort(writer: asyncio.StreamWriter) -> None:

@@ -364,9 +364,20 @@ def test_framing_other_than_one_digits_only_content_length_is_refused(tmp_path, 
         assert b"connection: close" in data.lower(), attack
     good = _exchange(served.port, head + f"Content-Length: {n}\r\n\r\n".encode() + body)
     assert _answer(good)[0] == 200
+    other_refusals = {
+        411: head + b"\r\n" + body,
+        413: head + b"Content-Length: 2000000\r\n\r\n",
+        431: head + b"X-Padding: " + b"a" * 20_000 + b"\r\n\r\n",
+        405: b"PUT / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
+    }
+    for expected, raw in other_refusals.items():
+        assert _answer(_exchange(served.port, raw))[0] == expected
     metrics = served.metrics()
-    assert 'wallet_signer_http_refusals_total{door="jsonrpc",status="400"} 7.0' in metrics
-    assert served.running.log().count('"http": 400') == 7
+    log = served.running.log()
+    for status, count in ((400, 7), (411, 1), (413, 1), (431, 1), (405, 1)):
+        assert f'wallet_signer_http_refusals_total{{door="jsonrpc",status="{status}"}} ' \
+            f'{count}.0' in metrics, status
+        assert log.count(f'"http": {status}') == count, status
 
 
 # -- slow callers -----------------------------------------------------------------------------

@@ -89,7 +89,9 @@ def test_callers_are_identified_by_their_client_certificate(door, pki):
     for method in ("eth_accounts", "eth_blockNumber"):  # the proxy is not open to strangers
         status, reply = call(listener, pki, "stranger", method)
         assert status == 403 and "matches no configured client" in reply["error"]["message"]
-    with pytest.raises(ssl.SSLError):
+    # TLS 1.3: the server judges the client certificate after the client's side of the
+    # handshake is done, so its refusal reads as an alert or as a closed connection
+    with pytest.raises((ssl.SSLError, ConnectionError)):
         call(listener, pki, "foreign", "eth_accounts")
     assert call(listener, pki, "trader", "eth_accounts") == (
         200, {"jsonrpc": "2.0", "id": 1, "result": [hot]})
