@@ -66,6 +66,7 @@ class SignerServer:
                 "caller that can reach it is trusted", config.listen,
             )
         self.app = app
+        self._stopped = False
         self.reload_hooks: list[Callable[[], object]] = []
         self.keyring = app.keyring
         self.config = config
@@ -136,7 +137,11 @@ class SignerServer:
 
     def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish (up to `grace` seconds), close backends;
-        bounded: returns within `grace` plus a few seconds even if a backend call hangs."""
+        bounded: returns within `grace` plus a few seconds even if a backend call hangs. A
+        second call does nothing (the runtime closes what `serve_forever` already stopped)."""
+        if self._stopped:
+            return
+        self._stopped = True
         grace = self.config.shutdown_grace_seconds if grace is None else grace
         self.health_reporter.stop(timeout=1.0)
         if self._health_server is not None:
