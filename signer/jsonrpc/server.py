@@ -19,15 +19,12 @@ SQLite), so requests run in threads. An idle or slow connection costs a socket, 
 """
 
 import asyncio
-import ipaddress
 import json
 import logging
-import re
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -43,6 +40,7 @@ from signer.errors import ConfigError, Unauthenticated
 from signer.ids import request_id_from
 from signer.jsonrpc.config import JsonRpcConfig
 from signer.jsonrpc.dispatch import Dispatcher
+from signer.jsonrpc.http_checks import BLANK_LINE, BrowserGuard, Refused, check_framing, header
 from signer.jsonrpc.upstream import Upstream
 from signer.listen import split_listen
 from signer.logs import Fields
@@ -56,22 +54,10 @@ REQUEST_ID_HEADER = "x-request-id"
 HANDSHAKE_TIMEOUT = 10.0
 MAX_HEADER_BYTES = 16 * 1024  # request line and headers; more is 431
 _READ_CHUNK = 64 * 1024
-_DIGITS = re.compile(rb"[0-9]{1,18}")
-_BLANK_LINE = re.compile(rb"\r?\n\r?\n")  # the end of the head, as h11 finds it
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
 # HTTP refusals in the gRPC status vocabulary of the request metrics
 _STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
                  404: "NOT_FOUND", 405: "INVALID_ARGUMENT", 408: "DEADLINE_EXCEEDED",
                  411: "INVALID_ARGUMENT", 413: "RESOURCE_EXHAUSTED", 431: "RESOURCE_EXHAUSTED"}
-
-
-class Refused(Exception):
-    """An HTTP refusal: answered with `status` and a -32600 body naming `reason`."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 @dataclass(eq=False)
@@ -137,8 +123,7 @@ class JsonRpcListener:
         self._connections: set[_Connection] = set()
         self._in_flight = 0
         self._idle = threading.Condition()
-        self._allowed_hosts = frozenset(config.allowed_hosts)
-        self._allowed_origins = frozenset(config.allowed_origins)
+        self._browsers = BrowserGuard(config.allowed_origins, config.allowed_hosts)
         security = "plaintext" if tls is None else ("mTLS" if self.mtls else "TLS")
         log.info("jsonrpc listening on %s (port %d, %s), upstream %s", config.listen, self.port,
                  security, redacted_url(upstream.url) if upstream else "none")
@@ -371,7 +356,7 @@ class JsonRpcListener:
                 return False
             connection.busy = True
             assert isinstance(request, h11.Request)
-            request_id = request_id_from(_header(request.headers, b"x-request-id"))
+            request_id = request_id_from(header(request.headers, b"x-request-id"))
             body = await self._request_body(request, http, reader, deadline, bytes(head))
             if request.method == b"GET":
                 return await self._get(request, http, writer, request_id)
@@ -416,7 +401,7 @@ class JsonRpcListener:
             if isinstance(event, h11.ConnectionClosed):
                 return None
             if isinstance(event, h11.Request):
-                blank = _BLANK_LINE.search(head)  # h11 bounds only a head still incomplete
+                blank = BLANK_LINE.search(head)  # h11 bounds only a head still incomplete
                 if blank is None or blank.start() > MAX_HEADER_BYTES:
                     raise Refused(431, f"request line and headers over {MAX_HEADER_BYTES} bytes")
                 return event
@@ -425,14 +410,14 @@ class JsonRpcListener:
     async def _request_body(self, request: h11.Request, http: h11.Connection,
                             reader: asyncio.StreamReader, deadline: float, head: bytes) -> bytes:
         """The framing and browser checks, then the body; Refused for any problem."""
-        _check_framing(head)
+        check_framing(head)
         if request.method == b"GET":
             return b""
         if request.method != b"POST":
             raise Refused(405, f"method {request.method[:16].decode('latin-1')!r}: POST "
                           "JSON-RPC to /, or GET /healthz")
-        self._check_browser(request.headers)
-        length_text = _header(request.headers, b"content-length")
+        self._browsers.check(request.headers)
+        length_text = header(request.headers, b"content-length")
         if length_text is None:
             raise Refused(411, "Content-Length required")
         length = int(length_text)
@@ -457,45 +442,6 @@ class JsonRpcListener:
                 return b"".join(chunks)
             else:
                 raise Refused(400, "malformed request")
-
-    def _check_browser(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
-        """A web page must not reach the door: not by its origin, not through a rebound DNS
-        name, not with a form's or text/plain body a browser sends without asking."""
-        values: dict[bytes, list[bytes]] = {}
-        for name, value in headers:
-            values.setdefault(name, []).append(value)
-        origins = values.get(b"origin", [])
-        for origin in origins:
-            text = origin.decode("latin-1").strip().lower()
-            if text not in self._allowed_origins:
-                raise Refused(403, f"origin {text[:100]!r} is not in jsonrpc.allowed_origins")
-        hosts = values.get(b"host", [])
-        if len(hosts) != 1:
-            raise Refused(400, "exactly one Host header required")
-        host = hosts[0].decode("latin-1").strip().lower()
-        if not self._host_allowed(host):
-            raise Refused(403, f"host {host[:100]!r} is not a loopback name or address, nor in "
-                               "jsonrpc.allowed_hosts")
-        types = values.get(b"content-type", [])
-        media = types[0].split(b";", 1)[0].strip().lower() if len(types) == 1 else b""
-        if media != b"application/json":
-            raise Refused(403, "Content-Type must be application/json")
-
-    def _host_allowed(self, host: str) -> bool:
-        if host in self._allowed_hosts:
-            return True
-        name = host
-        if host.startswith("["):
-            name = host[1:].split("]", 1)[0]
-        elif host.count(":") == 1:
-            name = host.split(":", 1)[0]
-        if name in self._allowed_hosts or name in _LOOPBACK_NAMES:
-            return True
-        try:
-            ipaddress.ip_address(name)
-        except ValueError:
-            return False
-        return True  # an address, not a name: nothing a rebinding attacker's DNS can point
 
     async def _run(self, body: bytes, connection: _Connection,
                    request_id: str) -> tuple[int, bytes | None, str, int]:
@@ -567,33 +513,6 @@ class JsonRpcListener:
             if reason:
                 fields["reason"] = reason[:200]
             access_log.info(Fields("jsonrpc", **fields))
-
-
-def _check_framing(head: bytes) -> None:
-    """What h11 lets through but this door refuses: a body framed any way but one digits-only
-    Content-Length (a repeated one, even equal, or any Transfer-Encoding could be read
-    differently by a proxy in front: request smuggling)."""
-    lengths = []
-    for line in _BLANK_LINE.split(head, 1)[0].split(b"\n")[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep:
-            continue
-        name = name.strip().lower()
-        if name == b"transfer-encoding":
-            raise Refused(400, "Transfer-Encoding is not accepted: send a Content-Length")
-        if name == b"content-length":
-            lengths.append(value.strip())
-    if len(lengths) > 1:
-        raise Refused(400, "repeated Content-Length header")
-    if lengths and not _DIGITS.fullmatch(lengths[0]):
-        raise Refused(400, "Content-Length must be decimal digits")
-
-
-def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
-    for key, value in headers:
-        if key == name:
-            return value.decode("latin-1")
-    return None
 
 
 async def _read(reader: asyncio.StreamReader, deadline: float) -> bytes:
