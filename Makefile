@@ -45,7 +45,7 @@ test: $(STAMP) system-deps validate-deploy
 	$(BIN)/ruff check signer tests bench
 	$(BIN)/mypy signer bench
 	$(MAKE) --no-print-directory docs
-	WALLET_SIGNER_REQUIRE_BACKENDS=env,pkcs11,kms,postgres,jsonrpc $(BIN)/pytest -q
+	WALLET_SIGNER_REQUIRE_BACKENDS=env,pkcs11,kms,postgres,jsonrpc,vault $(BIN)/pytest -q
 
 # Every manifest under deploy/kubernetes, offline: the Kubernetes schemas (strict: an unknown
 # field fails) and checkov's security checks (0 failed; skips carry their reason in the

@@ -2,9 +2,10 @@
 
 import argparse
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 import signer.cli.client as client_commands
 import signer.cli.operator as operator_commands
@@ -13,8 +14,16 @@ from signer import config as config_module
 from signer.cli.common import CONFIG_ENV, DESCRIPTION
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse quotes unrecognized arguments back: a key pasted on the command line must not
+    reach the terminal's scrollback or a CI log through that."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(re.sub(r"(0x)?[0-9a-fA-F]{64}", "<a 32-byte hex value, redacted>", message))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wallet-signer",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -43,7 +52,7 @@ HEALTH_ENV_PREFIX = "WALLET_SIGNER_HEALTH_"
 HEALTH_ENV_FLAGS = ("server", "timeout", "tls_ca", "tls_cert", "tls_key", "tls_server_name")
 
 # what add_subparsers returns; each _add_* helper adds one command (group) to it
-Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Commands: TypeAlias = "argparse._SubParsersAction[_Parser]"
 
 
 def _add_serve(commands: Commands) -> None:
@@ -78,12 +87,21 @@ def _add_keys(commands: Commands) -> None:
     _kms_args(create, alias=True)
     create.set_defaults(run=operator_commands.keys_create)
 
-    imp = key_commands.add_parser("import", help="move an existing hex key into an HSM")
+    imp = key_commands.add_parser(
+        "import", help="move an existing key into an HSM or KMS (never from the command line)"
+    )
     _config_arg(imp)
-    imp.add_argument("--backend", choices=["pkcs11"], required=True)
-    pkcs11 = _pkcs11_args(imp, "label of the imported key (CKA_LABEL; required)")
-    pkcs11.add_argument(
-        "--key-file", type=Path, help="file holding the hex private key (default: stdin)"
+    imp.add_argument("--backend", choices=["pkcs11", "kms"], required=True)
+    _pkcs11_args(imp, "label of the imported key (CKA_LABEL; required)")
+    _kms_args(imp, alias=True)
+    source = imp.add_argument_group("where the key comes from (default: a hex key on stdin)")
+    source.add_argument("--key-file", type=Path, help="file holding the hex private key")
+    source.add_argument("--from-keystore", type=Path, help="a V3 keystore file")
+    source.add_argument("--password-file", type=Path, help="the keystore's password, in a file")
+    source.add_argument("--password-env", help="the keystore's password, in this variable")
+    source.add_argument(
+        "--from-key", metavar="KEY_ID",
+        help="a configured keystore, vault or aws-secret key (--config): e.g. a Vault path",
     )
     imp.set_defaults(run=operator_commands.keys_import)
 
