@@ -229,7 +229,7 @@ def test_a_reload_that_would_open_the_service_is_refused(tmp_path, pki, env_key,
     assert _call(served, pki, "stranger", "eth_accounts")[0] == 403
     with sqlite3.connect(tmp_path / "state.db") as db:
         bodies = [json.loads(b) for (b,) in db.execute("SELECT body FROM audit_log")]
-    refused = [b["details"] for b in bodies if b.get("action") == "reload"]
+    refused = [b for b in bodies if b.get("action") == "reload"]
     assert refused and refused[-1]["status"] == "REFUSED"
     assert "never changes the access mode" in refused[-1]["reason"]
 
@@ -470,7 +470,7 @@ def test_a_lying_node_gets_one_signature_not_three(tmp_path, env_key, stop):
         tx_hash = reply["error"]["message"].split("transaction ")[1].split()[0]
         with sqlite3.connect(tmp_path / "state.db") as db:
             bodies = [json.loads(b) for (b,) in db.execute("SELECT body FROM audit_log")]
-        submissions = [b["details"] for b in bodies if b.get("action") == "submission"]
+        submissions = [b for b in bodies if b.get("action") == "submission"]
         assert len(submissions) == 1 and submissions[0]["unsent"] == [tx_hash]
         assert submissions[0]["status"] == "REFUSED"
     finally:
