@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := softhsm2 opensc postgresql
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: serve test bench lint proto system-deps clean
+.PHONY: serve test docs bench lint proto system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,13 @@ serve: $(STAMP) system-deps
 test: $(STAMP) system-deps
 	$(BIN)/ruff check signer tests bench
 	$(BIN)/mypy signer
+	$(MAKE) --no-print-directory docs
 	WALLET_SIGNER_REQUIRE_BACKENDS=env,pkcs11,kms,postgres,jsonrpc $(BIN)/pytest -q
+
+# The documentation site into site/: a broken link or anchor, or a page missing from the
+# navigation, fails the build (--strict). Offline: nothing is fetched at build time.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench
@@ -34,4 +40,4 @@ proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/signer/v1/signer.proto
 
 clean:
-	rm -rf $(VENV) .wallet-signer .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) site .wallet-signer .pytest_cache .mypy_cache .ruff_cache

@@ -29,6 +29,7 @@ from pydantic import (
 from signer.errors import ConfigError
 from signer.jsonrpc.config import JsonRpcConfig
 from signer.policy import PolicyConfig, check_policy_references
+from signer.secret_sources import inline_password
 
 ENV_PREFIX = "WALLET_SIGNER_"
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -176,8 +177,9 @@ class StoreConfig(_Strict):
             raise ValueError("expected sqlite://PATH or postgresql://USER@HOST/DB")
         if value.startswith("sqlite://") and not value.removeprefix("sqlite://"):
             raise ValueError("sqlite:// needs a path, e.g. sqlite:///var/lib/wallet-signer/state.db")
-        if "@" in value.partition("://")[2] and ":" in value.partition("://")[2].rpartition("@")[0]:
-            raise ValueError("no password in the URL: use password_file or PGPASSFILE")
+        where = inline_password(value) if value.startswith("postgres") else None
+        if where is not None:
+            raise ValueError(f"no password in the URL ({where}): use password_file or PGPASSFILE")
         return value
 
 

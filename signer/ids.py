@@ -11,3 +11,15 @@ import random
 
 def new_id() -> str:
     return f"{random.getrandbits(128):032x}"
+
+
+MAX_REQUEST_ID = 64
+
+
+def request_id_from(value: str | None) -> str:
+    """The caller's x-request-id, cut to 64 characters, if it is printable ASCII; else a new
+    id. Only ASCII: an HTTP/2 client may send other bytes, which grpc core then refuses to
+    echo in the trailer, after the request was served (the caller would get nothing)."""
+    if value and value.isascii() and value.isprintable():
+        return value[:MAX_REQUEST_ID]
+    return new_id()

@@ -66,6 +66,12 @@ BUDGET_SPENT = Gauge(
     "Share of each budget's limit spent in its window, as of the last reservation.",
     ["client", "budget"],
 )
+SIGNER_FAULTS = Counter(
+    "wallet_signer_signer_faults",
+    "Requests answered 'signer fault' (an unexpected exception: a bug, never the caller's "
+    "input), by door",
+    ["door"],
+)
 KMS_RETRIES = Counter(
     "wallet_signer_kms_retries", "KMS Sign attempts beyond the first (botocore retries)",
     ["key_id"],

@@ -77,10 +77,7 @@ class KeyRing:
         if signer is None:
             if not key_id:
                 raise InvalidRequest("key_id: required")
-            shown = (
-                key_id if len(key_id) <= MAX_KEY_ID_LENGTH else key_id[:MAX_KEY_ID_LENGTH] + "..."
-            )
-            raise KeyNotFound(f"no key named {shown!r} is configured")
+            raise KeyNotFound(f"no key named {shown_key_id(key_id)!r} is configured")
         return signer
 
     def __iter__(self) -> Iterator[WalletSigner]:
@@ -109,3 +106,10 @@ class KeyRing:
             log.warning("backends did not close within %.1fs; leaving them to the exit", timeout)
             return False
         return True
+
+
+def shown_key_id(key_id: str) -> str:
+    """A caller's key id as records, logs and errors may quote it: no configured key id is
+    longer than MAX_KEY_ID_LENGTH, so a longer one is cut (a stranger's 250,000-character key
+    id must not become 250 KB of durable audit record)."""
+    return key_id if len(key_id) <= MAX_KEY_ID_LENGTH else key_id[:MAX_KEY_ID_LENGTH] + "..."

@@ -38,7 +38,7 @@ from signer.eth.fields import checksum
 from signer.eth.hashing import keccak
 from signer.ids import new_id
 from signer.policy import Decision
-from signer.service import KeyRing
+from signer.service import KeyRing, shown_key_id
 from signer.store import BudgetClaim, BudgetExceeded, FrozenKey, Store, open_store
 from signer.wallet import SignedDigest, SignedTransaction, WalletSigner
 
@@ -233,7 +233,7 @@ class Application:
         budgets as they stand; signs nothing, reserves nothing. Audited as a dry run."""
         record: dict[str, Any] = {
             "kind": "dry_run", "request_id": caller.request_id, "peer": caller.peer,
-            "method": method, "key_id": key_id,
+            "method": method, "key_id": shown_key_id(key_id),
         }
         try:
             client, record["identity"] = self.access.identify(caller)
@@ -282,7 +282,7 @@ class SigningRequest:
             "request_id": caller.request_id,
             "peer": caller.peer,
             "method": method,
-            "key_id": key_id,
+            "key_id": None if key_id is None else shown_key_id(key_id),
         }
 
     @property
@@ -337,6 +337,9 @@ class SigningRequest:
         self.record.update(fields)
 
     def _write_intent(self, digest: bytes) -> None:
+        # again here, right before the backend signs: a freeze issued while the request
+        # waited (the JSON-RPC door fills and estimates at the node first) stops it
+        self._app.freeze.check(self.signer.key_id)
         self.record["digest"] = "0x" + digest.hex()
         reserve = None
         if self._claims:

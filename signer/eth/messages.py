@@ -4,6 +4,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 from eth_account.messages import SignableMessage, encode_defunct, encode_typed_data
@@ -18,8 +19,14 @@ _REQUIRED_TYPED_DATA_KEYS = ("types", "primaryType", "domain", "message")
 # and kill the process instead of raising RecursionError.
 MAX_JSON_DEPTH = 64
 MAX_STRUCT_TYPES = 256
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
-_JSON_BRACKET = re.compile(r"[\[\]{}]")
+# A JSON string, or an unterminated one up to the end of the text. The closing quote being
+# optional keeps the scan linear: with it required, an unterminated string of escaped quotes
+# made every quote start a failed scan to the end (quadratic, holding the interpreter lock).
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+# An escaped UTF-16 surrogate: json.loads turns a lone one into a str no UTF-8 codec accepts.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 def personal_message_digest(message: bytes) -> bytes:
@@ -92,7 +99,9 @@ _DOMAIN_FIELDS = {
     "salt": "bytes32",
 }
 _ATOMIC = re.compile(r"(u?int)(\d{1,3})|bytes(\d{1,2})|address|bool|string|bytes")
-_ARRAY = re.compile(r"(.+)\[(\d*)\]")
+# a fixed array length has at most 7 digits: longer ones could never fit in a request, and
+# int() of 4,300 digits or more raises (Python's integer-conversion limit)
+_ARRAY = re.compile(r"(.+)\[(\d{0,7})\]")
 _INT_TEXT = re.compile(r"-?[0-9]{1,78}")
 _HEX_TEXT = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
 _ADDRESS_TEXT = re.compile(r"0x[0-9a-fA-F]{40}")
@@ -228,12 +237,13 @@ def parse_typed_data(typed_data_json: str) -> dict[str, Any]:
         data = json.loads(
             typed_data_json, object_pairs_hook=no_duplicate_keys, parse_constant=no_json_constants
         )
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise InvalidRequest(f"typed_data_json: not valid JSON ({_describe(exc)})") from None
     except DuplicateKey as exc:
         raise InvalidRequest(f"typed_data_json: duplicate key {exc.args[0]!r}") from None
+    except (ValueError, RecursionError) as exc:  # ValueError: also an integer over 4,300 digits
+        raise InvalidRequest(f"typed_data_json: not valid JSON ({_describe(exc)})") from None
     if not isinstance(data, dict):
         raise InvalidRequest("typed_data_json: expected a JSON object")
+    check_no_lone_surrogates(typed_data_json, data, "typed_data_json")
     missing = [k for k in _REQUIRED_TYPED_DATA_KEYS if k not in data]
     if missing:
         raise InvalidRequest(f"typed_data_json: missing {', '.join(missing)}")
@@ -249,12 +259,24 @@ def _check_depth(text: str) -> None:
 
 
 def check_json_depth(text: str, field: str, max_depth: int) -> None:
-    """Refuse JSON nested deeper than `max_depth` before any recursive parser sees it."""
-    depth = 0
-    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub("", text)):
-        depth += 1 if match.group() in "[{" else -1
-        if depth > max_depth:
-            raise InvalidRequest(f"{field}: nested deeper than {max_depth} levels")
+    """Refuse JSON nested deeper than `max_depth` before any recursive parser sees it. Linear
+    in the text, and the loop over brackets runs in C (accumulate, max)."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    if max(accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0) > max_depth:
+        raise InvalidRequest(f"{field}: nested deeper than {max_depth} levels")
+
+
+def check_no_lone_surrogates(text: str, data: Any, field: str) -> None:
+    """Refuse parsed JSON holding a lone UTF-16 surrogate (from an escape such as "\\ud800"):
+    no UTF-8 encoder takes it, so it would fail later, in hashing or in an error message. Only
+    text with a surrogate escape is checked (a valid pair is fine: json.loads joins it)."""
+    if _SURROGATE_ESCAPE.search(text) is None:
+        return
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        message = f"{field}: a lone UTF-16 surrogate (\\ud800-\\udfff) is not text"
+        raise InvalidRequest(message) from None
 
 
 class DuplicateKey(ValueError):

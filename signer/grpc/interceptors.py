@@ -18,7 +18,7 @@ import grpc
 from signer import metrics
 from signer.errors import InvalidRequest, ResourceExhausted, SignerError
 from signer.grpc.errors import UNEXPECTED, status_for
-from signer.ids import new_id
+from signer.ids import new_id, request_id_from
 from signer.logs import Fields
 
 log = logging.getLogger("signer.access")
@@ -26,7 +26,6 @@ log = logging.getLogger("signer.access")
 REQUEST_ID_HEADER = "x-request-id"
 if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
-_MAX_REQUEST_ID = 64
 
 # The request id and peer of the call this thread is serving (set before the handler runs;
 # the peer is read from grpc once a call: each read is a call into grpc's core).
@@ -248,8 +247,11 @@ class _Messages:
 
 def _status_of(exc: Exception, method: str, request_id: str) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, SignerError):
-        return status_for(exc), str(exc)
+        # grpc sends details as UTF-8: a lone surrogate in caller text quoted by a message
+        # would make grpc core fail the call with its own exception text
+        return status_for(exc), str(exc).encode("utf-8", "backslashreplace").decode("utf-8")
     log.exception("unexpected fault in %s (request %r)", method, request_id)
+    metrics.SIGNER_FAULTS.labels("grpc").inc()
     return UNEXPECTED
 
 
@@ -301,9 +303,9 @@ _UNDECODABLE = _Refused()
 
 
 def _request_id(metadata: Any) -> str:
-    """The caller's x-request-id if printable (cut to 64 characters), else a new one. Logs
+    """The caller's x-request-id (signer.ids.request_id_from), else a new one. Logs
     escape it (signer.logs), so even spaces or quotes in it cannot forge a field."""
     for key, value in metadata or ():
-        if key == REQUEST_ID_HEADER and isinstance(value, str) and value.isprintable():
-            return value[:_MAX_REQUEST_ID]
+        if key == REQUEST_ID_HEADER and isinstance(value, str):
+            return request_id_from(value)
     return new_id()

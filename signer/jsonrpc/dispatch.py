@@ -7,6 +7,7 @@ forwarded to the upstream node unchanged and its answer relayed as is.
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,6 +134,7 @@ class Dispatcher:
             response = _error(request_id, code_for(exc), str(exc))
         except Exception:
             log.exception("unexpected fault in %s (request %s)", method, caller.request_id)
+            metrics.SIGNER_FAULTS.labels("jsonrpc").inc()
             status = "UNAVAILABLE"
             response = _error(request_id, *codes.UNEXPECTED)
         finally:
@@ -206,7 +208,7 @@ def _parse(body: bytes) -> Any:
         messages.check_json_depth(text, "request", MAX_JSON_DEPTH)
         return json.loads(
             text, object_pairs_hook=messages.no_duplicate_keys,
-            parse_constant=messages.no_json_constants,
+            parse_constant=messages.no_json_constants, parse_float=_finite_float,
         )
     except UnicodeDecodeError:
         raise JsonRpcError(codes.PARSE_ERROR, "parse error: body is not UTF-8") from None
@@ -215,9 +217,25 @@ def _parse(body: bytes) -> Any:
     except messages.DuplicateKey as exc:
         message = f"parse error: duplicate key {exc.args[0]!r}"
         raise JsonRpcError(codes.PARSE_ERROR, message) from None
+    except _NonFinite as exc:
+        message = f"invalid request: the number {exc.args[0]} does not fit a double"
+        raise JsonRpcError(codes.INVALID_REQUEST, message) from None
     except (ValueError, RecursionError) as exc:
         reason = " ".join(str(exc).split())[:200]
         raise JsonRpcError(codes.PARSE_ERROR, f"parse error: {reason}") from None
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _finite_float(text: str) -> float:
+    """json.loads' parse_float: 1e400 would become inf and be answered (or forwarded) as
+    `Infinity`, which is not JSON; refuse it instead."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NonFinite(text[:40])
+    return value
 
 
 def _envelope(request: Any) -> tuple[Any, str, Params]:

@@ -24,18 +24,18 @@ from signer.app.application import Application
 from signer.app.caller import Caller
 from signer.config import ServerConfig, split_listen
 from signer.errors import ConfigError
-from signer.ids import new_id
+from signer.ids import request_id_from
 from signer.jsonrpc.config import JsonRpcConfig
 from signer.jsonrpc.dispatch import Dispatcher
 from signer.jsonrpc.upstream import Upstream
 from signer.logs import Fields
+from signer.secret_sources import redacted_url
 from signer.tls import ReloadableTls, TlsMaterial
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("signer.access")
 
 REQUEST_ID_HEADER = "x-request-id"
-_MAX_REQUEST_ID = 64
 HANDSHAKE_TIMEOUT = 10.0
 IDLE_TIMEOUT = 60.0  # a keep-alive connection idle this long is closed
 MAX_CONNECTIONS = 512  # each connection holds one thread
@@ -88,7 +88,7 @@ class JsonRpcListener:
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         security = "plaintext" if tls is None else ("mTLS" if self.mtls else "TLS")
         log.info("jsonrpc listening on %s (port %d, %s), upstream %s", config.listen, self.port,
-                 security, upstream.url if upstream else "none")
+                 security, redacted_url(upstream.url) if upstream else "none")
 
     @property
     def mtls(self) -> bool:
@@ -229,7 +229,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         started = time.perf_counter()
-        request_id = _request_id(self.headers.get(REQUEST_ID_HEADER))
+        request_id = request_id_from(self.headers.get(REQUEST_ID_HEADER))
         listener = self.server.listener
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
@@ -299,9 +299,3 @@ def _error_body(message: str) -> bytes:
     return json.dumps(
         {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}
     ).encode()
-
-
-def _request_id(value: str | None) -> str:
-    if value and value.isprintable():
-        return value[:_MAX_REQUEST_ID]
-    return new_id()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from signer.errors import ConfigError, StoreUnavailable
+from signer.secret_sources import inline_password, read_secret, redacted_url
 
 log = logging.getLogger(__name__)
 
@@ -661,10 +662,13 @@ def open_store(
             raise ConfigError("store.url: sqlite:// needs a path, e.g. sqlite:///var/lib/ws/state.db")
         return Store(url, _Sqlite(Path(path)), pool_size=4)
     if url.startswith(("postgresql://", "postgres://")):
+        where = inline_password(url)
+        if where is not None:
+            raise ConfigError(
+                f"store.url: no password in the URL ({where}): use password_file or PGPASSFILE"
+            )
         password = None
         if password_file is not None:
-            from signer.secret_sources import read_secret
-
             password = read_secret("store", "password", None, password_file)
         try:
             dialect = _Postgres(url, password, connect_timeout)
@@ -673,15 +677,6 @@ def open_store(
                 "store.url is PostgreSQL but psycopg is not installed: "
                 "pip install 'wallet-signer[postgres]'"
             ) from None
-        return Store(_redacted(url), dialect, pool_size=8)
+        return Store(redacted_url(url), dialect, pool_size=8)
     raise ConfigError("store.url: expected sqlite://PATH or postgresql://USER@HOST/DB")
-
-
-def _redacted(url: str) -> str:
-    """The URL with any inline password removed (it is never shown)."""
-    scheme, _, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if at and ":" in userinfo:
-        userinfo = userinfo.split(":", 1)[0] + ":***"
-    return f"{scheme}://{userinfo}{at}{host}"
 

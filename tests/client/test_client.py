@@ -262,7 +262,8 @@ def test_no_bare_hash_signing(remote):
 
 
 def test_web3_sign_and_send_middleware_with_remote_account(env_server: RunningServer):
-    """The README use case: swap a LocalAccount for a RemoteAccount in web3.py."""
+    """The docs' use case (README, docs/using/python.md): swap a LocalAccount for a
+    RemoteAccount in web3.py."""
     account = RemoteAccount.connect(env_server.target, "hot")
     w3 = Web3(EthereumTesterProvider(EthereumTester(PyEVMBackend())))
     w3.middleware_onion.inject(SignAndSendRawMiddlewareBuilder.build(account), layer=0)
