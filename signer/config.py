@@ -58,6 +58,17 @@ class ServerConfig(_Strict):
     shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=300)
     # Seconds between self-tests of a key that failed or has not signed in that long.
     health_check_interval_seconds: float = Field(default=30.0, ge=0.05, le=3600)
+    # A SignTransactions stream holds a worker thread while open: a stream waiting longer than
+    # this for its next message is cancelled, and a client may hold at most
+    # max_streams_per_client streams (default: a quarter of max_workers, at least 1).
+    stream_idle_seconds: float = Field(default=60.0, gt=0, le=86400)
+    max_streams_per_client: int | None = Field(default=None, ge=1, le=1024)
+
+    @property
+    def streams_per_client(self) -> int:
+        if self.max_streams_per_client is not None:
+            return self.max_streams_per_client
+        return max(1, self.max_workers // 4)
 
     @field_validator("listen")
     @classmethod

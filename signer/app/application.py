@@ -168,6 +168,13 @@ class Application:
         client = self._identify_for_read(caller, "GetAddress", key_id)
         return self._key_for(client, "GetAddress", key_id)
 
+    def open_stream(self, caller: Caller, method: str) -> str:
+        """A stream of `method` calls is opening: identify the caller and check it may use
+        `method` at all (each message is still checked in full). Returns the client's name
+        ("" when access is open), which bounds how many streams it may hold."""
+        client = self._identify_for_read(caller, method, None)
+        return client.name if client is not None else ""
+
     def _identify_for_read(self, caller: Caller, method: str, key_id: str | None) -> Client | None:
         try:
             client, _ = self.access.identify(caller)

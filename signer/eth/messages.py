@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
-from eth_account.messages import SignableMessage, encode_defunct, encode_typed_data
+from eth_account.messages import SignableMessage, encode_defunct
 from eth_utils.address import to_checksum_address
 
 from signer.errors import InvalidRequest
+from signer.eth import eip712
 from signer.eth.hashing import keccak
 
 _REQUIRED_TYPED_DATA_KEYS = ("types", "primaryType", "domain", "message")
@@ -77,27 +78,11 @@ def load_typed_data(typed_data_json: str) -> TypedData:
             raise InvalidRequest(f"typed_data_json: domain.{key[:40]}: not an EIP-712 field")
         domain[key] = _canonical(types, kind, value, f"domain.{key}", 0)
     message = _canonical(types, primary, data["message"], "message", 0)
-    reference = {
-        "types": data["types"],
-        "primaryType": primary,
-        "domain": _reference_form(types, _DOMAIN, domain),
-        "message": _reference_form(types, primary, message),
-    }
-    try:
-        signable = encode_typed_data(full_message=reference)
-    except Exception as exc:  # eth-account raises a zoo of types for bad typed data
-        raise InvalidRequest(f"typed_data_json: {_describe(exc)}") from None
-    return TypedData(_digest(signable), primary, domain, message)
+    return TypedData(eip712.digest(types, primary, domain, message), primary, domain, message)
 
 
-_DOMAIN = "EIP712Domain"
-_DOMAIN_FIELDS = {
-    "name": "string",
-    "version": "string",
-    "chainId": "uint256",
-    "verifyingContract": "address",
-    "salt": "bytes32",
-}
+_DOMAIN = eip712.DOMAIN
+_DOMAIN_FIELDS = dict(eip712.DOMAIN_FIELDS)
 _ATOMIC = re.compile(r"(u?int)(\d{1,3})|bytes(\d{1,2})|address|bool|string|bytes")
 # a fixed array length has at most 7 digits: longer ones could never fit in a request, and
 # int() of 4,300 digits or more raises (Python's integer-conversion limit)
@@ -213,22 +198,6 @@ def _integer(value: Any, where: str) -> int:
             except ValueError:
                 pass
     raise InvalidRequest(f"{where}: expected an integer, a decimal string or 0x-prefixed hex")
-
-
-def _reference_form(types: Types, kind: str, value: Any) -> Any:
-    """Canonical values in the form eth-account encodes without any coercion."""
-    if kind == _DOMAIN:
-        return {
-            k: to_checksum_address(v) if k == "verifyingContract" else v for k, v in value.items()
-        }
-    array = _ARRAY.fullmatch(kind)
-    if array is not None:
-        return [_reference_form(types, array.group(1), item) for item in value]
-    if kind in types:
-        return {name: _reference_form(types, k, value[name]) for name, k in types[kind]}
-    if kind == "address":
-        return to_checksum_address(value)
-    return value
 
 
 def parse_typed_data(typed_data_json: str) -> dict[str, Any]:

@@ -226,7 +226,7 @@ def message_request_id(stream_request_id: str, index: int) -> str:
 class _Messages:
     """A stream's request iterator that knows its call, for per-message errors and the log."""
 
-    __slots__ = ("_requests", "answers", "count", "method", "request_id", "what")
+    __slots__ = ("_requests", "answers", "count", "method", "request_id", "waiting_since", "what")
 
     def __init__(self, requests: Iterator[Any], what: str, method: str, request_id: str) -> None:
         self._requests = requests
@@ -235,12 +235,19 @@ class _Messages:
         self.request_id = request_id
         self.count = 0
         self.answers: Counter[grpc.StatusCode] = Counter()
+        # since when the server has been waiting for the caller's next message (None while
+        # it answers one): what signer.grpc.streams cancels an idle stream by
+        self.waiting_since: float | None = None
 
     def __iter__(self) -> "_Messages":
         return self
 
     def __next__(self) -> Any:
-        request = next(self._requests)
+        self.waiting_since = time.monotonic()
+        try:
+            request = next(self._requests)
+        finally:
+            self.waiting_since = None
         self.count += 1
         return request
 

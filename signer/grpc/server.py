@@ -19,6 +19,7 @@ from signer.errors import ConfigError
 from signer.grpc.health import KeyHealthReporter
 from signer.grpc.interceptors import ErrorMappingInterceptor, register_methods
 from signer.grpc.servicer import SignerServicer
+from signer.grpc.streams import StreamGuard
 from signer.tls import ReloadableTls, TlsMaterial
 from signer.v1 import signer_pb2, signer_pb2_grpc
 
@@ -91,7 +92,10 @@ class SignerServer:
             ],
             maximum_concurrent_rpcs=config.max_concurrent_calls,
         )
-        signer_pb2_grpc.add_SignerServiceServicer_to_server(SignerServicer(app), self._server)
+        self.streams = StreamGuard(config.streams_per_client, config.stream_idle_seconds)
+        signer_pb2_grpc.add_SignerServiceServicer_to_server(
+            SignerServicer(app, self.streams), self._server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
@@ -103,6 +107,7 @@ class SignerServer:
         if self.port == 0:
             raise ConfigError(f"server.listen: cannot bind {config.listen}")
         self._server.start()
+        self.streams.start()
         security = "plaintext" if tls is None else ("mTLS" if tls.current.mtls else "TLS")
         log.info("listening on %s (port %d, %s)", config.listen, self.port, security)
 
@@ -117,6 +122,7 @@ class SignerServer:
         grace = self.config.shutdown_grace_seconds if grace is None else grace
         self.health_reporter.stop(timeout=1.0)
         self._server.stop(grace).wait(grace + 1.0)
+        self.streams.stop()
         self._workers.shutdown(wait=False)  # idle workers end now; one stuck in a backend later
         self.keyring.close(timeout=1.0)
         self.app.close()

@@ -20,13 +20,15 @@ from signer.grpc.interceptors import (
     current_call,
     message_request_id,
 )
+from signer.grpc.streams import StreamGuard
 from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
 
 
 class SignerServicer(pb_grpc.SignerServiceServicer):  # type: ignore[misc]
-    def __init__(self, app: Application) -> None:
+    def __init__(self, app: Application, streams: StreamGuard) -> None:
         self._app = app
+        self._streams = streams
 
     def ListKeys(
         self, request: pb.ListKeysRequest, context: grpc.ServicerContext
@@ -51,17 +53,21 @@ class SignerServicer(pb_grpc.SignerServiceServicer):  # type: ignore[misc]
         self, requests: Iterator[pb.SignTransactionRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.SignTransactionsResponse]:
         stream = caller_of(context)  # peer and certificate once; each message its own id
+        # who is asking, and may it sign transactions at all: answered when the stream opens,
+        # not when (if ever) its first message comes
+        client = self._app.open_stream(stream, "SignTransaction")
 
         def sign(index: int, request: pb.SignTransactionRequest) -> pb.SignTransactionResponse:
             caller = replace(stream, request_id=message_request_id(stream.request_id, index))
             return self._sign_transaction(caller, request, context)
 
-        for index, outcome in answer_each(requests, sign):
-            if isinstance(outcome, Refusal):
-                error = pb.Status(code=outcome.code.value[0], message=outcome.message)
-                yield pb.SignTransactionsResponse(index=index, error=error)
-            else:
-                yield pb.SignTransactionsResponse(index=index, signed=outcome)
+        with self._streams.hold(client, requests, context):
+            for index, outcome in answer_each(requests, sign):
+                if isinstance(outcome, Refusal):
+                    error = pb.Status(code=outcome.code.value[0], message=outcome.message)
+                    yield pb.SignTransactionsResponse(index=index, error=error)
+                else:
+                    yield pb.SignTransactionsResponse(index=index, signed=outcome)
 
     def _sign_transaction(
         self, caller: Caller, request: pb.SignTransactionRequest, context: grpc.ServicerContext

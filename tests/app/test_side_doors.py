@@ -28,29 +28,19 @@ import pytest
 
 from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
-from tests.support.serve_process import ServeProcess, start_serve
+from tests.support.serve_process import ServeProcess, env_key_config, jsonrpc_url, start_serve
 
-_JSONRPC_PORT = re.compile(r"jsonrpc listening on \S+ \(port (\d+)")
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 
 def _config(tmp_path: Path, extra: str = "") -> Path:
-    config = tmp_path / "signer.toml"
-    config.write_text(
-        '[server]\nlisten = "127.0.0.1:0"\n'
-        f'[store]\nurl = "sqlite://{tmp_path / "state.db"}"\n'
-        '[keys.hot]\nbackend = "env"\nprivate_key_env = "HOT_WALLET_KEY"\n'
-        '[jsonrpc]\nlisten = "127.0.0.1:0"\n' + extra
-    )
-    return config
+    return env_key_config(tmp_path, extra)
 
 
 @pytest.fixture
 def served(tmp_path: Path, env_key: str) -> Iterator[tuple[ServeProcess, str]]:
     running = start_serve(tmp_path, _config(tmp_path), {"HOT_WALLET_KEY": env_key})
-    port = _JSONRPC_PORT.search(running.log())
-    assert port, running.log()
-    yield running, f"http://127.0.0.1:{port.group(1)}"
+    yield running, jsonrpc_url(running)
     running.proc.kill()
     running.proc.wait(10)
 
@@ -278,7 +268,7 @@ def test_a_freeze_issued_while_a_send_waits_on_the_node_stops_the_signature(tmp_
     config = _config(tmp_path, f'upstream = "{node.url}"\n')
     running = start_serve(tmp_path, config, {"HOT_WALLET_KEY": env_key})
     try:
-        url = f"http://127.0.0.1:{_JSONRPC_PORT.search(running.log()).group(1)}"  # type: ignore[union-attr]
+        url = jsonrpc_url(running)
         address = _stub(running).GetAddress(pb.GetAddressRequest(key_id="hot"), timeout=5).address
         replies: list[Any] = []
         send = {"jsonrpc": "2.0", "id": 7, "method": "eth_sendTransaction",

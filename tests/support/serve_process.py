@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _LISTENING = re.compile(r"listening on \S+ \(port (\d+)")
+_JSONRPC_PORT = re.compile(r"jsonrpc listening on \S+ \(port (\d+)")
 
 
 @dataclass
@@ -54,3 +55,23 @@ def env_config(tmp_path: Path, listen: str = "127.0.0.1:0", extra: str = "") -> 
         '[keys.hot]\nbackend = "env"\nprivate_key_env = "HOT_WALLET_KEY"\n'
     )
     return path
+
+
+def env_key_config(workdir: Path, jsonrpc: str = "") -> Path:
+    """A config with one env key "hot" (from HOT_WALLET_KEY), SQLite in `workdir`, and the
+    JSON-RPC door on loopback with `jsonrpc` (e.g. an upstream line) in its table."""
+    config = workdir / "signer.toml"
+    config.write_text(
+        '[server]\nlisten = "127.0.0.1:0"\n'
+        f'[store]\nurl = "sqlite://{workdir / "state.db"}"\n'
+        '[keys.hot]\nbackend = "env"\nprivate_key_env = "HOT_WALLET_KEY"\n'
+        '[jsonrpc]\nlisten = "127.0.0.1:0"\n' + jsonrpc
+    )
+    return config
+
+
+def jsonrpc_url(served: ServeProcess) -> str:
+    """The JSON-RPC door's URL, from the server's start-up log."""
+    port = _JSONRPC_PORT.search(served.log())
+    assert port, served.log()
+    return f"http://127.0.0.1:{port.group(1)}"
