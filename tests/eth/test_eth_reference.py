@@ -2,8 +2,9 @@
 
 Random transactions of every supported type are signed by the env signer through both request
 routes (structured proto and `unsigned_transaction` bytes) and compared with
-`Account.sign_transaction`. The unsigned bytes are built here with `rlp` from the field order
-eth-account uses (never with our encoder), and checked against eth-account's own signing hash.
+`Account.sign_transaction`. The unsigned bytes are built with `rlp` from the field order
+eth-account uses (tests/support/eth_transactions.py, never with our encoder), and checked
+against eth-account's own signing hash.
 The codec and the signature normalization are tested on their own below.
 """
 
