@@ -7,9 +7,7 @@ Each is resolved against the model's own fields and validated like the file (see
 where they live.
 """
 
-import ipaddress
 import os
-import re
 import tomllib
 import types
 import typing
@@ -28,6 +26,7 @@ from pydantic import (
 
 from signer.errors import ConfigError
 from signer.jsonrpc.config import JsonRpcConfig
+from signer.listen import ListenAddress, is_loopback
 from signer.policy import PolicyConfig, check_policy_references
 from signer.secret_sources import inline_password
 
@@ -42,7 +41,7 @@ class _Strict(BaseModel):
 
 
 class ServerConfig(_Strict):
-    listen: str = DEFAULT_LISTEN
+    listen: ListenAddress = DEFAULT_LISTEN
     # TLS: the server's certificate chain and key (PEM); with client_ca_file, clients must
     # present a certificate from that CA (mTLS). Re-read on SIGHUP.
     tls_cert_file: Path | None = None
@@ -70,12 +69,6 @@ class ServerConfig(_Strict):
             return self.max_streams_per_client
         return max(1, self.max_workers // 4)
 
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        split_listen(value)
-        return value
-
     @model_validator(mode="after")
     def _tls_files(self) -> "ServerConfig":
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
@@ -94,13 +87,7 @@ class ServerConfig(_Strict):
 
 class MetricsConfig(_Strict):
     # Prometheus exposition (HTTP, /metrics); a non-loopback address is allowed and logged.
-    listen: str
-
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        split_listen(value)
-        return value
+    listen: ListenAddress
 
     def is_loopback(self) -> bool:
         return is_loopback(self.listen)
@@ -263,23 +250,6 @@ class Config(_Strict):
                     "policy: give each a `policy` (default deny), or take the Sign* methods away"
                 )
         return self
-
-
-def is_loopback(listen: str) -> bool:
-    host, _ = split_listen(listen)
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    match = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^:\[\]]+):(\d{1,5})", listen)
-    if not match or not 0 <= int(match.group(2)) < 65536:
-        raise ValueError(f"expected HOST:PORT (IPv6 as [::1]:PORT), got {listen!r}")
-    return match.group(1).strip("[]"), int(match.group(2))
 
 
 def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:

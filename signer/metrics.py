@@ -23,7 +23,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from signer.config import split_listen
+from signer.listen import split_listen
 
 log = logging.getLogger(__name__)
 

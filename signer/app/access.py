@@ -62,6 +62,7 @@ class AccessControl:
         clients: Mapping[str, ClientConfig],
         policies: Mapping[str, PolicyConfig] | None = None,
     ) -> None:
+        # Each policy was compiled when its config was validated; this only names them.
         compiled = {name: Policy.compile(name, p) for name, p in (policies or {}).items()}
         self.policies = compiled
         self._by_identity = {

@@ -5,10 +5,11 @@ same client CA as the gRPC server (`[server] tls_cert_file`, `tls_key_file`, `cl
 so one identity per client and one rotation (SIGHUP) cover both doors.
 """
 
-import ipaddress
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from signer.listen import ListenAddress, is_loopback
 
 DEFAULT_JSONRPC_LISTEN = "127.0.0.1:9000"
 
@@ -16,7 +17,7 @@ DEFAULT_JSONRPC_LISTEN = "127.0.0.1:9000"
 class JsonRpcConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    listen: str = DEFAULT_JSONRPC_LISTEN
+    listen: ListenAddress = DEFAULT_JSONRPC_LISTEN
     # The node that fills, submits and answers everything that is not signing. Optional:
     # without it only the signing methods are served.
     upstream: str | None = None
@@ -25,14 +26,6 @@ class JsonRpcConfig(BaseModel):
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     # Requests in one JSON-RPC batch; a larger batch is refused whole with -32600.
     max_batch_size: int = Field(default=100, ge=1, le=10_000)
-
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        from signer.config import split_listen  # signer.config imports this module
-
-        split_listen(value)
-        return value
 
     @field_validator("upstream")
     @classmethod
@@ -47,12 +40,4 @@ class JsonRpcConfig(BaseModel):
         return value
 
     def is_loopback(self) -> bool:
-        from signer.config import split_listen
-
-        host, _ = split_listen(self.listen)
-        if host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback(self.listen)

@@ -22,12 +22,13 @@ from typing import Any
 from signer import metrics
 from signer.app.application import Application
 from signer.app.caller import Caller
-from signer.config import ServerConfig, split_listen
+from signer.config import ServerConfig
 from signer.errors import ConfigError
 from signer.ids import request_id_from
 from signer.jsonrpc.config import JsonRpcConfig
 from signer.jsonrpc.dispatch import Dispatcher
 from signer.jsonrpc.upstream import Upstream
+from signer.listen import split_listen
 from signer.logs import Fields
 from signer.secret_sources import redacted_url
 from signer.tls import ReloadableTls, TlsMaterial

@@ -1,13 +1,23 @@
 """Default-deny signing policy (issue 9): what each client may sign, decided on what is signed.
 
-`config.PolicyConfig` is one `[policies.NAME]` table; `engine.Policy` judges a request;
-`dry_run` does it without a server or a store, for `wallet-signer policy check`.
+`config.PolicyConfig` is one `[policies.NAME]` table, compiled once when validated;
+`evaluation.Policy` judges a request; `dry_run` does it without a server or a store, for
+`wallet-signer policy check`.
+
+By job, each module importing only those before it:
+  conditions  `where` literals, paths into decoded values, comparisons; PolicyError
+  schema      the TOML model (pydantic shapes only)
+  reasons     outcomes, how far a rule got (Miss), the reason a denial shows
+  matchers    compiled rules and how each kind matches (allow) or hits (deny)
+  compiler    schema -> CompiledRules, every meaning checked at start-up
+  config      PolicyConfig: the schema, compiled at validation and kept
+  evaluation  Policy, Decision: judging a request with the kept rules
 """
 
 from collections.abc import Mapping
 
 from signer.policy.config import PolicyConfig
-from signer.policy.engine import BudgetDef, Decision, Policy, PolicyError, Request
+from signer.policy.evaluation import BudgetDef, Decision, Policy, PolicyError, Request
 
 __all__ = [
     "BudgetDef",

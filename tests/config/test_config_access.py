@@ -81,7 +81,8 @@ def test_the_issue_shape_parses(tmp_path):
      "store.url: Value error, expected sqlite://PATH or postgresql://USER@HOST/DB"),
     (('url = "sqlite:///var/lib/wallet-signer/state.db"',
       'url = "postgresql://signer:hunter2@db/signer"'),
-     "store.url: Value error, no password in the URL: use password_file or PGPASSFILE"),
+     "store.url: Value error, no password in the URL (the user:password@ part): use "
+     "password_file or PGPASSFILE"),
 ])
 def test_mistakes_name_what_is_wrong(tmp_path, change, message):
     old, new = change

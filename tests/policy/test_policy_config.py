@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from signer import config as service_config
+from signer.app.access import AccessControl
 from signer.policy import PolicyConfig, check_policy_references
-from signer.policy.config import parse_window
+from signer.policy import config as policy_config
+from signer.policy.schema import parse_window
 from tests.support import policy_cases as pc
 
 
@@ -241,3 +244,30 @@ def test_fingerprint_is_canonical():
     changed = _with(allow__0__value_max="500000000000000001")
     assert PolicyConfig.model_validate(changed).fingerprint() != policy.fingerprint()
     assert len(policy.fingerprint()) == 64
+
+
+def test_a_policy_is_compiled_once_when_validated_and_access_uses_that(monkeypatch):
+    """The config validator compiles each policy and keeps it; access control reuses it."""
+    compiled: list[PolicyConfig] = []
+    compile_rules = policy_config.compile_rules  # spied on, not replaced: it still compiles
+
+    def counting(table: Any) -> Any:
+        compiled.append(table)
+        return compile_rules(table)
+
+    monkeypatch.setattr(policy_config, "compile_rules", counting)
+    cfg = service_config.validate({
+        "server": {"tls_cert_file": "c.pem", "tls_key_file": "k.pem", "client_ca_file": "ca.pem"},
+        "keys": {"hot": {"backend": "env", "private_key_env": "HOT_KEY"}},
+        "clients": {"t": {"identity": "t", "keys": ["hot"], "policy": "trader"}},
+        "policies": {"trader": pc.trader_config()},
+    }, "test")
+    access = AccessControl(cfg.clients, cfg.policies)
+    assert compiled == [cfg.policies["trader"]]
+    kept = cfg.policies["trader"].compiled
+    assert access.policies["trader"].name == "trader"
+    assert access.policies["trader"]._allow_tx is kept.allow_tx
+    assert access.clients[0].policy is access.policies["trader"]
+    # the kept compilation does not change what equal tables are
+    assert PolicyConfig.model_validate(pc.trader_config()) == cfg.policies["trader"]
+    assert len(compiled) == 2
