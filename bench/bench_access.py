@@ -14,32 +14,18 @@ import multiprocessing
 import os
 import statistics
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bench.common import Result, closed_loop
+from bench.common import NoAudit, Result, closed_loop
 
 DURATION = float(os.environ.get("BENCH_SECONDS", "3"))
 KEY = "0x" + "46" * 32
-TX_TEMPLATE = {"type": 2, "chain_id": 1, "to": "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+TX_TEMPLATE: dict[str, Any] = {"type": 2, "chain_id": 1, "to": "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
                "value": "1",
                "gas_limit": 21000, "max_fee_per_gas": "30000000000",
                "max_priority_fee_per_gas": "1000000000"}
 CALLERS = (1, 4, 16)
-
-
-class NoAudit:
-    """Bench only: an audit log that records nothing, for the baseline row."""
-
-    writer = "none"
-
-    def start(self) -> None:
-        pass
-
-    def write(self, bodies: Iterable[object], timeout: float | None = None,
-              **budget_operations: object) -> list[object]:
-        return []
 
 
 def _callers(target: str, tls: Any, callers: int, duration: float, out: Any) -> None:
@@ -83,33 +69,34 @@ def bench_policy() -> Any:
 
 
 def serve(store_url: str, tls_files: Any | None, audit: bool, policy: Any = None) -> Any:
+    """A Runtime serving gRPC on an ephemeral port, SERVING (the caller closes it)."""
     from signer.app.access import AccessControl
-    from signer.app.application import Application
     from signer.backends.env import EnvBackend, parse_private_key
-    from signer.config import ClientConfig, ServerConfig
-    from signer.grpc.server import SignerServer
+    from signer.config import ClientConfig, Config, ServerConfig, StoreConfig
+    from signer.runtime import Runtime
     from signer.service import KeyRing
-    from signer.store import open_store
     from signer.wallet import WalletSigner
 
-    keyring = KeyRing([WalletSigner("bench", EnvBackend(parse_private_key(KEY, "bench")))])
-    store = open_store(store_url)
-    store.migrate()
     clients = {}
     server_options: dict[str, Any] = {"listen": "127.0.0.1:0"}
     if tls_files is not None:
         clients = {"bench": ClientConfig(identity="spiffe://bench/caller", keys=["bench"],
                                          policy="trader" if policy else None)}
         server_options.update(tls_files)
-    app = Application(
-        keyring, store,
-        access=AccessControl(clients, {"trader": policy} if policy else {}),
-        audit=None if audit else NoAudit(),  # type: ignore[arg-type]
-    )
-    app.audit.start()
-    server = SignerServer(app, ServerConfig(**server_options))
-    server.self_test_and_mark_ready()
-    return server
+    runtime = Runtime(Config(server=ServerConfig(**server_options),
+                             store=StoreConfig(url=store_url)))
+    try:
+        runtime.open_keyring(
+            KeyRing([WalletSigner("bench", EnvBackend(parse_private_key(KEY, "bench")))]))
+        runtime.open_application(
+            access=AccessControl(clients, {"trader": policy} if policy else {}),
+            audit=None if audit else NoAudit(),
+        )
+        runtime.start().grpc.self_test_and_mark_ready()
+    except BaseException:
+        runtime.close()
+        raise
+    return runtime
 
 
 def main() -> None:
@@ -142,11 +129,9 @@ def main() -> None:
                            tls_files, client_tls, True, policy))
         try:
             for label, url, server_tls, caller_tls, audit, with_policy in setups:
-                server = serve(url, server_tls, audit, with_policy)
-                try:
-                    results[label] = measure(label, f"127.0.0.1:{server.port}", caller_tls)
-                finally:
-                    server.stop(0)
+                with serve(url, server_tls, audit, with_policy) as runtime:
+                    results[label] = measure(label, f"127.0.0.1:{runtime.grpc.port}",
+                                             caller_tls)
         finally:
             if cluster is not None:
                 cluster.destroy()

@@ -8,6 +8,7 @@ own sign_transaction for the same transaction. Ratios put the service's overhead
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import grpc
 from eth_account import Account
@@ -20,7 +21,7 @@ from tests.support.serve_process import ServeProcess, start_serve
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
 KEY = "0x" + "46" * 32
-TX = {"type": 2, "chainId": 1, "nonce": 0, "to": "0x" + "35" * 20, "value": 10**18,
+TX: dict[str, Any] = {"type": 2, "chainId": 1, "nonce": 0, "to": "0x" + "35" * 20, "value": 10**18,
       "gas": 21000, "maxFeePerGas": 30 * 10**9, "maxPriorityFeePerGas": 10**9, "data": b""}
 REQUEST = pb.SignTransactionRequest(key_id="bench", transaction=pb.Transaction(
     type=2, chain_id=1, to=TX["to"], value=str(TX["value"]), gas_limit=21000,
@@ -50,17 +51,18 @@ def main() -> None:
             stub = pb_grpc.SignerServiceStub(channel)
             expected = Account.sign_transaction(TX, KEY).raw_transaction
             assert stub.SignTransaction(REQUEST).raw_transaction == bytes(expected)
-            served: list[Result] = []
+            rows: list[Result] = []
             for callers in (1, 4, 16):
                 stubs = [pb_grpc.SignerServiceStub(channel) for _ in range(callers)]
-                served.append(closed_loop(
-                    "gRPC SignTransaction (env key)", callers, SECONDS,
-                    lambda caller, n, s=stubs: s[caller].SignTransaction(REQUEST),
-                ))
+
+                def call(caller: int, n: int, s: list[Any] = stubs) -> object:
+                    return s[caller].SignTransaction(REQUEST)
+
+                rows.append(closed_loop("gRPC SignTransaction (env key)", callers, SECONDS, call))
         finally:
             proc.terminate()
             proc.wait(30)
-    print_table("core: env key (ratios vs eth-account signing in-process)", [raw_digest, raw_eth, *served], raw_eth)
+    print_table("core: env key (ratios vs eth-account signing in-process)", [raw_digest, raw_eth, *rows], raw_eth)
 
 
 if __name__ == "__main__":

@@ -73,9 +73,11 @@ def main() -> None:
                     "gRPC SignTransaction", callers, SECONDS,
                     lambda caller, n: stub.SignTransaction(grpc_request(caller * 10**6 + n))))
                 clients = [JsonRpcCaller(port) for _ in range(callers)]
-                rows.append(closed_loop(
-                    "JSON-RPC eth_signTransaction", callers, SECONDS,
-                    lambda caller, n, c=clients: c[caller].sign(caller * 10**6 + n)))
+
+                def call(caller: int, n: int, c: list[JsonRpcCaller] = clients) -> object:
+                    return c[caller].sign(caller * 10**6 + n)
+
+                rows.append(closed_loop("JSON-RPC eth_signTransaction", callers, SECONDS, call))
         finally:
             served.proc.terminate()
             served.proc.wait(30)

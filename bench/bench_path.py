@@ -13,10 +13,10 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
-from bench.bench_access import NoAudit
-from bench.common import Result, closed_loop
+from bench.common import NoAudit, Result, closed_loop
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "2"))
 KEY = "0x" + "46" * 32
@@ -41,9 +41,10 @@ def main() -> None:
     from signer.app.application import Application
     from signer.app.caller import Caller
     from signer.backends.env import EnvBackend, parse_private_key
+    from signer.config import Config, StoreConfig
     from signer.eth.transactions import UnsignedTransaction
+    from signer.runtime import Runtime
     from signer.service import KeyRing
-    from signer.store import open_store
     from signer.wallet import WalletSigner
 
     signer = WalletSigner("bench", EnvBackend(parse_private_key(KEY, "bench key")))
@@ -61,19 +62,16 @@ def main() -> None:
                 request.sign_transaction(tx(caller, n), 10)
         return call
 
-    with tempfile.TemporaryDirectory() as workdir:
-        stores = []
+    with tempfile.TemporaryDirectory() as workdir, ExitStack() as runtimes:
         variants: list[tuple[str, Callable[[int, int], object]]] = [
             ("(a) WalletSigner.sign_transaction", lambda c, n: signer.sign_transaction(tx(c, n))),
         ]
         for name, audit in (("(b) application path, audit off", NoAudit()),
                             ("(c) application path, audit on SQLite", None)):
-            store = open_store(f"sqlite://{Path(workdir) / name[1]}.db")
-            store.migrate()
-            stores.append(store)
-            app = Application(keyring, store, access=AccessControl({}),
-                              audit=audit)  # type: ignore[arg-type]
-            app.audit.start()
+            url = f"sqlite://{Path(workdir) / name[1]}.db"
+            runtime = runtimes.enter_context(Runtime(Config(store=StoreConfig(url=url))))
+            runtime.open_keyring(keyring)
+            app = runtime.open_application(access=AccessControl({}), audit=audit)
             variants.append((name, through(app)))
         print(f"\n## path: the application path in-process, env key, {SECONDS:g} s a point")
         print("| what | threads | calls/s | p50 ms | CPU µs/call |\n|---|--:|--:|--:|--:|")
@@ -83,8 +81,6 @@ def main() -> None:
                 print(f"| {label} | {threads} | {result.per_second:.0f} "
                       f"| {result.percentile(0.5):.2f} | {cpu:.0f} |", flush=True)
                 time.sleep(0.2)
-        for store in stores:
-            store.close()
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ DURATION = float(os.environ.get("BENCH_SECONDS", "3"))
 SWITCH_INTERVAL = os.environ.get("BENCH_SWITCH_INTERVAL")
 SETUP_SCRIPT = Path(__file__).resolve().parent.parent / "softhsm" / "setup-token.sh"
 TOKEN = "bench"
-TX_TEMPLATE = {"type": 2, "chain_id": 1, "to": "0x" + "35" * 20, "value": "1",
+TX_TEMPLATE: dict[str, Any] = {"type": 2, "chain_id": 1, "to": "0x" + "35" * 20, "value": "1",
                "gas_limit": 21000, "max_fee_per_gas": "30000000000",
                "max_priority_fee_per_gas": "1000000000"}
 
@@ -105,13 +105,13 @@ def softhsm_token() -> Iterator[Path]:
 
 
 def main() -> None:
+    from signer.app.access import AccessControl
     from signer.backends import pkcs11
     from signer.backends.pkcs11 import Pkcs11Backend
-    from signer.config import SOFTHSM_MODULE, Pkcs11KeyConfig, ServerConfig
-    from signer.grpc.server import SignerServer
+    from signer.config import SOFTHSM_MODULE, Config, Pkcs11KeyConfig, ServerConfig, StoreConfig
+    from signer.runtime import Runtime
     from signer.service import KeyRing
     from signer.wallet import WalletSigner
-    from tests.conftest import open_app
 
     cores = os.cpu_count() or 1
     if SWITCH_INTERVAL:
@@ -129,14 +129,16 @@ def main() -> None:
                     signer, threads, whole_transaction=False)
             results[f"WalletSigner.sign_transaction, {cores} thr"] = backend_rate(
                 signer, cores, whole_transaction=True)
-            server = SignerServer(open_app(KeyRing([signer])), ServerConfig(listen="127.0.0.1:0"))
-            server.self_test_and_mark_ready()
-            try:
+            served = Config(server=ServerConfig(listen="127.0.0.1:0"),
+                            store=StoreConfig(url=f"sqlite://{pin_file.parent / 'state.db'}"))
+            with Runtime(served) as runtime:
+                runtime.open_keyring(KeyRing([signer]))
+                runtime.open_application(access=AccessControl({}))  # open, and no warning of it
+                server = runtime.start().grpc
+                server.self_test_and_mark_ready()
                 for callers in (1, 4, 16):
                     results[f"gRPC SignTransaction, {callers} callers"] = grpc_rate(
                         f"127.0.0.1:{server.port}", callers)
-            finally:
-                server.stop(0)
         finally:
             pkcs11.disconnect(connection)
     baseline = results[f"raw, {cores} sessions (1 per core)"]

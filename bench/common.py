@@ -1,10 +1,17 @@
-"""Measuring helpers shared by the benchmarks: closed-loop callers and a latency summary."""
+"""Measuring helpers shared by the benchmarks: closed-loop callers, a latency summary, and the
+no-audit stand-in of the baseline rows."""
 
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from signer.store import BudgetUse
+
+if TYPE_CHECKING:
+    from signer.app.audit import Reservation
 
 
 @dataclass(frozen=True)
@@ -68,3 +75,24 @@ def print_table(title: str, rows: list[Result], baseline: Result | None) -> None
         if baseline:
             line += f" {row.per_second / baseline.per_second:>23.0%}"
         print(line)
+
+
+class NoAudit:
+    """Bench only: an audit sink (signer.app.sinks.AuditSink) that records nothing, for the
+    baseline rows; the service itself has no such mode."""
+
+    writer = "none"
+
+    def start(self) -> None:
+        pass
+
+    def write(
+        self,
+        bodies: Iterable[Mapping[str, Any]],
+        timeout: float | None = None,
+        *,
+        reserve: "Reservation | None" = None,
+        settle: str | None = None,
+        release: str | None = None,
+    ) -> list[BudgetUse]:
+        return []

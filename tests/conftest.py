@@ -21,8 +21,10 @@ from hypothesis import HealthCheck, settings
 from signer.app.access import AccessControl
 from signer.app.application import Application
 from signer.backends.env import EnvBackend, parse_private_key
-from signer.config import ServerConfig
+from signer.config import Config, ServerConfig, StoreConfig
 from signer.grpc.server import SignerServer
+from signer.jsonrpc.config import JsonRpcConfig
+from signer.runtime import Runtime
 from signer.service import KeyRing
 from signer.store import Store, open_store
 from signer.v1 import signer_pb2_grpc as pb_grpc
@@ -109,6 +111,11 @@ class RunningServer:
     target: str
     channel: grpc.Channel
     stub: pb_grpc.SignerServiceStub
+    runtime: Runtime
+
+    def close(self) -> None:
+        self.channel.close()
+        self.runtime.close()
 
 
 def open_app(
@@ -116,26 +123,36 @@ def open_app(
     **config: object,
 ) -> Application:
     """The application path over `keyring`, with `store` or a SQLite store in `state_dir` (a
-    fresh temporary directory by default), and `config` (e.g. clients=...) on top."""
+    fresh temporary directory by default), and `config` (e.g. clients=...) on top; opened by
+    the service's own Runtime (the caller, or the server it is given to, closes it)."""
     if store is None:
         state_dir = Path(tempfile.mkdtemp(prefix="ws-state-")) if state_dir is None else state_dir
-        store = open_store(f"sqlite://{state_dir / 'state.db'}")
-        store.migrate()
+    runtime = Runtime(Config(store=StoreConfig(url=f"sqlite://{state_dir / 'state.db'}"))
+                      if store is None else Config())
+    runtime.open_keyring(keyring)
     access = AccessControl(config.pop("clients", {}), config.pop("policies", {}))  # type: ignore[arg-type]
-    app = Application(keyring, store, access=access, **config)  # type: ignore[arg-type]
-    app.audit.start()
-    return app
+    return runtime.open_application(store=store, access=access, **config)  # type: ignore[arg-type]
 
 
-def start_server(keyring: KeyRing | Application, **server_options: object) -> RunningServer:
-    """A real server on 127.0.0.1 with an ephemeral port, self-tested and SERVING."""
+def start_server(
+    keyring: KeyRing | Application, *, jsonrpc: JsonRpcConfig | None = None,
+    **server_options: object,
+) -> RunningServer:
+    """A real server on 127.0.0.1 with an ephemeral port, self-tested and SERVING, and the
+    JSON-RPC door of `jsonrpc` beside it; opened by the service's Runtime
+    (`RunningServer.close` closes it all)."""
     config = ServerConfig(listen="127.0.0.1:0", **server_options)  # type: ignore[arg-type]
-    app = keyring if isinstance(keyring, Application) else open_app(keyring)
-    server = SignerServer(app, config)
-    server.self_test_and_mark_ready()
+    runtime = Runtime(Config(server=config, jsonrpc=jsonrpc))
+    try:
+        runtime.open_application(keyring if isinstance(keyring, Application) else open_app(keyring))
+        server = runtime.start().grpc
+        server.self_test_and_mark_ready()
+    except BaseException:
+        runtime.close()
+        raise
     target = f"127.0.0.1:{server.port}"
     channel = grpc.insecure_channel(target)
-    return RunningServer(server, target, channel, pb_grpc.SignerServiceStub(channel))
+    return RunningServer(server, target, channel, pb_grpc.SignerServiceStub(channel), runtime)
 
 
 @pytest.fixture
@@ -150,8 +167,7 @@ def serve() -> Iterator[object]:
 
     yield _serve
     for running in started:
-        running.channel.close()
-        running.server.stop(0)
+        running.close()
 
 
 @pytest.fixture

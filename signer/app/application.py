@@ -24,6 +24,7 @@ from signer.app.access import AccessControl, Client
 from signer.app.audit import AuditLog, Reservation
 from signer.app.caller import Caller
 from signer.app.freeze import FreezeState
+from signer.app.sinks import AuditSink
 from signer.config import Config
 from signer.errors import (
     AccessDenied,
@@ -39,7 +40,7 @@ from signer.eth.hashing import keccak
 from signer.ids import new_id
 from signer.policy import Decision
 from signer.service import KeyRing, shown_key_id
-from signer.store import BudgetClaim, BudgetExceeded, FrozenKey, Store, open_store
+from signer.store import BudgetClaim, BudgetExceeded, FrozenKey, Store
 from signer.wallet import SignedDigest, SignedTransaction, WalletSigner
 
 log = logging.getLogger(__name__)
@@ -82,39 +83,16 @@ class Application:
         store: Store,
         *,
         access: AccessControl,
-        audit: AuditLog | None = None,
+        audit: AuditSink | None = None,
         freeze: FreezeState | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.keyring = keyring
         self.store = store
         self.access = access  # replaced whole on reload: a request keeps the one it started with
-        self.audit = audit or AuditLog(store)
+        self.audit: AuditSink = audit or AuditLog(store)
         self.freeze = freeze or FreezeState(store)
         self.clock = clock
-
-    @classmethod
-    def open(cls, config: Config, keyring: KeyRing) -> "Application":
-        """Open the configured store, migrate its schema and begin this replica's audit
-        chain; raises StoreUnavailable when the store cannot be reached."""
-        store = open_store(
-            config.store.url,
-            password_file=config.store.password_file,
-            connect_timeout=config.store.connect_timeout_seconds,
-        )
-        try:
-            store.migrate()
-            app = cls(keyring, store, access=AccessControl(config.clients, config.policies))
-            app.audit.start()
-        except BaseException:
-            store.close()
-            raise
-        log.info("state store: %s (schema migrated); audit writer %s", store.url, app.audit.writer)
-        if app.access.open:
-            log.warning(
-                "no [clients] configured: every caller may use every key (development mode)"
-            )
-        return app
 
     def close(self) -> None:
         self.store.close()

@@ -177,9 +177,9 @@ def door_factory(anvil: Anvil, tmp_path: Path) -> Iterator[Any]:
             upstream_timeout_seconds=5,
             **options,
         )
-        listener = JsonRpcListener(app, config)
-        listener.start()
-        grpc_server = start_server(app)
+        grpc_server = start_server(app, jsonrpc=config)
+        listener = grpc_server.runtime.jsonrpc
+        assert listener is not None
         door = Door(f"http://127.0.0.1:{listener.port}", key, signer.address, app, listener,
                     grpc_server)
         started.append(door)
@@ -189,9 +189,7 @@ def door_factory(anvil: Anvil, tmp_path: Path) -> Iterator[Any]:
 
     yield make
     for door in started:
-        door.listener.stop(0)
-        door.grpc.channel.close()
-        door.grpc.server.stop(0)
+        door.grpc.close()
 
 
 @pytest.fixture

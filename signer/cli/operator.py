@@ -1,0 +1,244 @@
+"""Operator commands: keys (list, create, import, freeze, unfreeze), audit, store, policy.
+Each calls signer.admin (imported when the command runs) and prints the result."""
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from signer.cli.common import channel, check_tls_flags, load_config, optional_config, stub
+from signer.errors import InvalidRequest
+
+# The provisioning flags of each backend: any other backend's flag is an error, not ignored.
+BACKEND_FLAGS = {
+    "pkcs11": ("--label", "--token-label", "--module", "--pin-env", "--pin-file", "--key-file"),
+    "kms": ("--alias", "--region", "--endpoint-url"),
+}
+
+
+def _check_backend_flags(args: argparse.Namespace) -> None:
+    """Refuse a flag of another backend (or of none) instead of silently ignoring it."""
+    chosen = args.backend
+    for backend, flags in BACKEND_FLAGS.items():
+        if backend == chosen:
+            continue
+        for flag in flags:
+            if getattr(args, flag.removeprefix("--").replace("-", "_"), None) is not None:
+                if chosen is None:
+                    raise InvalidRequest(f"{flag} applies only with --backend {backend}")
+                raise InvalidRequest(
+                    f"{flag} applies to --backend {backend}, not to --backend {chosen}"
+                )
+
+
+def _required(value: str | None, flag: str, backend: str) -> str:
+    if not value:
+        raise InvalidRequest(f"--backend {backend}: {flag} NAME is required")
+    return value
+
+
+def keys_list(args: argparse.Namespace) -> int:
+    _check_backend_flags(args)
+    check_tls_flags(args)
+    if args.backend is not None and args.server:
+        raise InvalidRequest("--server asks a running server, --backend the backend: not both")
+    if args.backend == "pkcs11":
+        return _pkcs11_list(args)
+    if args.backend == "kms":
+        return _kms_list(args)
+    if args.server:
+        from signer.v1 import signer_pb2 as pb
+
+        reply = stub(channel(args, args.server)).ListKeys(pb.ListKeysRequest(), timeout=10)
+        rows = [
+            (k.key_id, k.backend, k.address, _frozen_column(k.frozen_reason if k.frozen else None))
+            for k in reply.keys
+        ]
+    else:
+        from signer.admin.state import frozen_keys
+        from signer.service import KeyRing
+
+        config = load_config(args.config)
+        frozen = frozen_keys(config)
+        keyring = KeyRing.from_config(config)
+        try:
+            rows = [
+                (
+                    s.key_id, s.backend_name, s.address,
+                    _frozen_column(frozen[s.key_id].reason if s.key_id in frozen else None),
+                )
+                for s in keyring
+            ]
+        finally:
+            keyring.close()
+    for key_id, backend, address, state in rows:
+        print(f"{key_id}\t{backend}\t{address}\t{state}")
+    return 0
+
+
+def _frozen_column(reason: str | None) -> str:
+    return "active" if reason is None else f"FROZEN: {reason}"
+
+
+def keys_freeze(args: argparse.Namespace) -> int:
+    from signer.admin.state import freeze_key
+
+    freeze_key(load_config(args.config), args.key_id, args.reason)
+    print(f"key {args.key_id!r} is frozen on every replica sharing the store (within 1 s)")
+    return 0
+
+
+def keys_unfreeze(args: argparse.Namespace) -> int:
+    from signer.admin.state import unfreeze_key
+
+    if unfreeze_key(load_config(args.config), args.key_id):
+        print(f"key {args.key_id!r} is no longer frozen")
+    else:
+        print(f"key {args.key_id!r} was not frozen")
+    return 0
+
+
+def audit_verify(args: argparse.Namespace) -> int:
+    from signer.admin.state import verify_audit
+
+    report = verify_audit(load_config(args.config))
+    if not report.ok:
+        print(f"audit log TAMPERED: {report.problem} ({report.records} records intact before it)")
+        return 1
+    print(f"audit log intact: {report.records} records in {report.chains} chains")
+    if report.incomplete:
+        shown = ", ".join(report.incomplete[:10]) + (" ..." if len(report.incomplete) > 10 else "")
+        print(
+            f"{len(report.incomplete)} incomplete: an intent without an outcome (the process "
+            f"stopped while signing; the caller got no signature from it): {shown}"
+        )
+    return 0
+
+
+def audit_tail(args: argparse.Namespace) -> int:
+    from signer.admin.state import tail_audit
+
+    if not 1 <= args.n <= 100_000:
+        raise InvalidRequest("-n: between 1 and 100000")
+    for item in tail_audit(load_config(args.config), args.n):
+        if args.json:
+            print(json.dumps({"writer": item.writer, "seq": item.seq, **item.record}))
+        else:
+            print(_audit_line(item.record))
+    return 0
+
+
+def _audit_line(record: dict[str, Any]) -> str:
+    fields = ("kind", "method", "key_id", "client", "decision", "status", "request_id")
+    text = " ".join(f"{f}={record[f]}" for f in fields if record.get(f) not in (None, ""))
+    reason = f" reason={json.dumps(record['reason'])}" if record.get("reason") else ""
+    return f"{record.get('at', '?')} {text}{reason}"
+
+
+def store_migrate(args: argparse.Namespace) -> int:
+    from signer.admin.state import migrate_store
+
+    version = migrate_store(load_config(args.config))
+    print(f"store schema at version {version}")
+    return 0
+
+
+def policy_check(args: argparse.Namespace) -> int:
+    from signer.admin import policy
+    from signer.eth.fields import parse_address
+
+    method, request, sender = policy.load_request(args.tx, args.message, args.typed_data)
+    address = args.address or sender
+    self_address = parse_address(address, "--address") if address else bytes(20)
+    evaluation = policy.check(load_config(args.config), args.client, method, request,
+                              self_address)
+    verdict = "allowed" if evaluation.allowed else "denied"
+    print(verdict + (f" (rule {evaluation.rule_id})" if evaluation.rule_id else ""))
+    print(evaluation.reason)
+    for b in evaluation.budgets:
+        print(f"budget {b.name}: {b.spent} of {b.limit} spent in the last {b.window_seconds} s; "
+              f"this request spends {b.request_spends}")
+    if not address:
+        print("note: no --address and no `from`: $self matched no address")
+    return 0 if evaluation.allowed else 1
+
+
+def policy_budgets(args: argparse.Namespace) -> int:
+    from signer.admin import policy
+
+    rows = policy.budgets(load_config(args.config), args.client)
+    for row in rows:
+        print(f"{row.client}\t{row.policy}\t{row.budget}\t{row.spent}/{row.limit}\t"
+              f"{row.window_seconds}s")
+    if not rows:
+        print("no client has a policy with budgets")
+    return 0
+
+
+def keys_create(args: argparse.Namespace) -> int:
+    _check_backend_flags(args)
+    if args.backend == "kms":
+        from signer.admin import kms_keys
+
+        alias = _required(args.alias, "--alias", "kms")
+        created = kms_keys.create_key(alias, _kms_options(args), optional_config(args.config))
+        print(f"created KMS key {created.arn}")
+        print(f"alias:   {created.alias}")
+        print(f"address: {created.address}")
+        print("\nadd to the service's config:\n")
+        print(created.config_stanza())
+        return 0
+    from signer.admin import pkcs11_keys
+
+    label = _required(args.label, "--label", "pkcs11")
+    _print_provisioned(pkcs11_keys.create_key(label, _pkcs11_target(args)))
+    return 0
+
+
+def keys_import(args: argparse.Namespace) -> int:
+    _check_backend_flags(args)
+    from signer.admin import pkcs11_keys
+
+    label = _required(args.label, "--label", "pkcs11")
+    target = _pkcs11_target(args)
+    text, source = pkcs11_keys.read_key_text(args.key_file, sys.stdin)
+    _print_provisioned(pkcs11_keys.import_key(label, text, source, target))
+    print(f"# delete the plaintext key ({source}) now that the token holds it", file=sys.stderr)
+    return 0
+
+
+def _pkcs11_list(args: argparse.Namespace) -> int:
+    from signer.admin import pkcs11_keys
+
+    rows = pkcs11_keys.list_keys(_pkcs11_target(args))
+    print("label\tid\taddress\torigin")
+    for key in rows:
+        print(f"{key.label}\t{key.key_id.hex()}\t{key.address or '(no public key)'}\t{key.origin}")
+    return 0
+
+
+def _kms_list(args: argparse.Namespace) -> int:
+    from signer.admin import kms_keys
+
+    for key in kms_keys.list_keys(_kms_options(args), optional_config(args.config)):
+        aliases = ",".join(key.aliases) or "-"
+        print(f"{key.key_id}\t{key.state}\t{key.address or '-'}\t{aliases}")
+    return 0
+
+
+def _pkcs11_target(args: argparse.Namespace) -> Any:
+    from signer.admin.pkcs11_keys import TokenOptions, resolve_target
+
+    options = TokenOptions(args.label, args.token_label, args.module, args.pin_env, args.pin_file)
+    return resolve_target(options, optional_config(args.config))
+
+
+def _kms_options(args: argparse.Namespace) -> Any:
+    from signer.admin.kms_keys import KmsOptions
+
+    return KmsOptions(args.region, args.endpoint_url)
+
+
+def _print_provisioned(key: Any) -> None:
+    print(f"{key.origin}: key {key.label!r} id {key.key_id.hex()} address {key.address}")
+    print(f"\n{key.config_stanza()}")

@@ -1,0 +1,203 @@
+"""The command line's grammar: every command, its flags and the function that runs it."""
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import signer.cli.client as client_commands
+import signer.cli.operator as operator_commands
+import signer.cli.serve as serve_command
+from signer import config as config_module
+from signer.cli.common import CONFIG_ENV, DESCRIPTION
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wallet-signer",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    parser.add_argument(
+        "--log-format", choices=["json", "text"],
+        help="log records as JSON lines or text (default: json unless stderr is a terminal)",
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    _add_serve(commands)
+    _add_keys(commands)
+    _add_audit(commands)
+    _add_store(commands)
+    _add_policy(commands)
+    _add_client_commands(commands)
+    return parser
+
+
+# what add_subparsers returns; each _add_* helper adds one command (group) to it
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _add_serve(commands: Commands) -> None:
+    serve = commands.add_parser("serve", help="run the gRPC signing service")
+    _config_arg(serve)
+    serve.add_argument(
+        "--insecure-listen",
+        action="store_true",
+        help="allow a non-loopback listen address without TLS (only behind a TLS proxy)",
+    )
+    serve.set_defaults(run=serve_command.serve)
+
+
+def _add_keys(commands: Commands) -> None:
+    keys = commands.add_parser("keys", help="list, create, import, freeze or unfreeze keys")
+    key_commands = keys.add_subparsers(required=True, metavar="ACTION")
+    listing = key_commands.add_parser(
+        "list", help="configured keys, or every key a backend holds (--backend)"
+    )
+    _config_arg(listing)
+    listing.add_argument("--server", help="ask a running server (HOST:PORT) instead")
+    _tls_args(listing)
+    listing.add_argument("--backend", choices=["pkcs11", "kms"], help="list a backend's keys")
+    _pkcs11_args(listing, "the configured key whose token to list (default: the first)")
+    _kms_args(listing, alias=False)
+    listing.set_defaults(run=operator_commands.keys_list)
+
+    create = key_commands.add_parser("create", help="generate a key inside an HSM or KMS")
+    _config_arg(create)
+    create.add_argument("--backend", choices=["pkcs11", "kms"], required=True)
+    _pkcs11_args(create, "label of the new key (CKA_LABEL; required)")
+    _kms_args(create, alias=True)
+    create.set_defaults(run=operator_commands.keys_create)
+
+    imp = key_commands.add_parser("import", help="move an existing hex key into an HSM")
+    _config_arg(imp)
+    imp.add_argument("--backend", choices=["pkcs11"], required=True)
+    pkcs11 = _pkcs11_args(imp, "label of the imported key (CKA_LABEL; required)")
+    pkcs11.add_argument(
+        "--key-file", type=Path, help="file holding the hex private key (default: stdin)"
+    )
+    imp.set_defaults(run=operator_commands.keys_import)
+
+    freeze = key_commands.add_parser(
+        "freeze", help="refuse every signing request for a key, on every replica (audited)"
+    )
+    _config_arg(freeze)
+    freeze.add_argument("key_id")
+    freeze.add_argument("--reason", required=True, help="why (shown to callers and audited)")
+    freeze.set_defaults(run=operator_commands.keys_freeze)
+
+    unfreeze = key_commands.add_parser("unfreeze", help="let a frozen key sign again (audited)")
+    _config_arg(unfreeze)
+    unfreeze.add_argument("key_id")
+    unfreeze.set_defaults(run=operator_commands.keys_unfreeze)
+
+
+def _add_audit(commands: Commands) -> None:
+    audit = commands.add_parser("audit", help="verify or read the audit log")
+    audit_commands = audit.add_subparsers(required=True, metavar="ACTION")
+    verify = audit_commands.add_parser(
+        "verify", help="check every record's hash chain: exit 0 if intact, 1 at the first bad one"
+    )
+    _config_arg(verify)
+    verify.set_defaults(run=operator_commands.audit_verify)
+    tail = audit_commands.add_parser("tail", help="show the most recent records")
+    _config_arg(tail)
+    tail.add_argument("-n", type=int, default=20, help="how many records (default 20)")
+    tail.add_argument("--json", action="store_true", help="one JSON object per line")
+    tail.set_defaults(run=operator_commands.audit_tail)
+
+
+def _add_store(commands: Commands) -> None:
+    store = commands.add_parser("store", help="the shared state store")
+    store_commands = store.add_subparsers(required=True, metavar="ACTION")
+    migrate = store_commands.add_parser("migrate", help="create or upgrade the schema")
+    _config_arg(migrate)
+    migrate.set_defaults(run=operator_commands.store_migrate)
+
+
+def _add_policy(commands: Commands) -> None:
+    policy = commands.add_parser("policy", help="try and watch signing policies")
+    actions = policy.add_subparsers(required=True, metavar="ACTION")
+    check = actions.add_parser(
+        "check", help="would a client's policy allow this request now? (a dry run, audited)"
+    )
+    _config_arg(check)
+    check.add_argument("--client", required=True, help="the [clients.NAME] to judge for")
+    what = check.add_mutually_exclusive_group(required=True)
+    what.add_argument("--tx", type=Path, help="transaction JSON (as for `sign --tx`)")
+    what.add_argument("--message", help="an EIP-191 message (UTF-8 text)")
+    what.add_argument("--typed-data", type=Path, help="EIP-712 JSON (eth_signTypedData_v4)")
+    check.add_argument(
+        "--address", help="the signing key's address, for $self (default: the tx's `from`)"
+    )
+    check.set_defaults(run=operator_commands.policy_check)
+    budgets = actions.add_parser("budgets", help="every budget: spent / limit / window")
+    _config_arg(budgets)
+    budgets.add_argument("--client", help="only this client")
+    budgets.set_defaults(run=operator_commands.policy_budgets)
+
+
+def _add_client_commands(commands: Commands) -> None:
+    address = commands.add_parser("address", help="print the address of a configured key")
+    _config_arg(address)
+    address.add_argument("key_id")
+    address.add_argument("--server", help="ask a running server (HOST:PORT) instead")
+    _tls_args(address)
+    address.set_defaults(run=client_commands.address)
+
+    health = commands.add_parser("health", help="exit 0 if a running server is SERVING")
+    health.add_argument("--server", default=config_module.DEFAULT_LISTEN, help="HOST:PORT")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds")
+    _tls_args(health)
+    health.set_defaults(run=client_commands.health)
+
+    sign = commands.add_parser("sign", help="ask a running server to sign a transaction")
+    sign.add_argument("--key", required=True, help="key_id to sign with")
+    sign.add_argument(
+        "--tx", required=True, type=Path, help="transaction JSON (eth-account dict; - for stdin)"
+    )
+    sign.add_argument("--server", default=config_module.DEFAULT_LISTEN, help="HOST:PORT")
+    sign.add_argument("--timeout", type=float, default=30.0, help="seconds")
+    _tls_args(sign)
+    sign.set_defaults(run=client_commands.sign)
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=os.environ.get(CONFIG_ENV),
+        help=f"TOML config file (default: ${CONFIG_ENV}, else the embedded development default)",
+    )
+
+
+def _tls_args(parser: argparse.ArgumentParser) -> None:
+    """How a client command reaches the server: plaintext, TLS (--tls-ca) or mTLS."""
+    parser.add_argument("--tls-ca", type=Path, help="CA certificate that signed the server's")
+    parser.add_argument("--tls-cert", type=Path, help="client certificate (mTLS)")
+    parser.add_argument("--tls-key", type=Path, help="client private key (mTLS)")
+    parser.add_argument(
+        "--tls-server-name", help="name to expect in the server certificate (default: the host)"
+    )
+
+
+def _pkcs11_args(parser: argparse.ArgumentParser, label_help: str) -> Any:
+    """`--backend pkcs11` options, in their own help group (returned, for more of them)."""
+    group = parser.add_argument_group("--backend pkcs11")
+    group.add_argument("--label", help=label_help)
+    group.add_argument("--token-label", help="token label (default: from config)")
+    group.add_argument("--module", type=Path, help="library path (default: SoftHSM)")
+    group.add_argument("--pin-env", help="environment variable holding the user PIN")
+    group.add_argument("--pin-file", type=Path, help="file holding the user PIN")
+    return group
+
+
+def _kms_args(parser: argparse.ArgumentParser, *, alias: bool) -> None:
+    """`--backend kms` options, in their own help group."""
+    group = parser.add_argument_group("--backend kms")
+    if alias:
+        group.add_argument("--alias", help="alias name, with or without alias/ (required)")
+    group.add_argument("--region", help="AWS region")
+    group.add_argument("--endpoint-url", help="endpoint (emulators, VPC endpoints)")
