@@ -18,7 +18,7 @@ from signer.service import KeyRing
 from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
 from tests.conftest import env_wallet, open_app
-from tests.tls_certs import CertificateAuthority
+from tests.support.tls_certs import CertificateAuthority
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
