@@ -5,38 +5,13 @@ import threading
 from collections.abc import Iterable, Iterator
 
 from signer import metrics
-from signer.backends.base import DigestBackend
-from signer.config import Config, EnvKeyConfig, KeyConfig, KmsKeyConfig, Pkcs11KeyConfig
+from signer.config import Config
 from signer.errors import InvalidRequest, KeyNotFound
 from signer.wallet import WalletSigner
 
 log = logging.getLogger(__name__)
 
 MAX_KEY_ID_LENGTH = 64
-
-
-def open_backend(
-    key_id: str, config: KeyConfig, max_concurrent_calls: int | None = None
-) -> DigestBackend:
-    """Open one key's backend; heavy libraries are imported only for backends in use.
-
-    `max_concurrent_calls`: how many signing calls the server runs at once (its workers), which
-    a backend that keeps its own threads or connections (KMS) sizes them by."""
-    if isinstance(config, EnvKeyConfig):
-        from signer.backends.env import EnvBackend
-
-        return EnvBackend.from_source(key_id, config.private_key_env, config.private_key_file)
-    if isinstance(config, Pkcs11KeyConfig):
-        from signer.backends.pkcs11 import Pkcs11Backend
-
-        pkcs11_backend: DigestBackend = Pkcs11Backend.open(key_id, config)
-        return pkcs11_backend
-    if isinstance(config, KmsKeyConfig):
-        from signer.backends.kms import KmsBackend
-
-        kms_backend: DigestBackend = KmsBackend.open(key_id, config, max_concurrent_calls)
-        return kms_backend
-    raise AssertionError(f"unhandled backend config {type(config).__name__}")  # pragma: no cover
 
 
 class KeyRing:
@@ -52,25 +27,11 @@ class KeyRing:
 
     @classmethod
     def from_config(cls, config: Config) -> "KeyRing":
-        """Open every configured key; on any failure close what was opened, then raise."""
-        opened: list[DigestBackend] = []
-        signers: list[WalletSigner] = []
-        try:
-            for key_id, key_config in config.keys.items():
-                # +1: the periodic self-test may sign while every worker does
-                opened.append(open_backend(key_id, key_config, config.server.max_workers + 1))
-                signers.append(WalletSigner(key_id, opened[-1]))
-                log.info(
-                    "key %r: backend %s, address %s",
-                    key_id,
-                    key_config.backend,
-                    signers[-1].address,
-                )
-        except BaseException:
-            for backend in opened:
-                backend.close()
-            raise
-        return cls(signers)
+        """Open every configured key (`signer.keyload`); on a failure of a `[keys]` entry
+        close what was opened, then raise."""
+        from signer.keyload import open_signers
+
+        return cls(open_signers(config))
 
     def get(self, key_id: str) -> WalletSigner:
         signer = self._signers.get(key_id)

@@ -34,6 +34,7 @@ pytest_plugins = [
     "tests.support.fixtures_pkcs11",
     "tests.support.fixtures_kms",
     "tests.support.fixtures_postgres",
+    "tests.support.fixtures_sources",
 ]
 
 # Property tests talk to real servers: timing varies with the machine's load, and CI (CI=true)
@@ -46,7 +47,7 @@ settings.register_profile(
 )
 settings.load_profile("wallet-signer")
 
-BACKENDS = ("env", "pkcs11", "kms")
+BACKENDS = ("env", "pkcs11", "kms", "keystore", "vault", "aws_secret")
 # Shared-state stores every store test runs on: each has a `<name>_store_url` fixture.
 STORES = ("sqlite", "postgres")
 REQUIRED_BACKENDS = {

@@ -5,14 +5,13 @@ import logging
 import os
 import re
 import subprocess
-import tomllib
 
 from eth_account import Account
 
 from signer import cli
 from signer.backends import pkcs11 as backend_module
-from signer.config import SOFTHSM_MODULE, Config
-from signer.wallet import WalletSigner
+from signer.config import SOFTHSM_MODULE
+from tests.support.fixtures_pkcs11 import stanza_signer
 
 SECRET = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 
@@ -22,15 +21,6 @@ def run_cli(token, *args, stdin=None, monkeypatch=None):
         monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
     return cli.main(["keys", *args, "--backend", "pkcs11", "--token-label", token.label,
                      "--pin-file", str(token.pin_file)])
-
-
-def stanza_signer(output, key_id):
-    """Open a backend from the config stanza the CLI printed: it must be usable as is."""
-    stanza = output[output.index(f"[keys.{key_id}]"):]
-    config = Config.model_validate(tomllib.loads(stanza))
-    from signer.backends.pkcs11 import Pkcs11Backend
-
-    return WalletSigner(key_id, Pkcs11Backend.open(key_id, config.keys[key_id]))
 
 
 def private_key_attrs(token, label):

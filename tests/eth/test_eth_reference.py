@@ -43,6 +43,7 @@ from tests.support.eth_transactions import (
     FAST,
     SECP256K1_N,
     addresses,
+    assert_signed_like,
     hex_bytes,
     private_keys,
     rlp_fields,
@@ -54,13 +55,6 @@ from tests.support.eth_transactions import (
 )
 from tests.support.reference_vectors import TYPED_EXAMPLES
 from tests.support.reference_vectors import load as load_vector
-
-
-def assert_signed_like(ours: Any, reference: Any) -> None:
-    assert ours.raw_transaction == bytes(reference.raw_transaction)
-    assert ours.transaction_hash == bytes(reference.hash)
-    assert (ours.r, ours.s, ours.v) == (reference.r, reference.s, reference.v)
-
 
 # --- transactions: our signer vs eth-account ------------------------------------------------
 

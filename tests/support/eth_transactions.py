@@ -166,3 +166,10 @@ def to_model(tx: dict[str, Any]) -> UnsignedTransaction:
             for a in tx.get("authorizationList", ())
         ),
     )
+
+
+def assert_signed_like(ours: Any, reference: Any) -> None:
+    """Our signed transaction equals eth-account's `SignedTransaction` byte for byte."""
+    assert ours.raw_transaction == bytes(reference.raw_transaction)
+    assert ours.transaction_hash == bytes(reference.hash)
+    assert (ours.r, ours.s, ours.v) == (reference.r, reference.s, reference.v)

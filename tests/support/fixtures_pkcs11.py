@@ -140,3 +140,16 @@ def create_token_in_other_process(token, label, secret):
                 "    a.store_private_key(s, sys.argv[3], bytes.fromhex(sys.argv[4]))")
         subprocess.run([sys.executable, "-c", code, token.label, token.pin, label, secret.hex()],
                        check=True, capture_output=True, timeout=30)
+
+
+def stanza_signer(output, key_id):
+    """Open a backend from the config stanza the CLI printed: it must be usable as is."""
+    import tomllib
+
+    from signer.config import Config
+
+    stanza = output[output.index(f"[keys.{key_id}]"):]
+    config = Config.model_validate(tomllib.loads(stanza))
+    from signer.backends.pkcs11 import Pkcs11Backend
+
+    return WalletSigner(key_id, Pkcs11Backend.open(key_id, config.keys[key_id]))
