@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from eth_account import Account
+from eth_typing import HexStr
 
 from bench.common import closed_loop, print_table
 from signer.config import AwsSecretKeyConfig, KeystoreKeyConfig, VaultKeyConfig, validate
@@ -24,7 +25,7 @@ from signer.wallet import WalletSigner
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
 KEYSTORES = int(os.environ.get("BENCH_KEYSTORES", "4"))
-KEY = "0x" + "46" * 32
+KEY = HexStr("0x" + "46" * 32)
 TX = {"type": 2, "chainId": 1, "nonce": 0, "to": "0x" + "35" * 20, "value": 10**18,
       "gas": 21000, "maxFeePerGas": 30 * 10**9, "maxPriorityFeePerGas": 10**9, "data": b"",
       "accessList": []}
@@ -93,8 +94,11 @@ def main() -> None:
         signers = _signers(workdir)
         for signer in signers:
             assert signer.sign_transaction(model).raw_transaction == expected
+            def sign(caller: int, n: int, s: WalletSigner = signer) -> object:
+                return s.sign_transaction(model)
+
             rows.append(closed_loop(f"{signer.backend_name} backend sign_transaction", 1, SECONDS,
-                                    lambda caller, n, s=signer: s.sign_transaction(model)))
+                                    sign))
             signer.backend.close()
         print_table("key sources: in-process signing (ratios vs eth-account, same key)", rows,
                     reference)

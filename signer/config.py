@@ -308,10 +308,17 @@ KeySourceConfig = Annotated[
 ]
 
 # The SignerService methods a client may be allowed (`[clients.NAME] methods`).
-Method = Literal["ListKeys", "GetAddress", "SignTransaction", "SignMessage", "SignTypedData"]
+Method = Literal[
+    "ListKeys", "GetAddress", "SignTransaction", "SignMessage", "SignTypedData",
+    "SignAuthorization",
+]
 METHODS: tuple[Method, ...] = (
-    "ListKeys", "GetAddress", "SignTransaction", "SignMessage", "SignTypedData"
+    "ListKeys", "GetAddress", "SignTransaction", "SignMessage", "SignTypedData",
+    "SignAuthorization",
 )
+# What a client gets when its `methods` is left out: every method but SignAuthorization, which
+# hands the whole account to another contract's code and so must be asked for by name.
+DEFAULT_METHODS: tuple[Method, ...] = tuple(m for m in METHODS if m != "SignAuthorization")
 
 
 class ClientConfig(_Strict):
@@ -319,7 +326,7 @@ class ClientConfig(_Strict):
     identity: str = Field(min_length=1, max_length=1024)
     # key_ids this client may use; ["*"] for all.
     keys: list[str] = Field(min_length=1)
-    methods: list[Method] = Field(default_factory=lambda: list(METHODS), min_length=1)
+    methods: list[Method] = Field(default_factory=lambda: list(DEFAULT_METHODS), min_length=1)
     # The [policies.NAME] that decides what this client may sign; None: anything (development).
     policy: str | None = None
 

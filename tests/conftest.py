@@ -35,6 +35,7 @@ pytest_plugins = [
     "tests.support.fixtures_kms",
     "tests.support.fixtures_postgres",
     "tests.support.fixtures_sources",
+    "tests.support.policy_service",
 ]
 
 # Property tests talk to real servers: timing varies with the machine's load, and CI (CI=true)

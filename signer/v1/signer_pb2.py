@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16signer/v1/signer.proto\x12\tsigner.v1\"\x11\n\x0fListKeysRequest\"v\n\x07KeyInfo\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x12\n\npublic_key\x18\x04 \x01(\x0c\x12\x0e\n\x06\x66rozen\x18\x05 \x01(\x08\x12\x15\n\rfrozen_reason\x18\x06 \x01(\t\"4\n\x10ListKeysResponse\x12 \n\x04keys\x18\x01 \x03(\x0b\x32\x12.signer.v1.KeyInfo\"#\n\x11GetAddressRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"I\n\x12GetAddressResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\"8\n\x0f\x41\x63\x63\x65ssListEntry\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x14\n\x0cstorage_keys\x18\x02 \x03(\x0c\"i\n\rAuthorization\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\x04\x12\x10\n\x08y_parity\x18\x04 \x01(\r\x12\t\n\x01r\x18\x05 \x01(\x0c\x12\t\n\x01s\x18\x06 \x01(\x0c\"\xad\x02\n\x0bTransaction\x12\x0c\n\x04type\x18\x01 \x01(\r\x12\x10\n\x08\x63hain_id\x18\x02 \x01(\x04\x12\r\n\x05nonce\x18\x03 \x01(\x04\x12\n\n\x02to\x18\x04 \x01(\t\x12\r\n\x05value\x18\x05 \x01(\t\x12\x11\n\tgas_limit\x18\x06 \x01(\x04\x12\x11\n\tgas_price\x18\x07 \x01(\t\x12\x17\n\x0fmax_fee_per_gas\x18\x08 \x01(\t\x12 \n\x18max_priority_fee_per_gas\x18\t \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\n \x01(\x0c\x12/\n\x0b\x61\x63\x63\x65ss_list\x18\x0b \x03(\x0b\x32\x1a.signer.v1.AccessListEntry\x12\x34\n\x12\x61uthorization_list\x18\x0c \x03(\x0b\x32\x18.signer.v1.Authorization\"\x82\x01\n\x16SignTransactionRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12-\n\x0btransaction\x18\x02 \x01(\x0b\x32\x16.signer.v1.TransactionH\x00\x12\x1e\n\x14unsigned_transaction\x18\x03 \x01(\x0cH\x00\x42\t\n\x07payload\",\n\tSignature\x12\t\n\x01r\x18\x01 \x01(\x0c\x12\t\n\x01s\x18\x02 \x01(\x0c\x12\t\n\x01v\x18\x03 \x01(\x04\"\x85\x01\n\x17SignTransactionResponse\x12\x17\n\x0fraw_transaction\x18\x01 \x01(\x0c\x12\x18\n\x10transaction_hash\x18\x02 \x01(\x0c\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\'\n\tsignature\x18\x04 \x01(\x0b\x32\x14.signer.v1.Signature\"\'\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8d\x01\n\x18SignTransactionsResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x34\n\x06signed\x18\x02 \x01(\x0b\x32\".signer.v1.SignTransactionResponseH\x00\x12\"\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x11.signer.v1.StatusH\x00\x42\x08\n\x06result\"5\n\x12SignMessageRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\x0c\"8\n\x13SignMessageResponse\x12\x11\n\tsignature\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"?\n\x14SignTypedDataRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x17\n\x0ftyped_data_json\x18\x02 \x01(\t\":\n\x15SignTypedDataResponse\x12\x11\n\tsignature\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"\xc5\x01\n\x15\x45valuatePolicyRequest\x12\x38\n\x0btransaction\x18\x01 \x01(\x0b\x32!.signer.v1.SignTransactionRequestH\x00\x12\x30\n\x07message\x18\x02 \x01(\x0b\x32\x1d.signer.v1.SignMessageRequestH\x00\x12\x35\n\ntyped_data\x18\x03 \x01(\x0b\x32\x1f.signer.v1.SignTypedDataRequestH\x00\x42\t\n\x07request\"j\n\x0c\x42udgetStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05spent\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\t\x12\x16\n\x0ewindow_seconds\x18\x04 \x01(\x04\x12\x16\n\x0erequest_spends\x18\x05 \x01(\t\"\x84\x01\n\x16\x45valuatePolicyResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0f\n\x07rule_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12(\n\x07\x62udgets\x18\x04 \x03(\x0b\x32\x17.signer.v1.BudgetStatus\x12\x0e\n\x06policy\x18\x05 \x01(\t2\xd2\x04\n\rSignerService\x12\x43\n\x08ListKeys\x12\x1a.signer.v1.ListKeysRequest\x1a\x1b.signer.v1.ListKeysResponse\x12I\n\nGetAddress\x12\x1c.signer.v1.GetAddressRequest\x1a\x1d.signer.v1.GetAddressResponse\x12X\n\x0fSignTransaction\x12!.signer.v1.SignTransactionRequest\x1a\".signer.v1.SignTransactionResponse\x12^\n\x10SignTransactions\x12!.signer.v1.SignTransactionRequest\x1a#.signer.v1.SignTransactionsResponse(\x01\x30\x01\x12L\n\x0bSignMessage\x12\x1d.signer.v1.SignMessageRequest\x1a\x1e.signer.v1.SignMessageResponse\x12R\n\rSignTypedData\x12\x1f.signer.v1.SignTypedDataRequest\x1a .signer.v1.SignTypedDataResponse\x12U\n\x0e\x45valuatePolicy\x12 .signer.v1.EvaluatePolicyRequest\x1a!.signer.v1.EvaluatePolicyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16signer/v1/signer.proto\x12\tsigner.v1\"\x11\n\x0fListKeysRequest\"v\n\x07KeyInfo\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x12\n\npublic_key\x18\x04 \x01(\x0c\x12\x0e\n\x06\x66rozen\x18\x05 \x01(\x08\x12\x15\n\rfrozen_reason\x18\x06 \x01(\t\"4\n\x10ListKeysResponse\x12 \n\x04keys\x18\x01 \x03(\x0b\x32\x12.signer.v1.KeyInfo\"#\n\x11GetAddressRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"I\n\x12GetAddressResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\"8\n\x0f\x41\x63\x63\x65ssListEntry\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x14\n\x0cstorage_keys\x18\x02 \x03(\x0c\"i\n\rAuthorization\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\x04\x12\x10\n\x08y_parity\x18\x04 \x01(\r\x12\t\n\x01r\x18\x05 \x01(\x0c\x12\t\n\x01s\x18\x06 \x01(\x0c\"\xea\x02\n\x0bTransaction\x12\x0c\n\x04type\x18\x01 \x01(\r\x12\x10\n\x08\x63hain_id\x18\x02 \x01(\x04\x12\r\n\x05nonce\x18\x03 \x01(\x04\x12\n\n\x02to\x18\x04 \x01(\t\x12\r\n\x05value\x18\x05 \x01(\t\x12\x11\n\tgas_limit\x18\x06 \x01(\x04\x12\x11\n\tgas_price\x18\x07 \x01(\t\x12\x17\n\x0fmax_fee_per_gas\x18\x08 \x01(\t\x12 \n\x18max_priority_fee_per_gas\x18\t \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\n \x01(\x0c\x12/\n\x0b\x61\x63\x63\x65ss_list\x18\x0b \x03(\x0b\x32\x1a.signer.v1.AccessListEntry\x12\x34\n\x12\x61uthorization_list\x18\x0c \x03(\x0b\x32\x18.signer.v1.Authorization\x12\x1c\n\x14max_fee_per_blob_gas\x18\r \x01(\t\x12\x1d\n\x15\x62lob_versioned_hashes\x18\x0e \x03(\x0c\"\x82\x01\n\x16SignTransactionRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12-\n\x0btransaction\x18\x02 \x01(\x0b\x32\x16.signer.v1.TransactionH\x00\x12\x1e\n\x14unsigned_transaction\x18\x03 \x01(\x0cH\x00\x42\t\n\x07payload\",\n\tSignature\x12\t\n\x01r\x18\x01 \x01(\x0c\x12\t\n\x01s\x18\x02 \x01(\x0c\x12\t\n\x01v\x18\x03 \x01(\x04\"\x85\x01\n\x17SignTransactionResponse\x12\x17\n\x0fraw_transaction\x18\x01 \x01(\x0c\x12\x18\n\x10transaction_hash\x18\x02 \x01(\x0c\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\'\n\tsignature\x18\x04 \x01(\x0b\x32\x14.signer.v1.Signature\"\'\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8d\x01\n\x18SignTransactionsResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x34\n\x06signed\x18\x02 \x01(\x0b\x32\".signer.v1.SignTransactionResponseH\x00\x12\"\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x11.signer.v1.StatusH\x00\x42\x08\n\x06result\"5\n\x12SignMessageRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\x0c\"8\n\x13SignMessageResponse\x12\x11\n\tsignature\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"?\n\x14SignTypedDataRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x17\n\x0ftyped_data_json\x18\x02 \x01(\t\":\n\x15SignTypedDataResponse\x12\x11\n\tsignature\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"\\\n\x18SignAuthorizationRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x02 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\r\n\x05nonce\x18\x04 \x01(\x04\"L\n\x19SignAuthorizationResponse\x12/\n\rauthorization\x18\x01 \x01(\x0b\x32\x18.signer.v1.Authorization\"\x83\x02\n\x15\x45valuatePolicyRequest\x12\x38\n\x0btransaction\x18\x01 \x01(\x0b\x32!.signer.v1.SignTransactionRequestH\x00\x12\x30\n\x07message\x18\x02 \x01(\x0b\x32\x1d.signer.v1.SignMessageRequestH\x00\x12\x35\n\ntyped_data\x18\x03 \x01(\x0b\x32\x1f.signer.v1.SignTypedDataRequestH\x00\x12<\n\rauthorization\x18\x04 \x01(\x0b\x32#.signer.v1.SignAuthorizationRequestH\x00\x42\t\n\x07request\"j\n\x0c\x42udgetStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05spent\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\t\x12\x16\n\x0ewindow_seconds\x18\x04 \x01(\x04\x12\x16\n\x0erequest_spends\x18\x05 \x01(\t\"\x84\x01\n\x16\x45valuatePolicyResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0f\n\x07rule_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12(\n\x07\x62udgets\x18\x04 \x03(\x0b\x32\x17.signer.v1.BudgetStatus\x12\x0e\n\x06policy\x18\x05 \x01(\t2\xb2\x05\n\rSignerService\x12\x43\n\x08ListKeys\x12\x1a.signer.v1.ListKeysRequest\x1a\x1b.signer.v1.ListKeysResponse\x12I\n\nGetAddress\x12\x1c.signer.v1.GetAddressRequest\x1a\x1d.signer.v1.GetAddressResponse\x12X\n\x0fSignTransaction\x12!.signer.v1.SignTransactionRequest\x1a\".signer.v1.SignTransactionResponse\x12^\n\x10SignTransactions\x12!.signer.v1.SignTransactionRequest\x1a#.signer.v1.SignTransactionsResponse(\x01\x30\x01\x12L\n\x0bSignMessage\x12\x1d.signer.v1.SignMessageRequest\x1a\x1e.signer.v1.SignMessageResponse\x12R\n\rSignTypedData\x12\x1f.signer.v1.SignTypedDataRequest\x1a .signer.v1.SignTypedDataResponse\x12^\n\x11SignAuthorization\x12#.signer.v1.SignAuthorizationRequest\x1a$.signer.v1.SignAuthorizationResponse\x12U\n\x0e\x45valuatePolicy\x12 .signer.v1.EvaluatePolicyRequest\x1a!.signer.v1.EvaluatePolicyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,31 +46,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHORIZATION']._serialized_start=400
   _globals['_AUTHORIZATION']._serialized_end=505
   _globals['_TRANSACTION']._serialized_start=508
-  _globals['_TRANSACTION']._serialized_end=809
-  _globals['_SIGNTRANSACTIONREQUEST']._serialized_start=812
-  _globals['_SIGNTRANSACTIONREQUEST']._serialized_end=942
-  _globals['_SIGNATURE']._serialized_start=944
-  _globals['_SIGNATURE']._serialized_end=988
-  _globals['_SIGNTRANSACTIONRESPONSE']._serialized_start=991
-  _globals['_SIGNTRANSACTIONRESPONSE']._serialized_end=1124
-  _globals['_STATUS']._serialized_start=1126
-  _globals['_STATUS']._serialized_end=1165
-  _globals['_SIGNTRANSACTIONSRESPONSE']._serialized_start=1168
-  _globals['_SIGNTRANSACTIONSRESPONSE']._serialized_end=1309
-  _globals['_SIGNMESSAGEREQUEST']._serialized_start=1311
-  _globals['_SIGNMESSAGEREQUEST']._serialized_end=1364
-  _globals['_SIGNMESSAGERESPONSE']._serialized_start=1366
-  _globals['_SIGNMESSAGERESPONSE']._serialized_end=1422
-  _globals['_SIGNTYPEDDATAREQUEST']._serialized_start=1424
-  _globals['_SIGNTYPEDDATAREQUEST']._serialized_end=1487
-  _globals['_SIGNTYPEDDATARESPONSE']._serialized_start=1489
-  _globals['_SIGNTYPEDDATARESPONSE']._serialized_end=1547
-  _globals['_EVALUATEPOLICYREQUEST']._serialized_start=1550
-  _globals['_EVALUATEPOLICYREQUEST']._serialized_end=1747
-  _globals['_BUDGETSTATUS']._serialized_start=1749
-  _globals['_BUDGETSTATUS']._serialized_end=1855
-  _globals['_EVALUATEPOLICYRESPONSE']._serialized_start=1858
-  _globals['_EVALUATEPOLICYRESPONSE']._serialized_end=1990
-  _globals['_SIGNERSERVICE']._serialized_start=1993
-  _globals['_SIGNERSERVICE']._serialized_end=2587
+  _globals['_TRANSACTION']._serialized_end=870
+  _globals['_SIGNTRANSACTIONREQUEST']._serialized_start=873
+  _globals['_SIGNTRANSACTIONREQUEST']._serialized_end=1003
+  _globals['_SIGNATURE']._serialized_start=1005
+  _globals['_SIGNATURE']._serialized_end=1049
+  _globals['_SIGNTRANSACTIONRESPONSE']._serialized_start=1052
+  _globals['_SIGNTRANSACTIONRESPONSE']._serialized_end=1185
+  _globals['_STATUS']._serialized_start=1187
+  _globals['_STATUS']._serialized_end=1226
+  _globals['_SIGNTRANSACTIONSRESPONSE']._serialized_start=1229
+  _globals['_SIGNTRANSACTIONSRESPONSE']._serialized_end=1370
+  _globals['_SIGNMESSAGEREQUEST']._serialized_start=1372
+  _globals['_SIGNMESSAGEREQUEST']._serialized_end=1425
+  _globals['_SIGNMESSAGERESPONSE']._serialized_start=1427
+  _globals['_SIGNMESSAGERESPONSE']._serialized_end=1483
+  _globals['_SIGNTYPEDDATAREQUEST']._serialized_start=1485
+  _globals['_SIGNTYPEDDATAREQUEST']._serialized_end=1548
+  _globals['_SIGNTYPEDDATARESPONSE']._serialized_start=1550
+  _globals['_SIGNTYPEDDATARESPONSE']._serialized_end=1608
+  _globals['_SIGNAUTHORIZATIONREQUEST']._serialized_start=1610
+  _globals['_SIGNAUTHORIZATIONREQUEST']._serialized_end=1702
+  _globals['_SIGNAUTHORIZATIONRESPONSE']._serialized_start=1704
+  _globals['_SIGNAUTHORIZATIONRESPONSE']._serialized_end=1780
+  _globals['_EVALUATEPOLICYREQUEST']._serialized_start=1783
+  _globals['_EVALUATEPOLICYREQUEST']._serialized_end=2042
+  _globals['_BUDGETSTATUS']._serialized_start=2044
+  _globals['_BUDGETSTATUS']._serialized_end=2150
+  _globals['_EVALUATEPOLICYRESPONSE']._serialized_start=2153
+  _globals['_EVALUATEPOLICYRESPONSE']._serialized_end=2285
+  _globals['_SIGNERSERVICE']._serialized_start=2288
+  _globals['_SIGNERSERVICE']._serialized_end=2978
 # @@protoc_insertion_point(module_scope)

@@ -16,7 +16,6 @@ from eth_account import Account
 from eth_tester import EthereumTester, PyEVMBackend
 from eth_utils import to_checksum_address
 
-from signer.client import TlsFiles, open_channel
 from signer.config import ClientConfig, ServerConfig
 from signer.errors import BackendUnavailable
 from signer.grpc.server import SignerServer
@@ -24,24 +23,13 @@ from signer.policy import PolicyConfig
 from signer.service import KeyRing
 from signer.store import open_store
 from signer.v1 import signer_pb2 as pb
-from signer.v1 import signer_pb2_grpc as pb_grpc
 from tests.conftest import env_wallet, open_app
 from tests.support.policy_cases import ATTACKS, LEGITIMATE, SELF_KEY, signing_request, trader_config
+from tests.support.policy_service import TRADER_ID, records_for, trader_stub
 from tests.support.serve_process import start_serve
-from tests.support.tls_certs import CertificateAuthority
 
 ETHER = 10**18
 GWEI = 10**9
-TRADER_ID = "spiffe://prod/agents/trader"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("pki")
-    ca = CertificateAuthority(directory)
-    return ca, ca.server(), ca.issue("trader", uris=(TRADER_ID,))
-
-
 def mtls_server(pki, state_dir: Path, policies: dict, key: str = SELF_KEY, **app_options):
     ca, server_cert, _ = pki
     clients = {"trader": ClientConfig(identity=TRADER_ID, keys=["hot"], policy="trader")}
@@ -52,13 +40,6 @@ def mtls_server(pki, state_dir: Path, policies: dict, key: str = SELF_KEY, **app
         tls_key_file=server_cert.key_file, client_ca_file=ca.cert_file))
     server.self_test_and_mark_ready()
     return server, app
-
-
-def trader_stub(pki, port: int) -> pb_grpc.SignerServiceStub:
-    ca, _, trader = pki
-    channel = open_channel(f"127.0.0.1:{port}", TlsFiles(ca.cert_pem, trader.cert_pem,
-                                                        trader.key_pem))
-    return pb_grpc.SignerServiceStub(channel)
 
 
 @pytest.fixture(scope="module")
@@ -86,21 +67,11 @@ def test_drain_attempts_are_denied_with_their_reason(red_team, case):
                               timeout=10)
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert caught.value.details() == case.reason
-    outcome = _records(app.store, "outcome", "rt-" + case.name[:40])[-1]
+    outcome = records_for(app.store, "outcome", "rt-" + case.name[:40])[-1]
     assert (outcome["decision"], outcome["status"], outcome["reason"]) == (
         "deny", "PERMISSION_DENIED", case.reason)
     assert outcome["client"] == "trader" and outcome["policy"] == "trader"
     assert outcome["digest"].startswith("0x") and len(outcome["digest"]) == 66
-
-
-def _records(store, kind: str, request_id: str) -> list[dict]:
-    found = []
-    for writer in store.writers():
-        for row in store.audit_rows(writer):
-            body = json.loads(row.body)
-            if body["kind"] == kind and body.get("request_id") == request_id:
-                found.append(body)
-    return found
 
 
 # --- budgets ----------------------------------------------------------------------------------
@@ -323,7 +294,7 @@ def test_evaluate_policy_answers_what_signing_would(red_team, case):
     assert (reply.allowed, reply.reason, reply.policy) == (case.allowed, case.reason, "trader")
     assert reply.rule_id == (case.rule_id or "")
     assert [(b.name, int(b.request_spends)) for b in reply.budgets] == list(case.spends)
-    (record,) = _records(app.store, "dry_run", "dry-" + case.name[:40])
+    (record,) = records_for(app.store, "dry_run", "dry-" + case.name[:40])
     assert record["decision"] == ("allow" if case.allowed else "deny")
     assert record["reason"] == case.reason
 

@@ -31,25 +31,35 @@ from signer.errors import InvalidRequest
 from signer.eth import signature
 from signer.eth.signature import BadBackendSignature
 from signer.eth.transactions import (
+    UnsignedAuthorization,
+    authorization_digest,
     decode_unsigned,
     encode_unsigned,
     signing_hash,
 )
-from signer.grpc.convert import sign_transaction_response, transaction_from_request
+from signer.grpc.convert import (
+    authorization_from_request,
+    authorization_response,
+    sign_transaction_response,
+    transaction_from_request,
+)
 from signer.v1 import signer_pb2 as pb
 from signer.wallet import WalletSigner
 from tests.conftest import env_wallet
 from tests.support.eth_transactions import (
     FAST,
     SECP256K1_N,
+    UINT64_MAX,
     addresses,
     assert_signed_like,
     hex_bytes,
+    nonces,
     private_keys,
     rlp_fields,
     to_model,
     to_proto,
     transactions,
+    uint64,
     uint256,
     unsigned_payload,
 )
@@ -59,7 +69,7 @@ from tests.support.reference_vectors import load as load_vector
 # --- transactions: our signer vs eth-account ------------------------------------------------
 
 
-@pytest.mark.parametrize("tx_type", [0, 1, 2, 4])
+@pytest.mark.parametrize("tx_type", [0, 1, 2, 3, 4])
 @settings(FAST, max_examples=80)
 @given(data=st.data(), key=private_keys)
 def test_transaction_signature_equals_eth_account(tx_type: int, data: st.DataObject, key: str):
@@ -88,6 +98,61 @@ def test_transaction_signature_equals_eth_account(tx_type: int, data: st.DataObj
     assert response.sender == signer.address
     assert (response.signature.v, response.signature.r, response.signature.s) == (
         reference.v, reference.r.to_bytes(32, "big"), reference.s.to_bytes(32, "big"))
+
+
+# --- EIP-7702 authorizations: our signer vs eth-account -------------------------------------
+
+
+@settings(FAST, max_examples=100)
+@given(key=private_keys, chain_id=uint256, delegate=addresses, nonce=nonces)
+def test_authorization_signature_equals_eth_account(
+    key: str, chain_id: int, delegate: str, nonce: int
+):
+    reference = Account.sign_authorization(
+        {"chainId": chain_id, "address": delegate, "nonce": nonce}, key
+    )
+    # the digest as EIP-7702 states it, built here: keccak256(0x05 || rlp([chain, addr, nonce]))
+    digest = keccak(b"\x05" + rlp.encode([chain_id, hex_bytes(delegate), nonce]))
+    assert digest == bytes(reference.authorization_hash)
+    unsigned = UnsignedAuthorization(chain_id, hex_bytes(delegate), nonce)
+    assert authorization_digest(unsigned) == digest
+
+    signer = env_wallet(key)
+    signed = signer.sign_authorization(unsigned)
+    assert (signed.chain_id, signed.address, signed.nonce) == (chain_id, reference.address, nonce)
+    assert (signed.y_parity, signed.r, signed.s) == (reference.y_parity, reference.r, reference.s)
+    assert reference.authority == signer.address_bytes
+
+
+@settings(FAST, max_examples=50)
+@given(key=private_keys, chain_id=uint64, delegate=addresses, nonce=nonces)
+def test_authorization_over_the_proto_equals_eth_account(
+    key: str, chain_id: int, delegate: str, nonce: int
+):
+    """The gRPC route: request -> domain -> signed -> response, as eth-account signs it."""
+    request = pb.SignAuthorizationRequest(
+        key_id="k", chain_id=chain_id, address=delegate.lower(), nonce=nonce
+    )
+    signed = env_wallet(key).sign_authorization(authorization_from_request(request))
+    reply = authorization_response(signed).authorization
+    reference = Account.sign_authorization(
+        {"chainId": chain_id, "address": delegate, "nonce": nonce}, key
+    )
+    assert (reply.chain_id, reply.address, reply.nonce, reply.y_parity) == (
+        chain_id, delegate, nonce, reference.y_parity)
+    assert (reply.r, reply.s) == (reference.r.to_bytes(32, "big"), reference.s.to_bytes(32, "big"))
+
+
+def test_authorization_bounds_name_the_field():
+    with pytest.raises(InvalidRequest, match="nonce: 18446744073709551615 exceeds"):
+        UnsignedAuthorization(1, b"\x11" * 20, UINT64_MAX)
+    with pytest.raises(InvalidRequest, match="address: must be 20 bytes"):
+        UnsignedAuthorization(1, b"\x11" * 19, 0)
+    with pytest.raises(InvalidRequest, match=r"chain_id: .* does not fit in 256 bits"):
+        UnsignedAuthorization(2**256, b"\x11" * 20, 0)
+    with pytest.raises(InvalidRequest, match="address: EIP-55 checksum mismatch"):
+        authorization_from_request(pb.SignAuthorizationRequest(
+            chain_id=1, address="0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD", nonce=0))
 
 
 def test_eip155_example_from_the_eip():
@@ -289,7 +354,8 @@ MALFORMED = {
     "pre-EIP-155 legacy (6 fields)": (_rlp_list(_items(LEGACY)[:6]), "pre-EIP-155"),
     "EIP-155 tail not 0, 0": (
         _rlp_list(_replace(_items(LEGACY), 8, b"\x01")), "must end with 0, 0"),
-    "type 3 (blob)": (_typed_payload(_items(EIP1559), tx_type=3), "blob"),
+    "type 3 (blob) without its blob fields": (
+        _typed_payload(_items(EIP1559), tx_type=3), "type 3 has 11 fields, got 9"),
     "unknown type 0x05": (
         _typed_payload(_items(EIP1559), tx_type=5), "unknown transaction type 5"),
     "unknown type 0x7f": (

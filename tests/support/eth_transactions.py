@@ -41,6 +41,8 @@ access_lists = st.lists(
     ),
     max_size=3,
 )
+# EIP-4844 versioned hashes: version byte 0x01, then any 31 bytes
+versioned_hashes = st.binary(min_size=31, max_size=31).map(lambda b: b"\x01" + b)
 authorizations = st.fixed_dictionaries({
     "chainId": uint64,  # the proto field is uint64
     "address": addresses,
@@ -53,13 +55,13 @@ authorizations = st.fixed_dictionaries({
 
 @st.composite
 def transactions(draw: st.DrawFn, tx_type: int) -> dict[str, Any]:
-    """A valid eth-account transaction dict of `tx_type` (0, 1, 2 or 4)."""
+    """A valid eth-account transaction dict of `tx_type` (0, 1, 2, 3 or 4)."""
     tx: dict[str, Any] = {
         "chainId": draw(chain_ids),
         "nonce": draw(nonces),
         "gas": draw(uint64),
-        # "" is contract creation, which type 4 forbids
-        "to": draw(addresses if tx_type == 4 else st.one_of(st.just(""), addresses)),
+        # "" is contract creation, which types 3 and 4 forbid
+        "to": draw(addresses if tx_type in (3, 4) else st.one_of(st.just(""), addresses)),
         "value": draw(uint256),
         "data": draw(st.binary(max_size=64)),
     }
@@ -75,6 +77,9 @@ def transactions(draw: st.DrawFn, tx_type: int) -> dict[str, Any]:
         tx["accessList"] = draw(access_lists)
     if tx_type == 4:
         tx["authorizationList"] = draw(st.lists(authorizations, min_size=1, max_size=3))
+    if tx_type == 3:
+        tx["maxFeePerBlobGas"] = draw(uint256)
+        tx["blobVersionedHashes"] = draw(st.lists(versioned_hashes, min_size=1, max_size=9))
     return tx
 
 
@@ -105,6 +110,8 @@ def rlp_fields(tx: dict[str, Any]) -> list[Any]:
     if tx["type"] == 4:
         fields.append([[a["chainId"], hex_bytes(a["address"]), a["nonce"], a["yParity"],
                         a["r"], a["s"]] for a in tx["authorizationList"]])
+    if tx["type"] == 3:
+        fields += [tx["maxFeePerBlobGas"], list(tx["blobVersionedHashes"])]
     return fields
 
 
@@ -138,6 +145,9 @@ def to_proto(tx: dict[str, Any]) -> pb.Transaction:
             y_parity=auth["yParity"], r=auth["r"].to_bytes(32, "big"),
             s=auth["s"].to_bytes(32, "big"),
         )
+    if "maxFeePerBlobGas" in tx:
+        msg.max_fee_per_blob_gas = str(tx["maxFeePerBlobGas"])
+        msg.blob_versioned_hashes.extend(tx["blobVersionedHashes"])
     return msg
 
 
@@ -165,6 +175,8 @@ def to_model(tx: dict[str, Any]) -> UnsignedTransaction:
                           a["r"], a["s"])
             for a in tx.get("authorizationList", ())
         ),
+        max_fee_per_blob_gas=tx.get("maxFeePerBlobGas", 0),
+        blob_versioned_hashes=tuple(tx.get("blobVersionedHashes", ())),
     )
 
 
