@@ -134,7 +134,7 @@ def test_no_signature_when_the_intent_cannot_be_written(serve, env_key, tmp_path
     stub = serve(app).stub
     signed_before = counter.count
 
-    def store_down(lock=False):  # the store failing, injected at its boundary
+    def store_down(lock=False, durable=True):  # the store failing, injected at its boundary
         raise StoreUnavailable("state store (sqlite) unavailable: nothing was signed")
 
     monkeypatch.setattr(app.store, "batch", store_down)

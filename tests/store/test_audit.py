@@ -30,10 +30,10 @@ def test_concurrent_writers_share_commits_and_the_chain_verifies(store: Store):
     commits = 0
     batch = store.batch
 
-    def counting_batch(lock=False):  # instrumentation only: the real transaction runs
+    def counting_batch(lock=False, durable=True):  # instrumentation only: the real commit runs
         nonlocal commits
         commits += 1
-        return batch(lock)
+        return batch(lock, durable)
 
     store.batch = counting_batch  # type: ignore[method-assign]
 
@@ -152,7 +152,7 @@ def test_records_from_an_unregistered_writer_are_caught(store: Store):
 def test_a_failed_commit_raises_and_the_chain_continues_after_it(store: Store, monkeypatch):
     log = _run(store, 1)
 
-    def broken(lock=False):  # a store fault, injected once
+    def broken(lock=False, durable=True):  # a store fault, injected once
         raise StoreUnavailable("state store (test) unavailable: nothing was signed")
 
     monkeypatch.setattr(store, "batch", broken)
