@@ -25,8 +25,8 @@ from signer.jsonrpc.config import JsonRpcConfig
 from signer.jsonrpc.server import JsonRpcListener
 from signer.service import KeyRing
 from tests.conftest import env_wallet, open_app
-from tests.serve_process import ServeProcess, start_serve
-from tests.tls_certs import CertificateAuthority, Issued
+from tests.support.serve_process import ServeProcess, start_serve
+from tests.support.tls_certs import CertificateAuthority, Issued
 
 _JSONRPC_PORT = re.compile(r"jsonrpc listening on \S+ \(port (\d+)")
 _METRICS_PORT = re.compile(r"metrics on http://\S+:(\d+)/metrics")
