@@ -32,9 +32,9 @@ TX = {"type": 2, "chainId": 1, "nonce": 0, "to": "0x" + "35" * 20, "value": 10**
 
 
 def _signers(workdir: Path) -> list[WalletSigner]:
-    from tests.fixtures_kms import REGION
-    from tests.fixtures_sources import ROOT_TOKEN, start_openbao
-    from tests.kms_emulator import Emulator, emulator_environment
+    from tests.support.fixtures_kms import REGION
+    from tests.support.fixtures_sources import ROOT_TOKEN, start_openbao
+    from tests.support.kms_emulator import Emulator, emulator_environment
 
     (workdir / "k.json").write_text(json.dumps(Account.encrypt(KEY, "pw", iterations=2**10)))
     (workdir / "pw").write_text("pw")
@@ -82,7 +82,7 @@ def _startup(workdir: Path) -> None:
 
 
 def main() -> None:
-    from tests.test_eth_reference import to_model
+    from tests.support.eth_transactions import to_model
 
     model = to_model(dict(TX))
     expected = bytes(Account.sign_transaction(dict(TX), KEY).raw_transaction)

@@ -307,22 +307,26 @@ KeySourceConfig = Annotated[
     Field(discriminator="backend"),
 ]
 
-# The SignerService methods a client may be allowed (`[clients.NAME] methods`).
+# The SignerService methods a client may be allowed (`[clients.NAME] methods`), and
+# "Forward": the JSON-RPC door may relay its node-bound calls (the read allowlist and
+# eth_sendRawTransaction) to the upstream node.
 Method = Literal[
     "ListKeys", "GetAddress", "SignTransaction", "SignMessage", "SignTypedData",
-    "SignAuthorization",
+    "SignAuthorization", "Forward",
 ]
 METHODS: tuple[Method, ...] = (
     "ListKeys", "GetAddress", "SignTransaction", "SignMessage", "SignTypedData",
     "SignAuthorization",
 )
+FORWARD: Method = "Forward"
 # What a client gets when its `methods` is left out: every method but SignAuthorization, which
-# hands the whole account to another contract's code and so must be asked for by name.
+# hands the whole account to another contract's code, and Forward: both must be asked for by name.
 DEFAULT_METHODS: tuple[Method, ...] = tuple(m for m in METHODS if m != "SignAuthorization")
 
 
 class ClientConfig(_Strict):
-    # Matched against the client certificate: URI SAN, else DNS SAN, else subject CN.
+    # Matched against the client certificate by kind: "uri:X" only a URI SAN, "dns:X" only a
+    # DNS SAN, "cn:X" only the subject CN; an untyped "X" a URI or DNS SAN, never the CN.
     identity: str = Field(min_length=1, max_length=1024)
     # key_ids this client may use; ["*"] for all.
     keys: list[str] = Field(min_length=1)

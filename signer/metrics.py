@@ -72,6 +72,12 @@ SIGNER_FAULTS = Counter(
     "input), by door",
     ["door"],
 )
+HTTP_REFUSALS = Counter(
+    "wallet_signer_http_refusals",
+    "Requests an HTTP door refused before JSON-RPC (400, 401, 403, 408, 411, 413, 431...), by "
+    "door and HTTP status",
+    ["door", "status"],
+)
 KMS_RETRIES = Counter(
     "wallet_signer_kms_retries", "KMS Sign attempts beyond the first (botocore retries)",
     ["key_id"],

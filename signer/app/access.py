@@ -36,22 +36,48 @@ class Client:
         return ALL_KEYS in self.keys or key_id in self.keys
 
 
+# The kinds of name a certificate carries, as a client's `identity` prefix names them.
+IDENTITY_KINDS = ("uri", "dns", "cn")
+
+
+def identity_keys(identity: str) -> tuple[tuple[str, str], ...]:
+    """The typed names a configured identity matches: `uri:X` only a URI SAN X, `dns:X` only a
+    DNS SAN X, `cn:X` only the subject CN X; an untyped X a URI or a DNS SAN, never the CN
+    (a CN is whatever the CA let the requester write, so it must be asked for by name)."""
+    kind, sep, value = identity.partition(":")
+    if sep and kind in IDENTITY_KINDS:
+        return ((kind, value),)
+    return (("uri", identity), ("dns", identity))
+
+
 @functools.lru_cache(maxsize=1024)
-def certificate_identities(pem: bytes) -> tuple[str, ...]:
-    """The identities a certificate claims: its URI SANs, else its DNS SANs, else its CN."""
+def certificate_names(pem: bytes) -> tuple[tuple[str, str], ...]:
+    """Every typed name a certificate carries: (kind, value) for its URI SANs, DNS SANs, CNs."""
     certificate = x509.load_pem_x509_certificate(pem)
     try:
         san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         san = None
+    names: list[tuple[str, str]] = []
     if san is not None:
-        for kind in (x509.UniformResourceIdentifier, x509.DNSName):
-            names = san.get_values_for_type(kind)
-            if names:
-                return tuple(str(n) for n in names)
-    return tuple(
-        str(a.value) for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    )
+        names += [("uri", str(n)) for n in san.get_values_for_type(x509.UniformResourceIdentifier)]
+        names += [("dns", str(n)) for n in san.get_values_for_type(x509.DNSName)]
+    names += [
+        ("cn", str(a.value))
+        for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    ]
+    return tuple(names)
+
+
+def certificate_identities(pem: bytes) -> tuple[str, ...]:
+    """The identities a certificate claims, for the record: its URI SANs, else its DNS SANs,
+    else its CN."""
+    names = certificate_names(pem)
+    for kind in IDENTITY_KINDS:
+        values = tuple(value for k, value in names if k == kind)
+        if values:
+            return values
+    return ()
 
 
 class AccessControl:
@@ -75,6 +101,11 @@ class AccessControl:
             )
             for name, c in clients.items()
         }
+        self._by_name = {
+            key: client
+            for client in self._by_identity.values()
+            for key in identity_keys(client.identity)
+        }
 
     @property
     def clients(self) -> list[Client]:
@@ -88,17 +119,19 @@ class AccessControl:
     def identify(self, caller: Caller) -> tuple[Client | None, str | None]:
         """(client, identity): the client is None only when access is open."""
         identity = None
-        candidates: tuple[str, ...] = ()
+        names: tuple[tuple[str, str], ...] = ()
+        claimed: tuple[str, ...] = ()
         if caller.certificate_pem:
-            candidates = certificate_identities(caller.certificate_pem)
-            identity = candidates[0] if candidates else None
+            names = certificate_names(caller.certificate_pem)
+            claimed = certificate_identities(caller.certificate_pem)
+            identity = claimed[0] if claimed else None
         if self.open:
             return None, identity
         if not caller.certificate_pem:
             raise Unauthenticated("a client certificate is required")
-        matches = [self._by_identity[c] for c in candidates if c in self._by_identity]
+        matches = [self._by_name[n] for n in names if n in self._by_name]
         if not matches:
-            shown = ", ".join(repr(c[:128]) for c in candidates[:4]) or "no identity"
+            shown = ", ".join(repr(c[:128]) for c in claimed[:4]) or "no identity"
             raise Unauthenticated(f"client certificate ({shown}) matches no configured client")
         if len({m.name for m in matches}) > 1:
             raise Unauthenticated(

@@ -26,9 +26,10 @@ from signer.app.caller import Caller
 from signer.app.freeze import FreezeState
 from signer.app.records import Admin, BudgetLine, DryRun, Signing
 from signer.app.sinks import AuditSink
-from signer.config import Config
+from signer.config import FORWARD, Config
 from signer.errors import (
     AccessDenied,
+    ConfigError,
     KeyNotFound,
     PolicyDenied,
     SignerError,
@@ -126,6 +127,19 @@ class Application:
         """Swap in the clients and policies of a new, already validated config; audited with
         each policy's fingerprint. Keys and the store are not reloaded (restart for those)."""
         access = AccessControl(config.clients, config.policies)
+        if access.open != self.access.open:
+            # identified -> open would serve anyone; open -> identified is a restart, too
+            before, after = ("open", "identified") if self.access.open else ("identified", "open")
+            reason = (
+                f"the reload would change access from {before} to {after} "
+                f"({len(self.access.clients)} -> {len(config.clients)} clients); a reload never "
+                "changes the access mode: restart to change it (to shut every client out while "
+                "running, keep one [clients] entry whose identity no certificate carries)"
+            )
+            self.audit.write([Admin(action="reload", details={
+                "status": "REFUSED", "reason": reason, "clients": sorted(config.clients),
+            })])
+            raise ConfigError(reason)
         self.audit.write([Admin(action="reload", details={
             "clients": sorted(config.clients),
             "policies": {name: p.fingerprint() for name, p in sorted(config.policies.items())},
@@ -148,6 +162,26 @@ class Application:
         """One key's identity ("GetAddress"); a key the caller may not use is not found."""
         client = self._identify_for_read(caller, "GetAddress", key_id)
         return self._key_for(client, "GetAddress", key_id)
+
+    def record_submission(self, caller: Caller, method: str, address: bytes, unsent: list[str],
+                          status: str, sent: str | None, reason: str) -> None:
+        """The JSON-RPC door's submission outcome: the transactions signed for one request
+        that never reached the chain through the node (`unsent`), and the one it took."""
+        record = Admin(action="submission", details={
+            "request_id": caller.request_id, "peer": caller.peer, "method": method,
+            "address": checksum(address), "status": status, "unsent": unsent, "sent": sent,
+            "reason": reason[:1024],
+        })
+        try:
+            self.audit.write([record])
+        except SignerError as exc:
+            log.error("audit: submission of request %s could not be recorded: %s",
+                      caller.request_id, exc)
+
+    def check_forward(self, caller: Caller) -> None:
+        """May this caller have a call relayed to the upstream node (JSON-RPC)? Needs the
+        "Forward" permission; AccessDenied (audited) if not."""
+        self._identify_for_read(caller, FORWARD, None)
 
     def open_stream(self, caller: Caller, method: str) -> str:
         """A stream of `method` calls is opening: identify the caller and check it may use

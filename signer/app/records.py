@@ -7,7 +7,7 @@ separators=(",", ":"), ensure_ascii=True)` gives, so the chain hash of every rec
 before these types existed still verifies and a reader can re-canonicalize a record and get the
 same bytes. `encode` uses orjson (about ten times faster); orjson writes non-ASCII as UTF-8 and
 refuses integers beyond 64 bits, so anything whose orjson form is not plain ASCII falls back to
-json.dumps (tests/test_audit_records.py checks the two agree for every record type).
+json.dumps (tests/app/test_audit_records.py checks the two agree for every record type).
 
 Optional fields that do not apply are left out of the JSON (not written as null), as before.
 `parse` is lenient: a record of a kind it does not know, or with fields missing, still parses

@@ -1,8 +1,9 @@
 """JSON-RPC 2.0 in, the application path, JSON out: requests, batches, notifications, errors.
 
 Transport-free: `Dispatcher.handle(body, caller)` takes the HTTP body and answers
-(HTTP status, response body or None). Signing methods are served here; every other method is
-forwarded to the upstream node unchanged and its answer relayed as is.
+(HTTP status, response body or None). Signing methods are served here; the methods of
+`FORWARDED_METHODS` are forwarded to the upstream node unchanged, for callers allowed
+"Forward", and its answer relayed as is; anything else is -32601 and never reaches the node.
 """
 
 import json
@@ -16,7 +17,7 @@ from typing import Any
 from signer import metrics
 from signer.app.application import Application
 from signer.app.caller import Caller
-from signer.errors import InvalidRequest, SignerError, Unauthenticated
+from signer.errors import AccessDenied, InvalidRequest, SignerError, Unauthenticated
 from signer.eth import messages, rpc_json
 from signer.eth.transactions import UnsignedAuthorization
 from signer.jsonrpc import errors as codes
@@ -125,7 +126,7 @@ class Dispatcher:
         status = "OK"
         try:
             if handler is None:
-                return self._forward(request, request_id, method), method
+                return self._forward(request, request_id, method, caller), method
             result = handler(caller, params, method)
             response: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "result": result}
         except JsonRpcError as exc:
@@ -143,12 +144,26 @@ class Dispatcher:
             metrics.end_call(call, token, status, time.perf_counter() - started)
         return (None if request_id is _NO_ID else response), method
 
-    def _forward(self, request: dict[str, Any], request_id: Any, method: str) -> Any:
+    def _forward(self, request: dict[str, Any], request_id: Any, method: str,
+                 caller: Caller) -> Any:
         if self._upstream is None:
             raise JsonRpcError(
                 codes.METHOD_NOT_FOUND,
-                f"method {method!r} not found (no upstream node is configured to forward it)",
+                f"method {method[:64]!r} not found (no upstream node is configured to forward "
+                "it)",
             )
+        if method not in FORWARDED_METHODS:
+            raise JsonRpcError(
+                codes.METHOD_NOT_FOUND,
+                f"method {method[:64]!r} not found: this door signs, and forwards to the node "
+                "only reads and eth_sendRawTransaction",
+            )
+        try:
+            self._app.check_forward(caller)
+        except AccessDenied as exc:
+            message = f"{exc}: {method} is relayed to the node, which needs \"Forward\" in the " \
+                "client's methods"
+            raise JsonRpcError(codes.METHOD_NOT_SUPPORTED, message) from None
         reply = self._upstream.forward(request)
         return None if request_id is _NO_ID else reply
 
@@ -295,6 +310,21 @@ def _arity(params: Params, method: str, count: int) -> None:
         raise InvalidRequest(f"params: {method} takes {count} parameters, got {len(params)}")
 
 
+# What the door relays to the node: reads of chain state that change nothing on the node, and
+# eth_sendRawTransaction (an already signed transaction; the node judges it). Never the node's
+# admin, debug, personal, miner or txpool namespaces, and never a signing method of its own.
+FORWARDED_METHODS = frozenset({
+    "eth_blobBaseFee", "eth_blockNumber", "eth_call", "eth_chainId", "eth_createAccessList",
+    "eth_estimateGas", "eth_feeHistory", "eth_gasPrice", "eth_getBalance", "eth_getBlockByHash",
+    "eth_getBlockByNumber", "eth_getBlockReceipts", "eth_getBlockTransactionCountByHash",
+    "eth_getBlockTransactionCountByNumber", "eth_getCode", "eth_getLogs", "eth_getProof",
+    "eth_getStorageAt", "eth_getTransactionByBlockHashAndIndex",
+    "eth_getTransactionByBlockNumberAndIndex", "eth_getTransactionByHash",
+    "eth_getTransactionCount", "eth_getTransactionReceipt", "eth_maxPriorityFeePerGas",
+    "eth_syncing", "net_listening", "net_version", "web3_clientVersion",
+    "eth_sendRawTransaction",
+})
+
 METRIC_PREFIX = "jsonrpc/"
 FORWARDED = METRIC_PREFIX + "(forwarded)"  # one series for every method relayed upstream
 
@@ -305,6 +335,7 @@ _STATUS_BY_CODE = {
     codes.INVALID_REQUEST: "INVALID_ARGUMENT",
     codes.INVALID_PARAMS: "INVALID_ARGUMENT",
     codes.METHOD_NOT_FOUND: "UNIMPLEMENTED",
+    codes.METHOD_NOT_SUPPORTED: "PERMISSION_DENIED",
     codes.RESOURCE_UNAVAILABLE: "UNAVAILABLE",
     codes.LIMIT_EXCEEDED: "RESOURCE_EXHAUSTED",
 }

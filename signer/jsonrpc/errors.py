@@ -13,6 +13,7 @@ INVALID_PARAMS = -32602
 SERVER_ERROR = -32000  # EIP-1474 "invalid input": unknown `from`, refused key or method
 RESOURCE_UNAVAILABLE = -32002  # backend, store or upstream down: retry
 TRANSACTION_REJECTED = -32003  # the policy refused exactly this request
+METHOD_NOT_SUPPORTED = -32004  # a forwarded method this client may not call ("Forward")
 LIMIT_EXCEEDED = -32005
 
 # Most specific class first: the first class in an error's MRO found here decides.

@@ -187,12 +187,15 @@ class TransactionService:
         sender = _sender(request)
         sidecar: blobs.Sidecar | None = None
         filled: TransactionRequest | None = None
+        unsent: list[str] = []  # signed here, never accepted by the node (dead, or refused)
         for attempt in range(1, MAX_NONCE_ATTEMPTS + 1):
             reserved: int | None = None
             try:
                 with self._app.signing(caller, "SignTransaction", address=sender) as signing:
                     signing.note(door="jsonrpc", jsonrpc_method=method,
                                  then="eth_sendRawTransaction")
+                    if unsent:
+                        signing.note(replaces=",".join(unsent))  # confirmed dead on the node
                     if filled is None:
                         # the KZG work only for a caller the path has let through
                         request, sidecar = _with_sidecar(request)
@@ -214,18 +217,24 @@ class TransactionService:
                 if sidecar is not None:
                     raw = blobs.network_form(raw, sidecar, self._filler.blob_network_form())
                 self._upstream.call("eth_sendRawTransaction", [rpc_json.to_data(raw)])
+                self._record_unsent(caller, method, sender, unsent, "OK", tx_hash)
                 return tx_hash
             except JsonRpcError as exc:
                 if _ALREADY_KNOWN.search(exc.message):
+                    self._record_unsent(caller, method, sender, unsent, "OK", tx_hash)
                     return tx_hash
                 if reserved is not None and _NONCE_TOO_LOW.search(exc.message):
-                    if attempt < MAX_NONCE_ATTEMPTS:
+                    if attempt < MAX_NONCE_ATTEMPTS and self._dead(tx_hash, sender, nonce):
                         log.info("nonce %d of %s too low for the node: re-syncing (attempt %d)",
                                  nonce, to_checksum_address(sender), attempt)
+                        unsent.append(tx_hash)
                         continue
+                    reserved = None  # not confirmed dead: the nonce may still be spent by it
                 self._release(filled, sender, reserved)
                 log.warning("transaction %s was signed but the node refused it: %s",
                             tx_hash, exc.message[:200])
+                self._record_unsent(caller, method, sender, [*unsent, tx_hash], "REFUSED",
+                                    None, exc.message)
                 raise JsonRpcError(
                     exc.code, f"{exc.message} (transaction {tx_hash} was signed, not accepted)",
                     exc.data,
@@ -233,10 +242,37 @@ class TransactionService:
             except UpstreamUnavailable as exc:
                 self._release(filled, sender, reserved)
                 log.warning("transaction %s was signed but not submitted: %s", tx_hash, exc)
+                self._record_unsent(caller, method, sender, [*unsent, tx_hash], "UNAVAILABLE",
+                                    None, str(exc))
                 raise UpstreamUnavailable(
                     f"{exc}: transaction {tx_hash} was signed but not submitted"
                 ) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _dead(self, tx_hash: str, sender: bytes, nonce: int) -> bool:
+        """Is the transaction the node called "nonce too low" really dead? Only if the node
+        does not hold it and its own pending count has moved past its nonce (something else
+        took the nonce). A node that says otherwise gets no second signature."""
+        try:
+            known = self._upstream.call("eth_getTransactionByHash", [tx_hash]) \
+                if self._upstream is not None else None
+            pending = self._filler.pending_count(sender) if self._filler is not None else 0
+        except (JsonRpcError, UpstreamUnavailable) as exc:
+            log.warning("cannot confirm that %s is dead (%s): not re-signing", tx_hash, exc)
+            return False
+        if known is not None or pending <= nonce:
+            log.warning("node said nonce %d of %s is too low, but its pending count is %d%s: "
+                        "not re-signing", nonce, to_checksum_address(sender), pending,
+                        " and it holds the transaction" if known is not None else "")
+            return False
+        return True
+
+    def _record_unsent(self, caller: Caller, method: str, sender: bytes, unsent: list[str],
+                       status: str, sent: str | None, reason: str = "") -> None:
+        """Every transaction signed for this request that the node did not take, in the audit:
+        a signature that exists is accounted for even when it never left."""
+        if unsent:
+            self._app.record_submission(caller, method, sender, unsent, status, sent, reason)
 
     def _release(self, filled: TransactionRequest | None, sender: bytes, nonce: int | None) -> None:
         """Give a reserved nonce back (its transaction never reached the node)."""

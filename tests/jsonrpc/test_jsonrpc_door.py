@@ -160,7 +160,9 @@ def test_passthrough_relays_the_nodes_answer(door: Door, anvil: Anvil):
     assert rpc(door.url, "eth_blockNumber") == rpc(anvil.url, "eth_blockNumber")
     assert rpc(door.url, "eth_getBalance", [door.address, "latest"]) == rpc(
         anvil.url, "eth_getBalance", [door.address, "latest"])
-    assert rpc(door.url, "no_suchMethod") == rpc(anvil.url, "no_suchMethod")
+    # only the allowlist reaches the node: anything else is not found here
+    assert rpc(door.url, "anvil_setBalance", [door.address, "0x0"])["error"]["code"] == -32601
+    assert rpc(door.url, "no_suchMethod")["error"]["code"] == -32601
 
 
 def test_without_upstream_other_methods_are_not_found(door_factory):
@@ -186,7 +188,8 @@ def test_limits_body_size_and_batch_size(door_factory):
 def test_keep_alive_and_healthz(door: Door):
     connection = http.client.HTTPConnection("127.0.0.1", door.listener.port, timeout=10)
     for _ in range(3):
-        connection.request("POST", "/", b'{"jsonrpc":"2.0","id":1,"method":"health_status"}')
+        connection.request("POST", "/", b'{"jsonrpc":"2.0","id":1,"method":"health_status"}',
+                           {"Content-Type": "application/json"})
         response = connection.getresponse()
         assert json.loads(response.read())["result"] == "OK"
         assert response.getheader("x-request-id")

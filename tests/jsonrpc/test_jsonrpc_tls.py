@@ -1,6 +1,6 @@
 """The JSON-RPC door over TLS with the gRPC server's material: client certificates decide who
-may call (HTTP 401 without one, 403 for one that names no client, the handshake fails for
-another CA), per-client keys and methods apply, and a reload serves the new certificate."""
+may call (the handshake fails without one or for another CA, HTTP 403 for one that names no
+client), per-client keys and methods apply, and a reload serves the new certificate."""
 
 import http.client
 import json
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from signer.config import ClientConfig, ServerConfig
+from signer.config import METHODS, ClientConfig, ServerConfig
 from signer.errors import ConfigError
 from signer.jsonrpc.config import JsonRpcConfig
 from signer.jsonrpc.server import JsonRpcListener
@@ -18,7 +18,7 @@ from signer.service import KeyRing
 from signer.tls import ReloadableTls
 from tests.conftest import env_wallet, open_app
 from tests.jsonrpc.conftest import Anvil, result
-from tests.tls_certs import CertificateAuthority
+from tests.support.tls_certs import CertificateAuthority
 
 HOT, COLD = "0x" + "11" * 32, "0x" + "22" * 32
 FRIEND = "0x" + "f1" * 20
@@ -27,7 +27,8 @@ POLICIES = {"payer": PolicyConfig.model_validate({
     "allow": [{"id": "small-to-friend", "to": FRIEND, "value_max": "1000"}],
 })}
 CLIENTS = {
-    "trader": ClientConfig(identity="spiffe://test/trader", keys=["hot"]),
+    "trader": ClientConfig(identity="spiffe://test/trader", keys=["hot"],
+                           methods=[*METHODS, "Forward"]),
     "payer": ClientConfig(identity="spiffe://test/payer", keys=["hot"], policy="payer"),
     "reader": ClientConfig(identity="reader.internal", keys=["*"],
                            methods=["ListKeys", "GetAddress"]),
@@ -73,7 +74,7 @@ def call(listener: JsonRpcListener, pki: dict[str, Any], who: str | None, method
                                              timeout=10)
     try:
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []})
-        connection.request("POST", "/", body)
+        connection.request("POST", "/", body, {"Content-Type": "application/json"})
         response = connection.getresponse()
         return response.status, json.loads(response.read())
     finally:
@@ -83,12 +84,14 @@ def call(listener: JsonRpcListener, pki: dict[str, Any], who: str | None, method
 def test_callers_are_identified_by_their_client_certificate(door, pki):
     listener, _, keyring = door
     hot = keyring.get("hot").address
-    status, reply = call(listener, pki, None, "eth_accounts")
-    assert status == 401 and "client certificate is required" in reply["error"]["message"]
+    with pytest.raises((ssl.SSLError, ConnectionError)):  # no certificate: no handshake
+        call(listener, pki, None, "eth_accounts")
     for method in ("eth_accounts", "eth_blockNumber"):  # the proxy is not open to strangers
         status, reply = call(listener, pki, "stranger", method)
         assert status == 403 and "matches no configured client" in reply["error"]["message"]
-    with pytest.raises(ssl.SSLError):
+    # TLS 1.3: the server judges the client certificate after the client's side of the
+    # handshake is done, so its refusal reads as an alert or as a closed connection
+    with pytest.raises((ssl.SSLError, ConnectionError)):
         call(listener, pki, "foreign", "eth_accounts")
     assert call(listener, pki, "trader", "eth_accounts") == (
         200, {"jsonrpc": "2.0", "id": 1, "result": [hot]})
