@@ -22,7 +22,7 @@ from signer.errors import ConfigError
 from signer.store import AuditRow, Store, open_store
 from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
-from tests.serve_process import ServeProcess, start_serve
+from tests.support.serve_process import ServeProcess, start_serve
 
 KEY = b"k" * 32 + b"-test-audit-key-material"
 MESSAGE = pb.SignMessageRequest(key_id="hot", message=b"witness")
