@@ -369,3 +369,21 @@ def test_two_serve_processes_the_older_chains_tail_cannot_be_deleted_or_rewritte
         assert json.loads(a_rows[-1].body)["kind"] == "witness"
     finally:
         store.close()
+
+
+def test_keyed_chains_export_prune_and_verify_with_the_key(store: Store, tmp_path: Path):
+    from signer.admin.archive import export, prune
+    from signer.errors import InvalidRequest
+
+    times = iter(f"2026-01-01T00:00:{n:02d}.000000+00:00" for n in range(60))
+    a = AuditLog(store, key=KEY, clock=lambda: next(times))
+    _signings(a, 3, "a")
+    before = "2026-01-01T00:00:05.000000+00:00"
+    records, _ = export(store, before, tmp_path / "a.jsonl")
+    assert records > 0
+    with pytest.raises(InvalidRequest, match="line 2: writer"):  # keyed rows need the key
+        prune(store, before, tmp_path / "a.jsonl", "op")
+    prune(store, before, tmp_path / "a.jsonl", "op", key=KEY)
+    report = verify(store, key=KEY)
+    assert report.ok, report.problem
+    assert report.checkpoint is not None
