@@ -144,11 +144,25 @@ class AuditLog:
         Only what moved: a store with many finished chains (one per operator command) does
         not make every witness record list them all again."""
         moved = {w: h for w, h in self.store.chain_heads().items()
-                 if w != self.writer and self._witnessed.get(w) != h}
+                 if w != self.writer and self._witnessed.get(w) != h
+                 and not self._only_witnesses(w, h[0])}
         if not moved:
             return False
         self.write([Witness(at=self._clock(), witness=moved)])
         self._witnessed.update(moved)
+        return True
+
+    def _only_witnesses(self, writer: str, head: int) -> bool:
+        """Whether everything `writer` added since we last witnessed it is its own witness
+        records: then witnessing it again would only answer its witness with ours, and two
+        idle replicas would write to each other forever."""
+        last = self._witnessed.get(writer)
+        if last is None:
+            return False
+        for row in self.store.audit_rows(writer, after=last[0], through=head):
+            body = _loads(row.body)
+            if not isinstance(body, dict) or body.get("kind") != "witness":
+                return False
         return True
 
     def start_witnessing(self, every: float) -> None:

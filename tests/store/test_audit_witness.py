@@ -387,3 +387,18 @@ def test_keyed_chains_export_prune_and_verify_with_the_key(store: Store, tmp_pat
     report = verify(store, key=KEY)
     assert report.ok, report.problem
     assert report.checkpoint is not None
+
+
+def test_idle_writers_do_not_answer_each_others_witnesses(store: Store):
+    a = AuditLog(store)
+    b = AuditLog(store)
+    a.start()
+    b.start()
+    _signings(a, 1, "a")
+    assert b.witness() is True  # A moved
+    assert a.witness() is True  # B's chain_start, then its witness: B moved
+    for _ in range(3):  # from here on only witnesses were added: nothing more to say
+        assert b.witness() is False
+        assert a.witness() is False
+    _signings(a, 1, "again")
+    assert b.witness() is True
