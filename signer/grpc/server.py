@@ -216,18 +216,27 @@ def _credentials(tls: ReloadableTls) -> grpc.ServerCredentials:
 
 
 def serve_forever(server: SignerServer) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down cleanly; SIGHUP re-reads TLS files."""
+    """Serve until SIGTERM or SIGINT, then shut down cleanly; SIGHUP re-reads TLS files (and
+    whatever registered a reload hook).
+
+    The handlers only set flags: the reload runs here, in the main loop, never inside a signal
+    handler. A SIGHUP that arrived while a reload was writing its audit record used to run a
+    second reload inside the first, which then waited for the lock the first one held. SIGHUPs
+    that come during a reload are answered by one more reload after it."""
     stopping = threading.Event()
+    reload_requested = threading.Event()
+    wake = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if not stopping.is_set():
             _exit_after(server.config.shutdown_grace_seconds + SHUTDOWN_MARGIN_SECONDS)
         log.info("received %s: finishing in-flight calls", signal.Signals(signum).name)
         stopping.set()
+        wake.set()
 
     def on_hangup(signum: int, frame: FrameType | None) -> None:
-        log.info("received SIGHUP: reloading")
-        server.reload()
+        reload_requested.set()
+        wake.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -237,8 +246,13 @@ def serve_forever(server: SignerServer) -> None:
     except BaseException:
         server.stop(0)
         raise
-    while not stopping.wait(0.5):  # wake now and then: signal handlers run between waits
-        pass
+    while not stopping.is_set():
+        wake.wait(0.5)  # wake now and then: signal handlers run between waits
+        wake.clear()
+        if reload_requested.is_set() and not stopping.is_set():
+            reload_requested.clear()
+            log.info("received SIGHUP: reloading")
+            server.reload()
     server.stop()
     log.info("stopped")
 

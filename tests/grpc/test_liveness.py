@@ -295,3 +295,31 @@ def test_worker_threads_all_start_with_the_server_and_end_with_it(env_key):
     while set(workers()) - before and time.monotonic() < deadline:
         time.sleep(0.02)
     assert set(workers()) - before == set()
+
+
+def test_a_burst_of_sighups_reloads_without_stalling_signing(tmp_path: Path, env_key: str):
+    """Reloads run in the main loop, not in the signal handler: a SIGHUP arriving while a
+    reload wrote its audit record once ran a second reload inside the first, which waited (10 s)
+    for the audit lock the first held, and every signing call with it."""
+    config = tmp_path / "signer.toml"
+    config.write_text(
+        f'[server]\nlisten = "127.0.0.1:0"\n[store]\nurl = "sqlite://{tmp_path / "state.db"}"\n'
+        '[keys.hot]\nbackend = "env"\nprivate_key_env = "HOT_WALLET_KEY"\n'
+    )
+    running = start_serve(tmp_path, config, {"HOT_WALLET_KEY": env_key})
+    try:
+        stub = pb_grpc.SignerServiceStub(grpc.insecure_channel(running.target))
+        for _ in range(20):
+            running.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.002)
+        request = pb.SignMessageRequest(key_id="hot", message=b"m")
+        for _ in range(5):
+            assert len(stub.SignMessage(request, timeout=5).signature) == 65
+        deadline = time.monotonic() + 10
+        while "config reloaded" not in running.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "config reloaded" in running.log()
+        assert running.log().count("received SIGHUP: reloading") <= 20
+    finally:
+        running.proc.kill()
+        running.proc.wait(10)

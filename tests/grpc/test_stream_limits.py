@@ -48,6 +48,11 @@ def served(pki, tmp_path: Path, env_key: str) -> Iterator[ServeProcess]:
     running.proc.wait(10)
 
 
+SIGN = pb.SignTransactionRequest(key_id="hot", transaction=pb.Transaction(
+    type=2, chain_id=1, to="0x" + "42" * 20, gas_limit=21000, max_fee_per_gas="10",
+    max_priority_fee_per_gas="1"))
+
+
 def stub_for(pki, served: ServeProcess, who: str) -> pb_grpc.SignerServiceStub:
     issued = pki[who]
     return pb_grpc.SignerServiceStub(open_channel(
@@ -78,8 +83,9 @@ def test_a_strangers_stream_is_refused_when_it_opens(pki, served):
 
 def test_one_client_cannot_hold_every_worker(pki, served):
     trader = stub_for(pki, served, "trader")
-    _first, first_box = held_open(trader)
-    time.sleep(0.2)  # the first stream is open and holding its slot
+    first, first_box = held_open(trader)
+    first_box.put(SIGN)
+    assert next(first).signed.raw_transaction  # the first stream is open, holding its slot
     second, second_box = held_open(trader)
     try:
         with pytest.raises(grpc.RpcError) as caught:
@@ -101,12 +107,18 @@ def test_an_idle_stream_is_cancelled_and_its_worker_freed(pki, served):
     assert caught.value.code() == grpc.StatusCode.CANCELLED
     assert time.monotonic() - started < 20  # 1.5 s idle limit, swept every 0.375 s
     outbox.put(None)
-    # the slot is free again: a new stream from the same client is served
-    again, again_box = held_open(trader)
-    again_box.put(pb.SignTransactionRequest(key_id="hot", transaction=pb.Transaction(
-        type=2, chain_id=1, to="0x" + "42" * 20, gas_limit=21000, max_fee_per_gas="10",
-        max_priority_fee_per_gas="1")))
-    reply = next(again)
+    # the slot is free again once the server has unwound the cancelled handler (the caller
+    # may learn of the cancel first): a new stream from the same client is served
+    for _ in range(100):
+        again, again_box = held_open(trader)
+        again_box.put(SIGN)
+        try:
+            reply = next(again)
+            break
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+            time.sleep(0.1)
+        finally:
+            again_box.put(None)
     assert reply.index == 0 and reply.signed.raw_transaction
-    again_box.put(None)
     assert "idle for over 1.5s" in served.log()
