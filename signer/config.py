@@ -26,7 +26,7 @@ from pydantic import (
 
 from signer.errors import ConfigError
 from signer.jsonrpc.config import JsonRpcConfig
-from signer.listen import ListenAddress, is_loopback
+from signer.listen import ListenAddress, is_loopback, split_listen
 from signer.policy import PolicyConfig, check_policy_references
 from signer.secret_sources import inline_password
 
@@ -62,12 +62,26 @@ class ServerConfig(_Strict):
     # max_streams_per_client streams (default: a quarter of max_workers, at least 1).
     stream_idle_seconds: float = Field(default=60.0, gt=0, le=86400)
     max_streams_per_client: int | None = Field(default=None, ge=1, le=1024)
+    # Optional plaintext listener serving only grpc.health.v1 (no signing, no reflection), for
+    # probes that cannot present a client certificate (Kubernetes' native gRPC probe).
+    health_listen: ListenAddress | None = None
 
     @property
     def streams_per_client(self) -> int:
         if self.max_streams_per_client is not None:
             return self.max_streams_per_client
         return max(1, self.max_workers // 4)
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> "ServerConfig":
+        if self.health_listen is not None:
+            port = split_listen(self.health_listen)[1]
+            if port != 0 and port == split_listen(self.listen)[1]:
+                raise ValueError(
+                    f"health_listen {self.health_listen} uses the port of listen {self.listen}: "
+                    "give the health-only listener a port of its own"
+                )
+        return self
 
     @model_validator(mode="after")
     def _tls_files(self) -> "ServerConfig":

@@ -7,6 +7,10 @@ self-test) succeeded; a backend fault (UNAVAILABLE, FAILED_PRECONDITION, PERMISS
 the backend) makes it NOT_SERVING until a signature succeeds again. The overall names are
 SERVING while at least one key is (or no key is configured): one bad key must not take the
 replica, and with a shared KMS key every replica, out of a load balancer for all other keys.
+
+`liveness` is SERVING from the end of the start-up self-test until shutdown, whatever the
+backends do: it answers "is this process serving requests", for a liveness probe that must not
+restart every replica when a shared backend is down (they recover by themselves, see above).
 """
 
 import logging
@@ -24,6 +28,8 @@ _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # The periodic self-test gives a backend this long to sign (HSM session wait, KMS retries).
 SELF_TEST_TIMEOUT_SECONDS = 10.0
+# SERVING while the process serves, independent of the keys (for liveness probes).
+LIVENESS_NAME = "liveness"
 
 
 def key_service_name(service: str, key_id: str) -> str:
@@ -43,7 +49,8 @@ class KeyHealthReporter:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        for name in ("", service, *(key_service_name(service, s.key_id) for s in keyring)):
+        for name in ("", service, LIVENESS_NAME,
+                     *(key_service_name(service, s.key_id) for s in keyring)):
             self.servicer.set(name, _NOT_SERVING)
         for signer in keyring:
             signer.health.subscribe(self._changed)
@@ -52,6 +59,7 @@ class KeyHealthReporter:
         """Publish every key's state and start the periodic self-test."""
         self._started = True
         self._publish()
+        self.servicer.set(LIVENESS_NAME, _SERVING)
         self._thread = threading.Thread(target=self._run, name="health", daemon=True)
         self._thread.start()
 

@@ -6,6 +6,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent import futures
 from types import FrameType
 
 import grpc
@@ -32,6 +33,10 @@ SERVICE_NAME = signer_pb2.DESCRIPTOR.services_by_name["SignerService"].full_name
 TRANSPORT_LIMIT_FACTOR = 4
 # SIGTERM: the process ends within shutdown_grace_seconds plus this, whatever is still running.
 SHUTDOWN_MARGIN_SECONDS = 3.0
+# The health-only listener (`server.health_listen`): enough for probes and a Watch or two.
+HEALTH_WORKERS = 2
+HEALTH_MAX_CONCURRENT_CALLS = 8
+HEALTH_MAX_REQUEST_BYTES = 4096
 
 
 class SignerServer:
@@ -101,10 +106,23 @@ class SignerServer:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
-        if tls is None:
-            self.port = self._server.add_insecure_port(config.listen)
-        else:
-            self.port = self._server.add_secure_port(config.listen, _credentials(tls))
+        # The health-only listener first: a started grpc server releases its port on stop(),
+        # one that was only bound (if the main listener failed) would keep it.
+        self._health_server: grpc.Server | None = None
+        self.health_port: int | None = None
+        if config.health_listen is not None:
+            self._health_server, self.health_port = _health_only_server(
+                self.health, config.health_listen
+            )
+        try:
+            if tls is None:
+                self.port = self._server.add_insecure_port(config.listen)
+            else:
+                self.port = self._server.add_secure_port(config.listen, _credentials(tls))
+        except BaseException:
+            if self._health_server is not None:
+                self._health_server.stop(0)
+            raise
         if self.port == 0:
             raise ConfigError(f"server.listen: cannot bind {config.listen}")
         self._server.start()
@@ -126,6 +144,8 @@ class SignerServer:
         self._stopped = True
         grace = self.config.shutdown_grace_seconds if grace is None else grace
         self.health_reporter.stop(timeout=1.0)
+        if self._health_server is not None:
+            self._health_server.stop(0)
         self._server.stop(grace).wait(grace + 1.0)
         self.streams.stop()
         self._workers.shutdown(wait=False)  # idle workers end now; one stuck in a backend later
@@ -143,6 +163,30 @@ class SignerServer:
 
     def wait(self) -> None:
         self._server.wait_for_termination()
+
+
+def _health_only_server(servicer: health.HealthServicer, listen: str) -> tuple[grpc.Server, int]:
+    """grpc.health.v1 alone, in plaintext, on `listen`: what a prober without a client
+    certificate may see is each name's SERVING/NOT_SERVING, nothing else (no signer service,
+    no reflection). Small limits: it answers probes, not traffic."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(HEALTH_WORKERS, thread_name_prefix="health"),
+        options=[("grpc.max_receive_message_length", HEALTH_MAX_REQUEST_BYTES),
+                 ("grpc.so_reuseport", 0)],
+        maximum_concurrent_rpcs=HEALTH_MAX_CONCURRENT_CALLS,
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError:  # grpc's "Failed to bind": in use, or not an address of this host
+        port = 0
+    if port == 0:
+        raise ConfigError(
+            f"server.health_listen: cannot bind {listen} (in use, or not an address of this host)"
+        )
+    server.start()
+    log.info("health checks (grpc.health.v1 only, plaintext) on %s (port %d)", listen, port)
+    return server, port
 
 
 def _credentials(tls: ReloadableTls) -> grpc.ServerCredentials:
