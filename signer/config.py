@@ -7,6 +7,7 @@ Each is resolved against the model's own fields and validated like the file (see
 where they live.
 """
 
+import json
 import os
 import tomllib
 import types
@@ -19,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -107,7 +109,19 @@ class MetricsConfig(_Strict):
         return is_loopback(self.listen)
 
 
-class EnvKeyConfig(_Strict):
+# What a draining version of a key (one that a rotation replaced) may still sign:
+# "sweep" (default): value and tokens sent to the active version's address, and replacements
+# of nonces it already used; "any": whatever the caller's policy allows; "none": nothing.
+DrainRule = Literal["sweep", "any", "none"]
+
+
+class _KeyConfig(_Strict):
+    """What every `[keys.NAME]` table has, whatever its backend."""
+
+    drain: DrainRule = "sweep"
+
+
+class EnvKeyConfig(_KeyConfig):
     backend: Literal["env"]
     private_key_env: str | None = None
     private_key_file: Path | None = None
@@ -119,7 +133,7 @@ class EnvKeyConfig(_Strict):
         return self
 
 
-class Pkcs11KeyConfig(_Strict):
+class Pkcs11KeyConfig(_KeyConfig):
     backend: Literal["pkcs11"]
     module: Path = SOFTHSM_MODULE
     token_label: str = Field(min_length=1, max_length=32)
@@ -139,7 +153,7 @@ class Pkcs11KeyConfig(_Strict):
         return self
 
 
-class KmsKeyConfig(_Strict):
+class KmsKeyConfig(_KeyConfig):
     backend: Literal["kms"]
     kms_key_id: str = Field(min_length=1, max_length=2048)
     region: str = Field(min_length=1)
@@ -153,10 +167,33 @@ class KmsKeyConfig(_Strict):
 KeyConfig = Annotated[EnvKeyConfig | Pkcs11KeyConfig | KmsKeyConfig, Field(discriminator="backend")]
 
 # The SignerService methods a client may be allowed (`[clients.NAME] methods`).
-Method = Literal["ListKeys", "GetAddress", "SignTransaction", "SignMessage", "SignTypedData"]
+# "Reload" (re-read the config, as SIGHUP does) is an operator's method: never a default.
+Method = Literal[
+    "ListKeys", "GetAddress", "SignTransaction", "SignMessage", "SignTypedData", "Reload"
+]
 METHODS: tuple[Method, ...] = (
     "ListKeys", "GetAddress", "SignTransaction", "SignMessage", "SignTypedData"
 )
+
+
+_KEY_CONFIG: TypeAdapter[KeyConfig] = TypeAdapter(KeyConfig)
+
+
+def key_config_json(config: KeyConfig) -> str:
+    """A key's config as the store keeps a rotated version's source (no secrets: a config only
+    names where they live)."""
+    return json.dumps(config.model_dump(mode="json", exclude_defaults=True,
+                                        exclude={"drain"}) | {"backend": config.backend},
+                      sort_keys=True)
+
+
+def key_config_from_json(text: str, where: str) -> KeyConfig:
+    """The inverse of key_config_json; ConfigError naming `where` when it does not validate."""
+    try:
+        return _KEY_CONFIG.validate_json(text)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: stored key source does not validate: "
+                          f"{exc.errors()[0].get('msg', 'invalid')}") from None
 
 
 class ClientConfig(_Strict):

@@ -2,17 +2,29 @@
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 from signer import metrics
 from signer.backends.base import DigestBackend
-from signer.config import Config, EnvKeyConfig, KeyConfig, KmsKeyConfig, Pkcs11KeyConfig
-from signer.errors import InvalidRequest, KeyNotFound
+from signer.config import (
+    Config,
+    DrainRule,
+    EnvKeyConfig,
+    KeyConfig,
+    KmsKeyConfig,
+    Pkcs11KeyConfig,
+    key_config_json,
+)
+from signer.errors import InvalidRequest, KeyNotFound, SignerError
 from signer.wallet import WalletSigner
 
 log = logging.getLogger(__name__)
 
 MAX_KEY_ID_LENGTH = 64
+# Backends a reload replaced or removed are closed this long after the swap: calls that started
+# on them finish first (a call's deadline is shorter than this).
+RELOAD_CLOSE_DELAY = 60.0
 
 
 def open_backend(
@@ -40,14 +52,28 @@ def open_backend(
 
 
 class KeyRing:
-    """Signers by their own key_id: a name and the key_id it reports cannot disagree."""
+    """Signers by their own key_id: a name and the key_id it reports cannot disagree.
 
-    def __init__(self, signers: Iterable[WalletSigner]) -> None:
-        self._signers: dict[str, WalletSigner] = {}
+    A reload swaps the whole map in one assignment (`reload`): a caller that looked a key up
+    keeps the signer it got, the next lookup sees the new map."""
+
+    def __init__(
+        self,
+        signers: Iterable[WalletSigner],
+        *,
+        configs: Mapping[str, KeyConfig] | None = None,
+    ) -> None:
+        entries: dict[str, WalletSigner] = {}
         for signer in signers:
-            if signer.key_id in self._signers:
+            if signer.key_id in entries:
                 raise ValueError(f"two signers named {signer.key_id!r}")
-            self._signers[signer.key_id] = signer
+            entries[signer.key_id] = signer
+        self._signers = entries
+        # each key's config as loaded (what a reload compares); none for keys built in code
+        self._configs: dict[str, KeyConfig] = dict(configs or {})
+        self._listeners: list[Callable[[], None]] = []
+        self._reload_lock = threading.Lock()
+        self._closed: list[WalletSigner] = []
         metrics.register_keys(self._signers)
 
     @classmethod
@@ -70,7 +96,79 @@ class KeyRing:
             for backend in opened:
                 backend.close()
             raise
-        return cls(signers)
+        return cls(signers, configs=config.keys)
+
+    def drain_rule(self, key_id: str) -> DrainRule:
+        """What a rotated-out version of `key_id` may still sign (`[keys.NAME] drain`)."""
+        config = self._configs.get(key_id)
+        return config.drain if config is not None else "sweep"
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """`listener()` runs after each reload that changed the map (health re-publishes)."""
+        self._listeners.append(listener)
+
+    def reload(self, config: Config, *, self_test_timeout: float = 10.0) -> "KeyChanges":
+        """Re-read `config.keys`: new keys are opened, self-tested and start serving; removed
+        keys stop; a key whose config changed is re-opened and self-tested before it replaces
+        the old one. A key that fails to load keeps its previous signer (if it had one) and is
+        reported in `failed` with the reason; the others still change. One swap, then the
+        replaced and removed backends close after RELOAD_CLOSE_DELAY."""
+        with self._reload_lock:
+            current = self._signers
+            changes = KeyChanges()
+            signers: dict[str, WalletSigner] = {}
+            configs: dict[str, KeyConfig] = {}
+            for key_id, key_config in config.keys.items():
+                old = current.get(key_id)
+                old_config = self._configs.get(key_id)
+                if old is not None and old_config is not None and \
+                        key_config_json(old_config) == key_config_json(key_config):
+                    signers[key_id], configs[key_id] = old, key_config  # drain may change
+                    continue
+                try:
+                    signer = _open_tested(key_id, key_config, config.server.max_workers + 1,
+                                          self_test_timeout)
+                except Exception as exc:
+                    reason = str(exc) if isinstance(exc, SignerError) else type(exc).__name__
+                    log.error("reload: key %r failed to load, %s: %s", key_id,
+                              "keeping its previous version" if old else "not serving it",
+                              reason)
+                    changes.failed.append((key_id, reason))
+                    if old is not None:
+                        old.health.load_failed(reason)
+                        signers[key_id] = old
+                        if old_config is not None:
+                            configs[key_id] = old_config
+                    continue
+                signer.require_self_test = old.require_self_test if old else any(
+                    s.require_self_test for s in current.values())
+                signers[key_id], configs[key_id] = signer, key_config
+                if old is None:
+                    changes.added.append((key_id, signer.address))
+                else:
+                    changes.changed.append((key_id, old.address, signer.address))
+            for key_id, old in current.items():
+                if key_id not in signers:
+                    changes.removed.append((key_id, old.address))
+            retired = [s for k, s in current.items() if signers.get(k) is not s]
+            metrics.register_keys(signers)
+            self._signers, self._configs = signers, configs
+        if changes.changed_map:
+            for listener in self._listeners:
+                listener()
+        if retired:
+            self._close_later(retired)
+        return changes
+
+    def _close_later(self, signers: list[WalletSigner]) -> None:
+        def close() -> None:
+            for signer in signers:
+                signer.backend.close()
+
+        timer = threading.Timer(RELOAD_CLOSE_DELAY, close)
+        timer.daemon = True
+        timer.start()
+        self._closed.extend(signers)
 
     def get(self, key_id: str) -> WalletSigner:
         signer = self._signers.get(key_id)
@@ -96,7 +194,7 @@ class KeyRing:
         """Close every backend; with a timeout, give up waiting after `timeout` seconds (a
         backend still busy in a call is left to the process's exit). True if all closed."""
         if timeout is None:
-            for signer in self:
+            for signer in [*self, *self._closed]:
                 signer.backend.close()
             return True
         closer = threading.Thread(target=self.close, name="close-backends", daemon=True)
@@ -106,6 +204,47 @@ class KeyRing:
             log.warning("backends did not close within %.1fs; leaving them to the exit", timeout)
             return False
         return True
+
+
+@dataclass
+class KeyChanges:
+    """What a reload did to the keys: (key_id, address) added and removed, (key_id, old
+    address, new address) changed, (key_id, reason) failed to load."""
+
+    added: list[tuple[str, str]] = field(default_factory=list)
+    changed: list[tuple[str, str, str]] = field(default_factory=list)
+    removed: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def changed_map(self) -> bool:
+        return bool(self.added or self.changed or self.removed or self.failed)
+
+    def record(self) -> dict[str, object]:
+        """The audit record's fields (addresses only, never a secret)."""
+        return {
+            "added": [{"key_id": k, "address": a} for k, a in self.added],
+            "changed": [{"key_id": k, "old_address": o, "new_address": n}
+                        for k, o, n in self.changed],
+            "removed": [{"key_id": k, "address": a} for k, a in self.removed],
+            "failed": [{"key_id": k, "reason": r[:512]} for k, r in self.failed],
+        }
+
+
+def _open_tested(
+    key_id: str, config: KeyConfig, max_calls: int, timeout: float
+) -> WalletSigner:
+    """One key opened and self-tested (a reload's new or changed key), or raise."""
+    backend = open_backend(key_id, config, max_calls)
+    try:
+        signer = WalletSigner(key_id, backend)
+        signer.self_test(timeout)
+    except BaseException:
+        backend.close()
+        raise
+    log.info("key %r: backend %s, address %s (reloaded, self-tested)", key_id, config.backend,
+             signer.address)
+    return signer
 
 
 def shown_key_id(key_id: str) -> str:

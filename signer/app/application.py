@@ -25,22 +25,24 @@ from signer.app.audit import AuditLog, Reservation
 from signer.app.caller import Caller
 from signer.app.freeze import FreezeState
 from signer.app.sinks import AuditSink
+from signer.app.versions import KeyVersions, Resolved
 from signer.config import Config
 from signer.errors import (
     AccessDenied,
+    KeyDraining,
     KeyNotFound,
     PolicyDenied,
     SignerError,
     StoreUnavailable,
     Unauthenticated,
 )
-from signer.eth import messages, transactions
+from signer.eth import messages, sweep, transactions
 from signer.eth.fields import checksum
 from signer.eth.hashing import keccak
 from signer.ids import new_id
 from signer.policy import Decision
-from signer.service import KeyRing, shown_key_id
-from signer.store import BudgetClaim, BudgetExceeded, FrozenKey, Store
+from signer.service import KeyChanges, KeyRing, shown_key_id
+from signer.store import BudgetClaim, BudgetExceeded, FrozenKey, KeyVersionRow, Store
 from signer.wallet import SignedDigest, SignedTransaction, WalletSigner
 
 log = logging.getLogger(__name__)
@@ -72,8 +74,9 @@ class Evaluation:
 
 @dataclass(frozen=True, slots=True)
 class KeyStatus:
-    signer: WalletSigner
+    signer: WalletSigner  # the active version
     frozen: FrozenKey | None
+    versions: tuple[KeyVersionRow, ...] = ()  # empty until the key is first rotated
 
 
 class Application:
@@ -85,6 +88,7 @@ class Application:
         access: AccessControl,
         audit: AuditSink | None = None,
         freeze: FreezeState | None = None,
+        versions: KeyVersions | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.keyring = keyring
@@ -92,19 +96,29 @@ class Application:
         self.access = access  # replaced whole on reload: a request keeps the one it started with
         self.audit: AuditSink = audit or AuditLog(store)
         self.freeze = freeze or FreezeState(store)
+        self.versions = versions or KeyVersions(store)
         self.clock = clock
+        self.last_reload: KeyChanges | None = None  # what the last reload did to the keys
 
     def close(self) -> None:
+        self.versions.close()
         self.store.close()
 
-    def reload_from(self, path: Path) -> bool:
-        """SIGHUP: re-read the config file and swap in its clients and policies atomically.
-        A file that does not load or validate keeps the current ones (logged, not raised);
-        keys, server and store settings need a restart and are not compared here."""
+    def reload_from(self, path: Path, operator: str = "SIGHUP") -> bool:
+        """SIGHUP (or the Reload RPC): re-read the config file; swap in its keys (see
+        KeyRing.reload: what fails to load keeps its previous version), then its clients and
+        policies atomically. A file that does not load or validate keeps everything as it is
+        (logged, not raised); server and store settings need a restart."""
         from signer import config as config_module
 
         try:
             config = config_module.load(path)
+        except SignerError as exc:
+            log.error("config reload failed, keeping the current keys, clients and policies: "
+                      "%s", exc)
+            return False
+        try:
+            self.reload_keys(config, operator)
             self.reload_access(config)
         except SignerError as exc:
             log.error("config reload failed, keeping the current clients and policies: %s", exc)
@@ -116,6 +130,24 @@ class Application:
             or "none",
         )
         return True
+
+    def reload_keys(self, config: Config, operator: str = "SIGHUP") -> KeyChanges:
+        """Swap in the keys of a new, validated config (KeyRing.reload); audited with every
+        key added, changed (both addresses), removed and failed."""
+        changes = self.keyring.reload(config)
+        self.last_reload = changes
+        self.audit.write([{
+            "kind": "admin", "action": "reload_keys", "operator": operator, **changes.record(),
+        }])
+        log.info("keys reloaded: %d added, %d changed, %d removed, %d failed to load (kept)",
+                 len(changes.added), len(changes.changed), len(changes.removed),
+                 len(changes.failed))
+        return changes
+
+    def authorize_reload(self, caller: Caller) -> str:
+        """The Reload RPC's caller must hold the `Reload` method; returns who asked."""
+        client = self._identify_for_read(caller, "Reload", None)
+        return f"client {client.name}" if client is not None else f"peer {caller.peer}"
 
     def reload_access(self, config: Config) -> None:
         """Swap in the clients and policies of a new, already validated config; audited with
@@ -136,7 +168,7 @@ class Application:
         client = self._identify_for_read(caller, "ListKeys", None)
         frozen = self.freeze.current()
         return [
-            KeyStatus(s, frozen.get(s.key_id))
+            KeyStatus(self._active(s).signer, frozen.get(s.key_id), self.versions.of(s.key_id))
             for s in self.keyring
             if self.access.may_use(client, s.key_id)
         ]
@@ -144,7 +176,7 @@ class Application:
     def get_key(self, caller: Caller, key_id: str) -> WalletSigner:
         """One key's identity ("GetAddress"); a key the caller may not use is not found."""
         client = self._identify_for_read(caller, "GetAddress", key_id)
-        return self._key_for(client, "GetAddress", key_id)
+        return self._key_for(client, "GetAddress", key_id).signer
 
     def open_stream(self, caller: Caller, method: str) -> str:
         """A stream of `method` calls is opening: identify the caller and check it may use
@@ -164,10 +196,14 @@ class Application:
             raise
         return client
 
-    def _key_for(self, client: Client | None, method: str, key_id: str) -> WalletSigner:
+    def _key_for(self, client: Client | None, method: str, key_id: str) -> Resolved:
+        """The key's active version (a request by key id)."""
         signer = self.keyring.get(key_id)
         self.access.check(client, method, signer.key_id)
-        return signer
+        return self._active(signer)
+
+    def _active(self, signer: WalletSigner) -> Resolved:
+        return self.versions.active(signer, self.keyring.drain_rule(signer.key_id))
 
     # -- signing --------------------------------------------------------------------------
 
@@ -187,13 +223,16 @@ class Application:
             request.client, request.identity = client, identity
             if client is not None:
                 metrics.annotate_call(client=client.name)
-            signer = (
+            resolved = (
                 self._key_for(client, method, key_id or "")
                 if address is None
                 else self._key_by_address(client, method, address)
             )
-            request.signer = signer
+            signer = request.signer = resolved.signer
+            request.resolved = resolved
             request.record["key_id"] = signer.key_id
+            if resolved.row is not None:  # a rotated key: which version, which address
+                request.record.update(key_version=signer.version, address=signer.address)
             if address is not None:  # named by address (JSON-RPC): label the call's key
                 metrics.annotate_call(key_id=signer.key_id)
             self.freeze.check(signer.key_id)
@@ -203,11 +242,22 @@ class Application:
             raise
         request.succeed()
 
-    def _key_by_address(self, client: Client | None, method: str, address: bytes) -> WalletSigner:
-        for signer in self.keyring:
-            if signer.address_bytes == address and self.access.may_use(client, signer.key_id):
+    def _key_by_address(self, client: Client | None, method: str, address: bytes) -> Resolved:
+        """Any version of a key that is not retired (a retired one is refused by name)."""
+        row = self.versions.by_address(address)
+        if row is not None:
+            try:
+                base = self.keyring.get(row.key_id)
+            except KeyNotFound:
+                base = None
+            if base is not None and self.access.may_use(client, base.key_id):
+                self.access.check(client, method, base.key_id)
+                return self.versions.resolve(base, row, self.keyring.drain_rule(base.key_id))
+        for signer in self.keyring:  # keys never rotated: the configured key is the only one
+            if signer.address_bytes == address and self.access.may_use(client, signer.key_id) \
+                    and not self.versions.of(signer.key_id):
                 self.access.check(client, method, signer.key_id)
-                return signer
+                return self._active(signer)
         raise KeyNotFound(f"no key for {checksum(address)} is available to this client")
 
     def evaluate(
@@ -223,7 +273,7 @@ class Application:
         try:
             client, record["identity"] = self.access.identify(caller)
             record["client"] = client.name if client else None
-            signer = self._key_for(client, method, key_id)
+            signer = self._key_for(client, method, key_id).signer
             request = build()
             record["digest"] = "0x" + digest_of(request).hex()
             evaluation = self._evaluate(client, signer, request)
@@ -258,6 +308,7 @@ class SigningRequest:
         self.client: Client | None = None
         self.identity: str | None = None
         self.signer: WalletSigner
+        self.resolved: Resolved
         self._intent_written = False
         self._signed = False
         self._decision: Decision | None = None
@@ -278,12 +329,14 @@ class SigningRequest:
         self, tx: transactions.UnsignedTransaction, timeout: float | None
     ) -> SignedTransaction:
         self.record["transaction"] = _summary(tx)
+        self._check_drain(tx)
         with self._judged(tx, lambda: transactions.signing_hash(tx)):
             signed = self.signer.sign_transaction(tx, timeout, self._write_intent)
             self._signed_result(signed.transaction_hash)
         return signed
 
     def sign_message(self, message: bytes, timeout: float | None) -> SignedDigest:
+        self._check_drain(None)
         with self._judged(message, lambda: messages.personal_message_digest(message)):
             signed = self.signer.sign_message(message, timeout, self._write_intent)
             self._signed_result(keccak(signed.signature))
@@ -291,6 +344,7 @@ class SigningRequest:
 
     def sign_typed_data(self, typed_data_json: str, timeout: float | None) -> SignedDigest:
         typed = messages.load_typed_data(typed_data_json)  # one parse: policy and digest
+        self._check_drain(None)
         with self._judged(typed, lambda: typed.digest):
             signed = self.signer.sign_prepared(typed.digest, timeout, self._write_intent)
             self._signed_result(keccak(signed.signature))
@@ -317,14 +371,48 @@ class SigningRequest:
         self._claims = _claims(self.client_name or "", decision)
         yield
 
+    def _check_drain(self, tx: transactions.UnsignedTransaction | None) -> None:
+        """A draining version signs only what its key's `drain` rule allows (then the
+        caller's policy and budgets still apply)."""
+        resolved = self.resolved
+        if not resolved.draining:
+            return
+        assert resolved.row is not None
+        row, active, rule = resolved.row, resolved.active, resolved.drain
+        if rule == "any":
+            self.record["drain"] = "any"
+            return
+        head = (f"key {row.key_id!r} version {row.version} ({row.address}) is draining since "
+                f"{row.changed_at}")
+        if rule == "none" or active is None:
+            raise KeyDraining(f"{head} and signs nothing ([keys.{row.key_id}] drain = "
+                              f"\"{rule}\")")
+        target = f"the active version {active.version} ({active.address})"
+        if tx is None:
+            raise KeyDraining(f"{head}: it signs only transactions that sweep to {target}, "
+                              "not messages or typed data")
+        why = sweep.sweep_reason(tx, self.signer.address_bytes, bytes.fromhex(active.address[2:]))
+        if why is None:
+            issued = self._app.store.issued_nonce(tx.chain_id, self.signer.address_bytes)
+            if issued is not None and tx.nonce < issued:
+                why = f"replacement of nonce {tx.nonce} (issued up to {issued - 1})"
+        if why is None:
+            raise KeyDraining(
+                f"{head}: it signs only the sweep to {target} (native value to it, ERC-20 "
+                "transfer or ERC-721/1155 safeTransferFrom to it) and replacements of nonces it "
+                "already used")
+        self.record["drain"] = why
+
     def note(self, **fields: str) -> None:
         """Add facts to the outcome record (e.g. the JSON-RPC door's submission result)."""
         self.record.update(fields)
 
     def _write_intent(self, digest: bytes) -> None:
         # again here, right before the backend signs: a freeze issued while the request
-        # waited (the JSON-RPC door fills and estimates at the node first) stops it
+        # waited (the JSON-RPC door fills and estimates at the node first) stops it; so does
+        # a retirement of this version
         self._app.freeze.check(self.signer.key_id)
+        self._app.versions.check_still_signs(self.resolved)
         self.record["digest"] = "0x" + digest.hex()
         reserve = None
         if self._claims:
