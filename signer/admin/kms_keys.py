@@ -220,5 +220,7 @@ def disable_key(config: KmsKeyConfig) -> str:
     """DisableKey on the key `config` names (a retired version's): it can sign no more, for
     anyone, until re-enabled in KMS."""
     client = _client(config.region, config.endpoint_url)
-    _call(client.disable_key, config.kms_key_id, "DisableKey", KeyId=config.kms_key_id)
+    key_id = _call(client.describe_key, config.kms_key_id, "DescribeKey",
+                   KeyId=config.kms_key_id)["KeyMetadata"]["KeyId"]
+    _call(client.disable_key, config.kms_key_id, "DisableKey", KeyId=key_id)
     return f"KMS DisableKey {config.kms_key_id}"
