@@ -153,3 +153,25 @@ def test_reload_adds_changes_removes_keys_under_load(tmp_path, capsys):
     assert third["changed"] == [{"key_id": "b", "old_address": b2_address,
                                  "new_address": b1_address}]
     assert b1_file.read_text()[2:] not in served.log()
+
+
+def test_a_config_that_does_not_load_changes_nothing(tmp_path, capsys):
+    from signer import config as config_module
+    from signer.runtime import Runtime
+
+    a_file, a_address = _key_file(tmp_path, "a")
+    config, store_path = tmp_path / "signer.toml", tmp_path / "state.db"
+    _write(config, store_path, {"a": a_file})
+    with Runtime(config_module.load(config), config_path=config) as runtime:
+        runtime.start()
+        runtime.grpc.self_test_and_mark_ready()
+        target = f"127.0.0.1:{runtime.grpc.port}"
+        config.write_text(config.read_text() + "[keys.b]\nbackend = \"nope\"\n")
+        capsys.readouterr()
+        assert cli.main(["keys", "reload", "--server", target]) == 1
+        assert "reload failed: the server's config file did not load; nothing changed" in \
+            capsys.readouterr().out
+        stub = pb_grpc.SignerServiceStub(grpc.insecure_channel(target))
+        reply = stub.ListKeys(pb.ListKeysRequest(), timeout=5)
+        assert [(k.key_id, k.address, list(k.versions)) for k in reply.keys] == [
+            ("a", a_address, [])]

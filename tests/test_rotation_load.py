@@ -128,6 +128,15 @@ def test_rotate_drain_retire_under_load_on_two_replicas(tmp_path, postgres_db, c
         assert cli.main(["keys", "retire", "hot", "--version", "1", "--reason", "drill: swept",
                          "--config", str(configs[1])]) == 0
         retire_done = time.monotonic()
+        for replica in replicas:  # both replicas list the versions and answer the active one
+            stub = pb_grpc.SignerServiceStub(grpc.insecure_channel(replica.target))
+            hot = {k.key_id: k for k in stub.ListKeys(pb.ListKeysRequest(), timeout=10).keys}["hot"]
+            assert hot.address == new.address
+            assert [(v.version, v.address, v.state) for v in hot.versions] == [
+                (1, old.address, "retired"), (2, new.address, "active")]
+            assert hot.versions[0].reason == "drill: swept"
+            assert stub.GetAddress(pb.GetAddressRequest(key_id="hot"), timeout=10).address == \
+                new.address
         time.sleep(PHASE_SECONDS)
     finally:
         stop.set()
