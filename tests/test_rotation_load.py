@@ -170,7 +170,8 @@ def test_rotate_drain_retire_under_load_on_two_replicas(tmp_path, postgres_db, c
             assert address == old.address
     assert sum(1 for r in by_address.rows if rotate_done < r[0] and r[1] < retire_started) > 5
     assert sum(1 for r in by_address.rows if r[0] > retire_done) > 5
-    print(f"{len(by_key.rows)} calls by key id, {len(by_address.rows)} by address")
+    with capsys.disabled():  # the load, for the record (shown with -s)
+        print(f"\n{len(by_key.rows)} calls by key id, {len(by_address.rows)} by address")
     capsys.readouterr()
     assert cli.main(["audit", "verify", "--config", str(configs[0])]) == 0
     assert "audit log intact" in capsys.readouterr().out
