@@ -66,7 +66,9 @@ class Suite:
 def _server_config(workdir: Path, key_stanza: str) -> Path:
     workers = os.environ.get("BENCH_MAX_WORKERS")
     config = workdir / "bench.toml"
-    config.write_text('[server]\nlisten = "127.0.0.1:0"\n'
+    # every caller opens its own stream, all as one (open-mode) client: lift the per-client
+    # stream cap (a quarter of max_workers by default) above the most callers a point uses
+    config.write_text('[server]\nlisten = "127.0.0.1:0"\nmax_streams_per_client = 64\n'
                       + (f"max_workers = {int(workers)}\n" if workers else "")
                       + f'[store]\nurl = "sqlite://{workdir / "state.db"}"\n'
                       + f"[keys.bench]\n{key_stanza}", encoding="utf-8")

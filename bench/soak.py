@@ -12,10 +12,13 @@ Every answer is checked against the statuses its request may get; anything else 
 (printed with its details). The server process's RSS, open fds and threads are sampled every
 5 s; the summary compares the end with the state after warm-up (one whole fault cycle, 2
 minutes, or a tenth of the run if longer: allocator arenas and caches fill, and connections to
-the emulator open): pass when there are 0 unexpected statuses, RSS grew less than 5%, fds and
-threads did not grow. The server's own pools (gRPC workers, the KMS call pool) start all their
-threads at start-up (signer.pools), so their count is fixed from the first sample; the summary
-also lists threads by kernel name, grpc core's own threads apart. The exit status is 0 on pass,
+the emulator open): pass when there are 0 unexpected statuses, RSS grew less than 5%, fds did
+not grow, the service's own threads are the same from the first sample to the last, and grpc
+core's threads stayed within GRPC_CORE_THREAD_BOUND. The server's own pools (gRPC workers, the
+KMS call pool, the stream sweeper, health) start all their threads at start-up (signer.pools),
+so any growth of theirs is a leak. grpc core's EventEngine pool adds a thread when all of its
+own are busy and never ends it (grpc/grpc#41169; grpcio has no setting to bound it): seen going
+from 4 to 5 in a 30-minute run, so it is held to a bound instead of to "no growth". The exit status is 0 on pass,
 1 otherwise; every wait is bounded, so it can run unattended.
 """
 
@@ -42,6 +45,10 @@ KEY = "0x" + "46" * 32
 TO = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
 FAULT_SECONDS = 20.0
 SAMPLE_SECONDS = 5.0
+# grpc core's own threads (EventEngine pool, timers, resolver) may reach this many: it starts
+# with 4 here and was seen at 5 after 30 minutes; twice that, for a replica with more cores
+# (the pool starts with one thread per core), is where growth stops being a pool and becomes a leak
+GRPC_CORE_THREAD_BOUND = max(10, 2 * (os.cpu_count() or 1) + 6)
 OK = grpc.StatusCode.OK
 # What a KMS call may answer while the emulator injects faults (and what each fault maps to).
 KMS_FAULTED = {OK, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.FAILED_PRECONDITION,
@@ -224,6 +231,8 @@ def run(minutes: float) -> int:
         config = Path(workdir) / "soak.toml"
         config.write_text(
             '[server]\nlisten = "127.0.0.1:0"\n'
+            # the 16 callers are one (open-mode) client, each with a stream at times
+            f"max_streams_per_client = {CALLERS}\n"
             f'[store]\nurl = "sqlite://{Path(workdir) / "state.db"}"\n'
             '[keys.env]\nbackend = "env"\nprivate_key_env = "SOAK_KEY"\n'
             f'[keys.hsm]\nbackend = "pkcs11"\ntoken_label = "{TOKEN}"\npin_file = "{pin_file}"\n'
@@ -317,16 +326,17 @@ def _summary(tally: Tally, first: Sample, warmed: Sample | None, end: Sample, se
         checks.update({
             "RSS growth under 5% after warm-up": growth < 0.05,
             "no growth in open fds": end.fds <= warm.fds,
-            "no growth in threads": end.threads <= warm.threads,
+            "the service's own threads constant from start-up":
+                end.kinds["python"] == first.kinds["python"],
+            f"grpc core's threads within {GRPC_CORE_THREAD_BOUND}":
+                end.threads - end.kinds["python"] <= GRPC_CORE_THREAD_BOUND,
         })
     for name, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}: {name}")
-    if warmed is not None and end.threads != warm.threads:
-        # Which threads: the service's own ("python": its pools start whole) or grpc core's
-        # (its EventEngine pool adds threads under load and never ends them, grpc/grpc#41169).
-        ours = end.kinds["python"] - warm.kinds["python"]
-        core = (end.threads - end.kinds["python"]) - (warm.threads - warm.kinds["python"])
-        print(f"  threads since warm-up: the service's own {ours:+d}, grpc core's {core:+d}")
+    ours = end.kinds["python"] - first.kinds["python"]
+    core = (end.threads - end.kinds["python"]) - (first.threads - first.kinds["python"])
+    print(f"  threads since start-up: the service's own {ours:+d}, grpc core's {core:+d} "
+          f"(now {end.threads - end.kinds['python']}, bound {GRPC_CORE_THREAD_BOUND})")
     return 0 if all(checks.values()) else 1
 
 
