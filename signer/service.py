@@ -161,14 +161,20 @@ class KeyRing:
         return changes
 
     def _close_later(self, signers: list[WalletSigner]) -> None:
+        """Close replaced backends after RELOAD_CLOSE_DELAY, or when the ring closes if that
+        comes first: each exactly once."""
         def close() -> None:
-            for signer in signers:
+            with self._reload_lock:
+                due = [s for s in signers if s in self._closed]
+                self._closed = [s for s in self._closed if s not in due]
+            for signer in due:
                 signer.backend.close()
 
+        with self._reload_lock:
+            self._closed.extend(signers)
         timer = threading.Timer(RELOAD_CLOSE_DELAY, close)
         timer.daemon = True
         timer.start()
-        self._closed.extend(signers)
 
     def get(self, key_id: str) -> WalletSigner:
         signer = self._signers.get(key_id)
@@ -194,7 +200,9 @@ class KeyRing:
         """Close every backend; with a timeout, give up waiting after `timeout` seconds (a
         backend still busy in a call is left to the process's exit). True if all closed."""
         if timeout is None:
-            for signer in [*self, *self._closed]:
+            with self._reload_lock:
+                replaced, self._closed = self._closed, []
+            for signer in [*self, *replaced]:
                 signer.backend.close()
             return True
         closer = threading.Thread(target=self.close, name="close-backends", daemon=True)

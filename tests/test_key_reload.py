@@ -175,3 +175,36 @@ def test_a_config_that_does_not_load_changes_nothing(tmp_path, capsys):
         reply = stub.ListKeys(pb.ListKeysRequest(), timeout=5)
         assert [(k.key_id, k.address, list(k.versions)) for k in reply.keys] == [
             ("a", a_address, [])]
+
+
+def test_keyring_reload_reuses_unchanged_keys_and_closes_replaced_ones_once(tmp_path):
+    from signer import config as config_module
+    from signer.service import KeyRing
+
+    a_file, _ = _key_file(tmp_path, "a")
+    b_file, b_address = _key_file(tmp_path, "b")
+    config = tmp_path / "signer.toml"
+    _write(config, tmp_path / "state.db", {"a": a_file, "b": b_file})
+    keyring = KeyRing.from_config(config_module.load(config))
+    before = {s.key_id: s for s in keyring}
+    closed: list[str] = []
+    for signer in before.values():
+        inner = signer.backend.close
+
+        def counting(inner=inner, key_id=signer.key_id):  # type: ignore[no-untyped-def]
+            closed.append(key_id)
+            inner()
+
+        signer.backend.close = counting  # type: ignore[method-assign]
+    # only `drain` changes on a: nothing is re-opened; b is removed
+    config.write_text(config.read_text().replace(
+        f'private_key_file = "{a_file}"', f'private_key_file = "{a_file}"\ndrain = "none"'))
+    _write_keys_only = config.read_text().split("[keys.b]")[0]
+    config.write_text(_write_keys_only)
+    changes = keyring.reload(config_module.load(config))
+    assert (changes.added, changes.changed, changes.failed) == ([], [], [])
+    assert changes.removed == [("b", b_address)]
+    assert [s for s in keyring] == [before["a"]] and keyring.drain_rule("a") == "none"
+    assert closed == []  # b's calls in flight may still finish on it
+    keyring.close()
+    assert sorted(closed) == ["a", "b"]  # each exactly once

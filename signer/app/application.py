@@ -168,10 +168,21 @@ class Application:
         client = self._identify_for_read(caller, "ListKeys", None)
         frozen = self.freeze.current()
         return [
-            KeyStatus(self._active(s).signer, frozen.get(s.key_id), self.versions.of(s.key_id))
+            KeyStatus(self._listed(s), frozen.get(s.key_id), self.versions.of(s.key_id))
             for s in self.keyring
             if self.access.may_use(client, s.key_id)
         ]
+
+    def _listed(self, signer: WalletSigner) -> WalletSigner:
+        """The active version, or the configured one if the active cannot be opened here now
+        (its versions still say which is active; signing with it reports why it fails)."""
+        try:
+            return self._active(signer).signer
+        except SignerError as exc:
+            if isinstance(exc, StoreUnavailable):
+                raise
+            log.warning("key %r: active version unavailable for ListKeys: %s", signer.key_id, exc)
+            return signer
 
     def get_key(self, caller: Caller, key_id: str) -> WalletSigner:
         """One key's identity ("GetAddress"); a key the caller may not use is not found."""
