@@ -114,8 +114,8 @@ class Application:
         try:
             config = config_module.load(path)
         except SignerError as exc:
-            log.error("config reload failed, keeping the current keys, clients and policies: "
-                      "%s", exc)
+            log.error("config reload failed, keeping the current clients and policies (and "
+                      "keys): %s", exc)
             return False
         try:
             self.reload_keys(config, operator)
