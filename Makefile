@@ -6,6 +6,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_PACKAGES := softhsm2 opensc postgresql
+# The image is built and run with podman (runc: crun, when installed, refuses cgroup v1 here) from a
+# base made with mmdebstrap, since public images cannot be pulled here; only image targets need them.
+IMAGE_PACKAGES := podman runc mmdebstrap
+IMAGE ?= localhost/wallet-signer:dev
+BASE_IMAGE ?= localhost/wallet-signer-base:bookworm
 # deploy/kubernetes validators, in a virtualenv of their own (see deploy/requirements-validate.txt)
 DEPLOY_VENV := .venv-deploy
 DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
@@ -16,7 +21,7 @@ K8S_VERSION := 1.32.0
 K8S_NO_SCHEMA := ^kind: (Kustomization|ServiceMonitor|Certificate|ExternalSecret)$$
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: serve test docs bench lint proto system-deps clean validate-deploy
+.PHONY: serve test docs bench lint proto system-deps clean validate-deploy image image-deps test-image
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +45,7 @@ test: $(STAMP) system-deps validate-deploy
 	$(BIN)/ruff check signer tests bench
 	$(BIN)/mypy signer bench
 	$(MAKE) --no-print-directory docs
-	WALLET_SIGNER_REQUIRE_BACKENDS=env,pkcs11,kms,postgres,jsonrpc $(BIN)/pytest -q
+	WALLET_SIGNER_REQUIRE_BACKENDS=env,pkcs11,kms,postgres,jsonrpc,vault $(BIN)/pytest -q
 
 # Every manifest under deploy/kubernetes, offline: the Kubernetes schemas (strict: an unknown
 # field fails) and checkov's security checks (0 failed; skips carry their reason in the
@@ -55,6 +60,18 @@ validate-deploy: $(DEPLOY_STAMP)
 # navigation, fails the build (--strict). Offline: nothing is fetched at build time.
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+image-deps:
+	@bash softhsm/install-deps.sh $(IMAGE_PACKAGES)
+
+image: image-deps
+	bash deploy/image/build.sh $(IMAGE) $(BASE_IMAGE)
+
+# Runs the image as operators do (tests/deploy/test_image.py); "image" in REQUIRE turns its
+# skip into a failure.
+test-image: $(STAMP) system-deps image
+	WALLET_SIGNER_IMAGE=$(IMAGE) WALLET_SIGNER_REQUIRE_BACKENDS=image,pkcs11 \
+		$(BIN)/pytest -q -s -p no:cacheprovider tests/deploy/test_image.py
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench

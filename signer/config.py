@@ -64,6 +64,9 @@ class ServerConfig(_Strict):
     # max_streams_per_client streams (default: a quarter of max_workers, at least 1).
     stream_idle_seconds: float = Field(default=60.0, gt=0, le=86400)
     max_streams_per_client: int | None = Field(default=None, ge=1, le=1024)
+    # Keys decrypted or fetched at once at start-up (keystore, vault, aws-secret): a keystore at
+    # the standard scrypt cost takes about 1 s of CPU and 256 MiB of memory while it decrypts.
+    key_load_concurrency: int = Field(default=2, ge=1, le=64)
     # Optional plaintext listener serving only grpc.health.v1 (no signing, no reflection), for
     # probes that cannot present a client certificate (Kubernetes' native gRPC probe).
     health_listen: ListenAddress | None = None
@@ -114,11 +117,23 @@ class MetricsConfig(_Strict):
 # of nonces it already used; "any": whatever the caller's policy allows; "none": nothing.
 DrainRule = Literal["sweep", "any", "none"]
 
+ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
+
 
 class _KeyConfig(_Strict):
     """What every `[keys.NAME]` table has, whatever its backend."""
 
+    # Address pinning: the key must have this address at start-up and at every self-test (an
+    # alias moved in KMS, a token replaced, a secret overwritten is refused). `keys list` prints
+    # the line to paste.
+    address: str | None = Field(default=None, pattern=ADDRESS_PATTERN)
     drain: DrainRule = "sweep"
+
+
+def _exactly_one(what: str, **sources: object) -> None:
+    given = [name for name, value in sources.items() if value is not None]
+    if len(given) != 1:
+        raise ValueError(f"set exactly one of {' or '.join(sources)} ({what})")
 
 
 class EnvKeyConfig(_KeyConfig):
@@ -164,7 +179,143 @@ class KmsKeyConfig(_KeyConfig):
     max_attempts: int = Field(default=3, ge=1, le=10)
 
 
-KeyConfig = Annotated[EnvKeyConfig | Pkcs11KeyConfig | KmsKeyConfig, Field(discriminator="backend")]
+class KeystoreKeyConfig(_KeyConfig):
+    """A Web3 Secret Storage (V3) JSON file, scrypt or pbkdf2; its password from a file or an
+    environment variable."""
+
+    backend: Literal["keystore"]
+    keystore_file: Path
+    password_file: Path | None = None
+    password_env: str | None = None
+
+    @model_validator(mode="after")
+    def _password(self) -> "KeystoreKeyConfig":
+        _exactly_one("the keystore's password", password_file=self.password_file,
+                     password_env=self.password_env)
+        return self
+
+
+class VaultAuth(_Strict):
+    """How to log in to Vault / OpenBao: a token file, AppRole or Kubernetes auth."""
+
+    url: str = Field(pattern=r"^https?://")
+    ca_file: Path | None = None  # CA bundle for https:// (default: the system's)
+    token_file: Path | None = None
+    role_id_file: Path | None = None
+    secret_id_file: Path | None = None
+    approle_mount: str = "approle"
+    kubernetes_role: str | None = None
+    kubernetes_jwt_file: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    kubernetes_mount: str = "kubernetes"
+    namespace: str | None = None  # Vault Enterprise / OpenBao namespace
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _one_login(self) -> "VaultAuth":
+        logins = [self.token_file is not None, self.role_id_file is not None,
+                  self.kubernetes_role is not None]
+        if sum(logins) != 1:
+            raise ValueError("log in with exactly one of token_file, role_id_file + "
+                             "secret_id_file (AppRole) or kubernetes_role")
+        if (self.role_id_file is None) != (self.secret_id_file is None):
+            raise ValueError("AppRole needs both role_id_file and secret_id_file")
+        return self
+
+    @property
+    def login(self) -> str:
+        if self.token_file is not None:
+            return "token"
+        return "approle" if self.role_id_file is not None else "kubernetes"
+
+
+class VaultKeyConfig(VaultAuth, _KeyConfig):
+    """A KV v2 secret whose `field` holds a hex key, or a V3 keystore with its password in
+    `password_field` of the same secret."""
+
+    backend: Literal["vault"]
+    mount: str = Field(default="secret", min_length=1)
+    path: str = Field(min_length=1)
+    field: str = Field(default="private_key", min_length=1)
+    password_field: str | None = None
+    version: int | None = Field(default=None, ge=1)  # default: the latest at load
+
+
+class AwsSecretKeyConfig(_KeyConfig):
+    """An AWS Secrets Manager secret: a hex key, or a V3 keystore whose password is the value
+    of `password_secret_id`."""
+
+    backend: Literal["aws-secret"]
+    secret_id: str = Field(min_length=1, max_length=2048)
+    region: str = Field(min_length=1)
+    endpoint_url: str | None = None
+    version_stage: str = Field(default="AWSCURRENT", min_length=1)
+    password_secret_id: str | None = Field(default=None, min_length=1, max_length=2048)
+    connect_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    read_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+
+
+KeyConfig = Annotated[
+    EnvKeyConfig | Pkcs11KeyConfig | KmsKeyConfig | KeystoreKeyConfig | VaultKeyConfig
+    | AwsSecretKeyConfig,
+    Field(discriminator="backend"),
+]
+
+
+class KeystoreSourceConfig(_Strict):
+    """Every `*.json` file in `folder` (not recursive), one shared password source; each key
+    is named after its file name without `.json`."""
+
+    backend: Literal["keystore"]
+    folder: Path
+    password_file: Path | None = None
+    password_env: str | None = None
+
+    @model_validator(mode="after")
+    def _password(self) -> "KeystoreSourceConfig":
+        _exactly_one("the keystores' password", password_file=self.password_file,
+                     password_env=self.password_env)
+        return self
+
+
+class VaultSourceConfig(VaultAuth):
+    """Every secret directly under the KV v2 folder `path`; each key is named after its
+    secret's name."""
+
+    backend: Literal["vault"]
+    mount: str = Field(default="secret", min_length=1)
+    path: str = Field(min_length=1)
+    field: str = Field(default="private_key", min_length=1)
+    password_field: str | None = None
+
+
+class AwsSecretSourceConfig(_Strict):
+    """Every Secrets Manager secret whose name starts with `name_prefix` and/or that carries
+    the tag `tag` ("KEY" or "KEY=VALUE"); each key is named after the secret's name with the
+    prefix removed."""
+
+    backend: Literal["aws-secret"]
+    region: str = Field(min_length=1)
+    endpoint_url: str | None = None
+    name_prefix: str | None = Field(default=None, min_length=1)
+    tag: str | None = Field(default=None, min_length=1)
+    version_stage: str = Field(default="AWSCURRENT", min_length=1)
+    password_secret_id: str | None = Field(default=None, min_length=1)
+    connect_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    read_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _selector(self) -> "AwsSecretSourceConfig":
+        if self.name_prefix is None and self.tag is None:
+            raise ValueError("select the secrets with name_prefix, tag or both")
+        return self
+
+
+KeySourceConfig = Annotated[
+    KeystoreSourceConfig | VaultSourceConfig | AwsSecretSourceConfig,
+    Field(discriminator="backend"),
+]
 
 # The SignerService methods a client may be allowed (`[clients.NAME] methods`).
 # "Reload" (re-read the config, as SIGHUP does) is an operator's method: never a default.
@@ -239,6 +390,10 @@ class Config(_Strict):
     keys: dict[Annotated[str, Field(pattern=KEY_ID_PATTERN)], KeyConfig] = Field(
         default_factory=dict
     )
+    # Bulk loading: every key a folder, Vault path or Secrets Manager selection holds.
+    key_sources: dict[Annotated[str, Field(pattern=KEY_ID_PATTERN)], KeySourceConfig] = Field(
+        default_factory=dict
+    )
     clients: dict[Annotated[str, Field(pattern=KEY_ID_PATTERN)], ClientConfig] = Field(
         default_factory=dict
     )
@@ -259,7 +414,8 @@ class Config(_Strict):
                 )
             seen[client.identity] = name
             unknown = sorted(k for k in client.keys if k != "*" and k not in self.keys)
-            if unknown:
+            # A [key_sources] entry's keys are known only once it is read (at start-up).
+            if unknown and not self.key_sources:
                 raise ValueError(f"clients.{name}.keys: no such keys {unknown}")
             if "*" in client.keys and len(client.keys) > 1:
                 raise ValueError(f'clients.{name}.keys: "*" already means every key')
@@ -278,7 +434,7 @@ class Config(_Strict):
             if env_keys:
                 raise ValueError(
                     f"environment is production but keys {env_keys} use the development-only "
-                    "env backend; move them to pkcs11 or kms"
+                    "env backend; move them to pkcs11, kms, keystore, vault or aws-secret"
                 )
             missing = [
                 what

@@ -4,20 +4,15 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from signer import metrics
-from signer.backends.base import DigestBackend
-from signer.config import (
-    Config,
-    DrainRule,
-    EnvKeyConfig,
-    KeyConfig,
-    KmsKeyConfig,
-    Pkcs11KeyConfig,
-    key_config_json,
-)
+from signer.config import Config, DrainRule, KeyConfig, key_config_json
 from signer.errors import InvalidRequest, KeyNotFound, SignerError
 from signer.wallet import WalletSigner
+
+if TYPE_CHECKING:
+    from signer.keyload import KeyTask
 
 log = logging.getLogger(__name__)
 
@@ -25,30 +20,6 @@ MAX_KEY_ID_LENGTH = 64
 # Backends a reload replaced or removed are closed this long after the swap: calls that started
 # on them finish first (a call's deadline is shorter than this).
 RELOAD_CLOSE_DELAY = 60.0
-
-
-def open_backend(
-    key_id: str, config: KeyConfig, max_concurrent_calls: int | None = None
-) -> DigestBackend:
-    """Open one key's backend; heavy libraries are imported only for backends in use.
-
-    `max_concurrent_calls`: how many signing calls the server runs at once (its workers), which
-    a backend that keeps its own threads or connections (KMS) sizes them by."""
-    if isinstance(config, EnvKeyConfig):
-        from signer.backends.env import EnvBackend
-
-        return EnvBackend.from_source(key_id, config.private_key_env, config.private_key_file)
-    if isinstance(config, Pkcs11KeyConfig):
-        from signer.backends.pkcs11 import Pkcs11Backend
-
-        pkcs11_backend: DigestBackend = Pkcs11Backend.open(key_id, config)
-        return pkcs11_backend
-    if isinstance(config, KmsKeyConfig):
-        from signer.backends.kms import KmsBackend
-
-        kms_backend: DigestBackend = KmsBackend.open(key_id, config, max_concurrent_calls)
-        return kms_backend
-    raise AssertionError(f"unhandled backend config {type(config).__name__}")  # pragma: no cover
 
 
 class KeyRing:
@@ -78,25 +49,11 @@ class KeyRing:
 
     @classmethod
     def from_config(cls, config: Config) -> "KeyRing":
-        """Open every configured key; on any failure close what was opened, then raise."""
-        opened: list[DigestBackend] = []
-        signers: list[WalletSigner] = []
-        try:
-            for key_id, key_config in config.keys.items():
-                # +1: the periodic self-test may sign while every worker does
-                opened.append(open_backend(key_id, key_config, config.server.max_workers + 1))
-                signers.append(WalletSigner(key_id, opened[-1]))
-                log.info(
-                    "key %r: backend %s, address %s",
-                    key_id,
-                    key_config.backend,
-                    signers[-1].address,
-                )
-        except BaseException:
-            for backend in opened:
-                backend.close()
-            raise
-        return cls(signers, configs=config.keys)
+        """Open every configured key (`signer.keyload`); on a failure of a `[keys]` entry
+        close what was opened, then raise."""
+        from signer.keyload import open_signers
+
+        return cls(open_signers(config), configs=config.keys)
 
     def drain_rule(self, key_id: str) -> DrainRule:
         """What a rotated-out version of `key_id` may still sign (`[keys.NAME] drain`)."""
@@ -108,26 +65,32 @@ class KeyRing:
         self._listeners.append(listener)
 
     def reload(self, config: Config, *, self_test_timeout: float = 10.0) -> "KeyChanges":
-        """Re-read `config.keys`: new keys are opened, self-tested and start serving; removed
-        keys stop; a key whose config changed is re-opened and self-tested before it replaces
-        the old one. A key that fails to load keeps its previous signer (if it had one) and is
-        reported in `failed` with the reason; the others still change. One swap, then the
-        replaced and removed backends close after RELOAD_CLOSE_DELAY."""
+        """Re-read `[keys]` and `[key_sources]` (signer.keyload.key_tasks): new keys are
+        opened, self-tested and start serving; removed keys stop; a key whose table changed is
+        re-opened and self-tested before it replaces the old one (a source's key is kept while
+        the source still lists it). A key that fails to load keeps its previous signer (if it
+        had one) and is reported in `failed` with the reason; the others still change. One
+        swap, then the replaced and removed backends close after RELOAD_CLOSE_DELAY."""
+        from signer.keyload import key_tasks
+
+        tasks = key_tasks(config)  # a source that cannot be listed: raises, nothing changes
         with self._reload_lock:
             current = self._signers
             changes = KeyChanges()
             signers: dict[str, WalletSigner] = {}
             configs: dict[str, KeyConfig] = {}
-            for key_id, key_config in config.keys.items():
+            for task in tasks:
+                key_id = task.key_id
+                key_config = config.keys.get(key_id) if task.required else None
                 old = current.get(key_id)
                 old_config = self._configs.get(key_id)
-                if old is not None and old_config is not None and \
-                        key_config_json(old_config) == key_config_json(key_config):
-                    signers[key_id], configs[key_id] = old, key_config  # drain may change
+                if old is not None and _unchanged(key_config, old_config):
+                    signers[key_id] = old  # `drain` alone may change: nothing to re-open
+                    if key_config is not None:
+                        configs[key_id] = key_config
                     continue
                 try:
-                    signer = _open_tested(key_id, key_config, config.server.max_workers + 1,
-                                          self_test_timeout)
+                    signer = _open_tested(task, self_test_timeout)
                 except Exception as exc:
                     reason = str(exc) if isinstance(exc, SignerError) else type(exc).__name__
                     log.error("reload: key %r failed to load, %s: %s", key_id,
@@ -142,7 +105,9 @@ class KeyRing:
                     continue
                 signer.require_self_test = old.require_self_test if old else any(
                     s.require_self_test for s in current.values())
-                signers[key_id], configs[key_id] = signer, key_config
+                signers[key_id] = signer
+                if key_config is not None:
+                    configs[key_id] = key_config
                 if old is None:
                     changes.added.append((key_id, signer.address))
                 else:
@@ -239,19 +204,25 @@ class KeyChanges:
         }
 
 
-def _open_tested(
-    key_id: str, config: KeyConfig, max_calls: int, timeout: float
-) -> WalletSigner:
+def _unchanged(new: KeyConfig | None, old: KeyConfig | None) -> bool:
+    """Whether a reload may keep a key's signer: the same `[keys]` table (`drain` aside), or a
+    key a `[key_sources]` entry still lists (found by name; re-read at a restart)."""
+    if new is None or old is None:
+        return new is None and old is None
+    return key_config_json(new) == key_config_json(old)
+
+
+def _open_tested(task: "KeyTask", timeout: float) -> WalletSigner:
     """One key opened and self-tested (a reload's new or changed key), or raise."""
-    backend = open_backend(key_id, config, max_calls)
+    backend = task.open()
     try:
-        signer = WalletSigner(key_id, backend)
+        signer = WalletSigner(task.key_id, backend, task.pinned_address)
         signer.self_test(timeout)
     except BaseException:
         backend.close()
         raise
-    log.info("key %r: backend %s, address %s (reloaded, self-tested)", key_id, config.backend,
-             signer.address)
+    log.info("key %r: backend %s, address %s (reloaded from %s, self-tested)", task.key_id,
+             signer.backend_name, signer.address, task.origin)
     return signer
 
 

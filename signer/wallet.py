@@ -54,12 +54,22 @@ class WalletSigner:
     `self_test()` has passed, signing is refused.
     """
 
-    def __init__(self, key_id: str, backend: DigestBackend, *, version: int = 1) -> None:
+    def __init__(
+        self,
+        key_id: str,
+        backend: DigestBackend,
+        pinned_address: str | None = None,
+        *,
+        version: int = 1,
+    ) -> None:
         self.key_id = key_id
         self.version = version  # of the key id: 1 as configured, later ones made by rotation
         self.backend = backend
         self.public_key = _checked_public_key(key_id, backend.public_key)
         self.address = address_of(self.public_key)
+        # `address = "0x..."` in the key's config: checked now and at every self-test.
+        self.pinned_address = pinned_address
+        self._check_pin(self.address)
         self.address_bytes = bytes.fromhex(self.address[2:])
         self.health = KeyHealth(key_id)
         self.require_self_test = False
@@ -93,7 +103,13 @@ class WalletSigner:
         return self.sign_prepared(messages.typed_data_digest(typed_data_json), timeout, before_sign)
 
     def self_test(self, timeout: float | None = None) -> None:
-        """Sign a fixed digest and recover this key's own public key, or raise."""
+        """Sign a fixed digest and recover this key's own public key, or raise; a pinned
+        address is compared with the backend's public key as it is now."""
+        try:
+            self._check_pin(address_of(_checked_public_key(self.key_id, self.backend.public_key)))
+        except SignerError:
+            self.health.failed()
+            raise
         self._backend_sign(SELF_TEST_DIGEST, timeout)
         self.health.self_tested = True
 
@@ -144,6 +160,14 @@ class WalletSigner:
         metrics.backend_signed(self.key_id, backend, seconds)
         self.health.succeeded()
         return recoverable
+
+    def _check_pin(self, address: str) -> None:
+        pinned = self.pinned_address
+        if pinned is not None and address.lower() != pinned.lower():
+            raise FailedPrecondition(
+                f"keys.{self.key_id}: the backend's key has address {address}, but the config "
+                f"pins address {pinned}: refusing it (was the key, alias or secret replaced?)"
+            )
 
     def __repr__(self) -> str:
         shown = self.key_id if self.version == 1 else f"{self.key_id}@{self.version}"

@@ -30,7 +30,9 @@ from signer.store import Store, open_store
 from signer.v1 import signer_pb2_grpc as pb_grpc
 from signer.wallet import WalletSigner
 
-pytest_plugins = ["tests.fixtures_pkcs11", "tests.fixtures_kms", "tests.fixtures_postgres"]
+pytest_plugins = [
+    "tests.fixtures_pkcs11", "tests.fixtures_kms", "tests.fixtures_postgres", "tests.fixtures_sources",
+]
 
 # Property tests talk to real servers: timing varies with the machine's load, and CI (CI=true)
 # replays the same examples every run so that main stays reproducibly green.
@@ -42,7 +44,7 @@ settings.register_profile(
 )
 settings.load_profile("wallet-signer")
 
-BACKENDS = ("env", "pkcs11", "kms")
+BACKENDS = ("env", "pkcs11", "kms", "keystore", "vault", "aws_secret")
 # Shared-state stores every store test runs on: each has a `<name>_store_url` fixture.
 STORES = ("sqlite", "postgres")
 REQUIRED_BACKENDS = {

@@ -113,7 +113,8 @@ def apply_moto_digest_fix() -> None:
 
 @dataclass
 class Fault:
-    """Applies to requests for `operation` ("*": any) whose KeyId contains `key` (None: any)."""
+    """Applies to requests for `operation` ("*": any) whose KeyId (or SecretId) contains `key`
+    (None: any)."""
 
     operation: str = "Sign"
     key: str | None = None
@@ -143,7 +144,8 @@ class FaultInjector:
         environ["wsgi.input"] = io.BytesIO(body)
         operation = str(environ.get("HTTP_X_AMZ_TARGET", "")).rpartition(".")[2]
         try:
-            key_id = str(json.loads(body or b"{}").get("KeyId", ""))
+            request = json.loads(body or b"{}")
+            key_id = str(request.get("KeyId") or request.get("SecretId") or "")
         except (ValueError, AttributeError):
             key_id = ""
         fault = self._take(operation, key_id)
@@ -185,7 +187,7 @@ class FaultInjector:
         return [payload]
 
 
-def serve(port: int) -> None:
+def serve(port: int, service: str = "kms") -> None:
     """Run moto with the fix and the fault injector; print the port once listening."""
     from moto.moto_server.werkzeug_app import MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
@@ -195,8 +197,9 @@ def serve(port: int) -> None:
             pass
 
     apply_moto_digest_fix()
-    # Only KMS is served: skip moto's per-request service lookup (a third of its CPU time).
-    app = FaultInjector(create_backend_app("kms"))
+    # One service per process (KMS, or Secrets Manager for the aws-secret backend): skip moto's
+    # per-request service lookup (a third of its CPU time).
+    app = FaultInjector(create_backend_app(service))
     server = make_server("127.0.0.1", port, app, threaded=True, request_handler=QuietHandler)
     print(f"listening {server.server_port}", flush=True)
     server.serve_forever()
@@ -217,11 +220,11 @@ class Emulator:
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls) -> "Emulator":
+    def start(cls, service: str = "kms") -> "Emulator":
         """Start moto in a subprocess; raises RuntimeError if it is not listening in time."""
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.kms_emulator", "--port", "0"],
+            [sys.executable, "-m", "tests.kms_emulator", "--port", "0", "--service", service],
             cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         assert process.stdout is not None
@@ -290,4 +293,6 @@ def emulator_environment() -> Iterator[tuple[str, str]]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
-    serve(parser.parse_args().port)
+    parser.add_argument("--service", default="kms", choices=["kms", "secretsmanager"])
+    arguments = parser.parse_args()
+    serve(arguments.port, arguments.service)

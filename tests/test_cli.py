@@ -121,7 +121,8 @@ def test_local_keys_list_and_address(tmp_path, env_key, monkeypatch, capsys):
     monkeypatch.setenv("HOT_WALLET_KEY", env_key)
     config = env_config(tmp_path)
     assert cli.main(["keys", "list", "--config", str(config)]) == 0
-    assert capsys.readouterr().out.split() == [
+    # the table, then the address-pinning line to paste (issue 17)
+    assert capsys.readouterr().out.split("\n\n")[0].split() == [
         "hot", "env", Account.from_key(env_key).address, "active"]
     assert cli.main(["address", "hot", "--config", str(config)]) == 0
     assert capsys.readouterr().out.strip() == Account.from_key(env_key).address

@@ -65,7 +65,7 @@ def test_get_address_and_list_keys_describe_the_key(server: RunningServer, any_s
     (info,) = server.stub.ListKeys(pb.ListKeysRequest()).keys
     assert (info.key_id, info.address, bytes(info.public_key)) == ("k", derived, public_key)
     assert info.backend == any_signer.backend_name
-    assert info.backend in ("env", "pkcs11", "kms")
+    assert info.backend in ("env", "pkcs11", "kms", "keystore", "vault", "aws-secret")
 
 
 def _fund(chain: EthereumTester, address: str, amount: int = ETHER) -> None:
@@ -187,7 +187,8 @@ def test_structured_and_unsigned_requests_sign_the_same(server: RunningServer, a
         raw = bytes(reply.raw_transaction)
         assert Account.recover_transaction(raw) == any_signer.address
         assert _unsigned_part(raw) == {**tx, "to": bytes.fromhex("35" * 20), "accessList": ()}
-    if any_signer.backend_name == "env":  # RFC 6979: deterministic, so byte-identical
+    # a key in process memory signs with RFC 6979 nonces: deterministic, so byte-identical
+    if any_signer.backend_name in ("env", "keystore", "vault", "aws-secret"):
         assert replies[0] == replies[1]
 
 

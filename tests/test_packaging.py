@@ -44,7 +44,9 @@ def test_dockerfile_runs_as_non_root_with_grpc_health_check():
              "WORKDIR", "ARG", "LABEL", "VOLUME"}
     assert {name for name, _ in instructions} <= known
     final_stage = instructions[max(i for i, (n, _) in enumerate(instructions) if n == "FROM"):]
-    assert final_stage[0][1].startswith("python:3.11-slim")
+    # one file builds on the public python image (default) and on a local Debian base (make image)
+    assert instructions[0] == ("ARG", "BASE_IMAGE=python:3.11-slim")
+    assert final_stage[0][1] == "${BASE_IMAGE}"
     users = [args for name, args in final_stage if name == "USER"]
     assert users and users[-1] not in ("root", "0", "0:0")
     health = [args for name, args in final_stage if name == "HEALTHCHECK"]

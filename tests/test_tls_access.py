@@ -156,6 +156,33 @@ def test_remote_account_connects_with_mtls_in_one_line(mtls_server, pki):
     assert "PRIVATE" not in repr(TlsFiles(pki["ca"].cert_pem, trader.cert_pem, trader.key_pem))
 
 
+def test_health_takes_its_mtls_flags_from_the_environment(mtls_server, pki, monkeypatch, capsys):
+    """The image's HEALTHCHECK is a bare `wallet-signer health`: under mTLS its client
+    certificate comes from WALLET_SIGNER_HEALTH_* (docs/deploy/image.md)."""
+    from signer import cli
+
+    monkeypatch.setenv("WALLET_SIGNER_HEALTH_SERVER", mtls_server)
+    monkeypatch.setenv("WALLET_SIGNER_HEALTH_TIMEOUT", "5")
+    monkeypatch.setenv("WALLET_SIGNER_HEALTH_TLS_CA", str(pki["ca"].cert_file))
+    assert cli.main(["health"]) == 1  # TLS without a client certificate: the handshake fails
+    assert capsys.readouterr().err == f"{mtls_server}: UNAVAILABLE\n"
+    monkeypatch.setenv("WALLET_SIGNER_HEALTH_TLS_CERT", str(pki["monitor"].cert_file))
+    monkeypatch.setenv("WALLET_SIGNER_HEALTH_TLS_KEY", str(pki["monitor"].key_file))
+    assert cli.main(["health"]) == 0
+    assert capsys.readouterr().out == f"{mtls_server}: SERVING\n"
+    assert cli.main(["health", "--server", "127.0.0.1:1", "--timeout", "0.5"]) == 1  # flags win
+    assert capsys.readouterr().err == "127.0.0.1:1: UNAVAILABLE\n"
+    monkeypatch.setenv("WALLET_SIGNER_HEALTH_TLS_KEY", "")  # empty is unset
+    assert cli.main(["health"]) == cli.EXIT_INPUT
+    assert capsys.readouterr().err == (
+        "wallet-signer: TLS options: give both tls_cert and tls_key (mTLS), or neither\n")
+    monkeypatch.setenv("WALLET_SIGNER_HEALTH_TIMEOUT", "soon")
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["health"])
+    assert exited.value.code == 2
+    assert "argument --timeout: invalid float value: 'soon'" in capsys.readouterr().err
+
+
 def test_a_stream_checks_each_message_against_the_callers_certificate(mtls_server, pki):
     """SignTransactions over mTLS: each message is checked as unary SignTransaction is (key and
     method of the client the certificate names); a stranger, or a client that may not sign

@@ -188,6 +188,63 @@ def _stanza(alias: str, region: str, endpoint_url: str | None) -> str:
     return "\n".join(lines)
 
 
+# --- import (BYOK): GetParametersForImport, wrap, ImportKeyMaterial ----------------------------
+
+WRAPPING_ALGORITHM = "RSAES_OAEP_SHA_256"
+WRAPPING_KEY_SPEC = "RSA_4096"
+
+
+def import_key(alias_name: str, secret: bytes, options: KmsOptions,
+               config: Config | None) -> CreatedKey:
+    """Import an existing secp256k1 key as a new EXTERNAL-origin KMS key, alias it, and check
+    that KMS reports the key's own address. A key left half-made is scheduled for deletion."""
+    from coincurve import PrivateKey
+
+    expected = address_of(PrivateKey(secret).public_key.format(compressed=False))
+    alias = _alias(alias_name)
+    region, endpoint_url = _location(options, config)
+    client = _client(region, endpoint_url)
+    _refuse_existing_alias(client, alias)
+    created = _call(client.create_key, alias, "CreateKey", KeySpec=KEY_SPEC, KeyUsage=KEY_USAGE,
+                    Origin="EXTERNAL", Description=DESCRIPTION,
+                    Tags=[*TAGS, {"TagKey": "wallet-signer:alias", "TagValue": alias}])
+    key_id = created["KeyMetadata"]["KeyId"]
+    try:
+        params = _call(client.get_parameters_for_import, alias, "GetParametersForImport",
+                       KeyId=key_id, WrappingAlgorithm=WRAPPING_ALGORITHM,
+                       WrappingKeySpec=WRAPPING_KEY_SPEC)
+        _call(client.import_key_material, alias, "ImportKeyMaterial", KeyId=key_id,
+              ImportToken=params["ImportToken"],
+              EncryptedKeyMaterial=wrap_key_material(secret, params["PublicKey"]),
+              ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE")
+        _call(client.create_alias, alias, "CreateAlias", AliasName=alias, TargetKeyId=key_id)
+        address = _address(client, key_id, alias)
+        if address != expected:
+            raise ConfigError(f"{alias}: KMS reports address {address} for the imported key, "
+                              f"expected {expected}")
+    except Exception:
+        _call(client.schedule_key_deletion, alias, "ScheduleKeyDeletion", KeyId=key_id,
+              PendingWindowInDays=7)
+        raise
+    return CreatedKey(created["KeyMetadata"]["Arn"], alias, address, region, endpoint_url)
+
+
+def wrap_key_material(secret: bytes, wrapping_public_key_der: bytes) -> bytes:
+    """The private key as KMS wants asymmetric key material (PKCS#8 DER), encrypted to the
+    import's wrapping key with RSAES-OAEP SHA-256."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+    private = ec.derive_private_key(int.from_bytes(secret, "big"), ec.SECP256K1())
+    pkcs8 = private.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption())
+    wrapping = serialization.load_der_public_key(wrapping_public_key_der)
+    if not isinstance(wrapping, rsa.RSAPublicKey):
+        raise ConfigError("KMS returned a wrapping key that is not RSA")
+    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    return wrapping.encrypt(pkcs8, oaep)
+
+
 # --- rotation (signer.admin.rotation) ----------------------------------------------------------
 
 def resolve_arn(config: KmsKeyConfig) -> str:

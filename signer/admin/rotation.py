@@ -24,7 +24,7 @@ from signer.config import (
     key_config_json,
 )
 from signer.errors import FailedPrecondition, InvalidRequest, SignerError
-from signer.service import open_backend
+from signer.keyload import open_backend
 from signer.store import KeyVersionRow, VersionConflict
 from signer.wallet import WalletSigner
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from signer.config import DrainRule, key_config_from_json
 from signer.errors import BackendUnavailable, ConfigError, FailedPrecondition, KeyRetired
 from signer.eth.fields import checksum
-from signer.service import open_backend
+from signer.keyload import open_backend
 from signer.store import KeyVersionRow, Store
 from signer.wallet import WalletSigner
 

@@ -50,10 +50,10 @@ class EnvBackend:
         pass
 
     def __repr__(self) -> str:
-        return "EnvBackend(<private key redacted>)"
+        return f"{type(self).__name__}(<private key redacted>)"
 
     def __reduce__(self) -> tuple[object, ...]:
-        raise TypeError("EnvBackend holds a private key and cannot be pickled")
+        raise TypeError(f"{type(self).__name__} holds a private key and cannot be pickled")
 
 
 def parse_private_key(text: str, where: str) -> PrivateKey:

@@ -11,7 +11,7 @@ from signer.errors import InvalidRequest
 
 # The provisioning flags of each backend: any other backend's flag is an error, not ignored.
 BACKEND_FLAGS = {
-    "pkcs11": ("--label", "--token-label", "--module", "--pin-env", "--pin-file", "--key-file"),
+    "pkcs11": ("--label", "--token-label", "--module", "--pin-env", "--pin-file"),
     "kms": ("--alias", "--region", "--endpoint-url"),
 }
 
@@ -46,6 +46,7 @@ def keys_list(args: argparse.Namespace) -> int:
         return _pkcs11_list(args)
     if args.backend == "kms":
         return _kms_list(args)
+    pins: list[tuple[str, str]] = []  # local keys without `address`: the pin line to paste
     if args.server:
         from signer.v1 import signer_pb2 as pb
 
@@ -75,6 +76,7 @@ def keys_list(args: argparse.Namespace) -> int:
             ]
         finally:
             keyring.close()
+        pins = [(k, a) for k, _, a, _ in rows if k in config.keys and not config.keys[k].address]
     for key_id, backend, address, state in rows:
         active = next((v for v in versions.get(key_id, []) if v[2] == "active"), None)
         if active is not None:  # a rotated key: the active version's address, then each version
@@ -83,6 +85,10 @@ def keys_list(args: argparse.Namespace) -> int:
         for version, v_address, v_state, reason in versions.get(key_id, []):
             why = f"\t{reason}" if reason else ""
             print(f"  {key_id}@{version}\t{v_address}\t{v_state}{why}")
+    if pins:
+        print("\n# address pinning: paste each line under its [keys.ID] table")
+        for key_id, address in pins:
+            print(f'[keys.{key_id}]\naddress = "{address}"')
     return 0
 
 
@@ -207,13 +213,34 @@ def keys_create(args: argparse.Namespace) -> int:
 
 def keys_import(args: argparse.Namespace) -> int:
     _check_backend_flags(args)
-    from signer.admin import pkcs11_keys
+    from signer.admin.key_material import read_key_material
 
-    label = _required(args.label, "--label", "pkcs11")
-    target = _pkcs11_target(args)
-    text, source = pkcs11_keys.read_key_text(args.key_file, sys.stdin)
-    _print_provisioned(pkcs11_keys.import_key(label, text, source, target))
-    print(f"# delete the plaintext key ({source}) now that the token holds it", file=sys.stderr)
+    if args.backend == "kms":
+        _required(args.alias, "--alias", "kms")
+    else:
+        _required(args.label, "--label", "pkcs11")
+    config = optional_config(args.config)
+    secret, source = read_key_material(
+        key_file=args.key_file, from_keystore=args.from_keystore,
+        password_file=args.password_file, password_env=args.password_env,
+        from_key=args.from_key, config=config, stdin=sys.stdin,
+    )
+    if args.backend == "kms":
+        from signer.admin import kms_keys
+
+        imported = kms_keys.import_key(args.alias, secret, _kms_options(args), config)
+        print(f"imported into KMS key {imported.arn}")
+        print(f"alias:   {imported.alias}")
+        print(f"address: {imported.address}")
+        print(f"\n{imported.config_stanza()}")
+    else:
+        from signer.admin import pkcs11_keys
+
+        target = _pkcs11_target(args)
+        _print_provisioned(pkcs11_keys.import_key(args.label, secret.hex(), source, target))
+    if args.from_key is None:
+        print(f"# delete the plaintext key ({source}) now that the {args.backend} key holds it",
+              file=sys.stderr)
     return 0
 
 

@@ -2,8 +2,10 @@
 
 import argparse
 import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 import signer.cli.client as client_commands
 import signer.cli.operator as operator_commands
@@ -12,8 +14,16 @@ from signer import config as config_module
 from signer.cli.common import CONFIG_ENV, DESCRIPTION
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse quotes unrecognized arguments back: a key pasted on the command line must not
+    reach the terminal's scrollback or a CI log through that."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(re.sub(r"(0x)?[0-9a-fA-F]{64}", "<a 32-byte hex value, redacted>", message))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wallet-signer",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -35,8 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# `health` flags whose defaults may come from WALLET_SIGNER_HEALTH_<FLAG>: the image's
+# HEALTHCHECK runs a bare `wallet-signer health` (docs/deploy/image.md). No config field is named
+# HEALTH_*, so the config loader leaves these variables alone.
+HEALTH_ENV_PREFIX = "WALLET_SIGNER_HEALTH_"
+HEALTH_ENV_FLAGS = ("server", "timeout", "tls_ca", "tls_cert", "tls_key", "tls_server_name")
+
 # what add_subparsers returns; each _add_* helper adds one command (group) to it
-Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Commands: TypeAlias = "argparse._SubParsersAction[_Parser]"
 
 
 def _add_serve(commands: Commands) -> None:
@@ -71,12 +87,21 @@ def _add_keys(commands: Commands) -> None:
     _kms_args(create, alias=True)
     create.set_defaults(run=operator_commands.keys_create)
 
-    imp = key_commands.add_parser("import", help="move an existing hex key into an HSM")
+    imp = key_commands.add_parser(
+        "import", help="move an existing key into an HSM or KMS (never from the command line)"
+    )
     _config_arg(imp)
-    imp.add_argument("--backend", choices=["pkcs11"], required=True)
-    pkcs11 = _pkcs11_args(imp, "label of the imported key (CKA_LABEL; required)")
-    pkcs11.add_argument(
-        "--key-file", type=Path, help="file holding the hex private key (default: stdin)"
+    imp.add_argument("--backend", choices=["pkcs11", "kms"], required=True)
+    _pkcs11_args(imp, "label of the imported key (CKA_LABEL; required)")
+    _kms_args(imp, alias=True)
+    source = imp.add_argument_group("where the key comes from (default: a hex key on stdin)")
+    source.add_argument("--key-file", type=Path, help="file holding the hex private key")
+    source.add_argument("--from-keystore", type=Path, help="a V3 keystore file")
+    source.add_argument("--password-file", type=Path, help="the keystore's password, in a file")
+    source.add_argument("--password-env", help="the keystore's password, in this variable")
+    source.add_argument(
+        "--from-key", metavar="KEY_ID",
+        help="a configured keystore, vault or aws-secret key (--config): e.g. a Vault path",
     )
     imp.set_defaults(run=operator_commands.keys_import)
 
@@ -189,11 +214,17 @@ def _add_client_commands(commands: Commands) -> None:
     _tls_args(address)
     address.set_defaults(run=client_commands.address)
 
-    health = commands.add_parser("health", help="exit 0 if a running server is SERVING")
+    health = commands.add_parser(
+        "health", help="exit 0 if a running server is SERVING",
+        epilog=f"Each flag's default may come from {HEALTH_ENV_PREFIX}<FLAG> in the environment "
+        f"(e.g. {HEALTH_ENV_PREFIX}TLS_CERT): how a container's HEALTHCHECK, which has no "
+        "flags of its own, reaches a server under mTLS.",
+    )
     health.add_argument("--server", default=config_module.DEFAULT_LISTEN, help="HOST:PORT")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds")
     _tls_args(health)
-    health.set_defaults(run=client_commands.health)
+    health.set_defaults(run=client_commands.health,
+                        **_env_defaults(HEALTH_ENV_PREFIX, HEALTH_ENV_FLAGS))
 
     sign = commands.add_parser("sign", help="ask a running server to sign a transaction")
     sign.add_argument("--key", required=True, help="key_id to sign with")
@@ -213,6 +244,13 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(CONFIG_ENV),
         help=f"TOML config file (default: ${CONFIG_ENV}, else the embedded development default)",
     )
+
+
+def _env_defaults(prefix: str, dests: Sequence[str]) -> dict[str, str]:
+    """Flag defaults from PREFIX<DEST> environment variables (set and not empty); argparse
+    converts them with the flag's type, as if given on the command line."""
+    values = {dest: os.environ.get(prefix + dest.upper(), "") for dest in dests}
+    return {dest: value for dest, value in values.items() if value}
 
 
 def _tls_args(parser: argparse.ArgumentParser) -> None:
