@@ -143,6 +143,7 @@ class Runtime:
         versions = KeyVersions(store, max_concurrent_calls=self.config.server.max_workers + 1)
         app = Application(keyring, store, access=access, audit=audit, freeze=freeze,
                           versions=versions, clock=clock)
+        self._stack.callback(versions.close)  # the rotated versions it opened
         app.audit.start()
         self._app = app
         if opened_store:

@@ -208,3 +208,37 @@ def test_keyring_reload_reuses_unchanged_keys_and_closes_replaced_ones_once(tmp_
     assert closed == []  # b's calls in flight may still finish on it
     keyring.close()
     assert sorted(closed) == ["a", "b"]  # each exactly once
+
+
+def test_reload_reads_key_sources_too(tmp_path):
+    """A keystore folder under [key_sources]: a file added is served after a reload, a file
+    removed stops, a file that does not decrypt is reported and the rest still load."""
+    from signer import config as config_module
+    from signer.service import KeyRing
+    from tests.fixtures_sources import PASSWORD, cheap_keystore
+
+    folder = tmp_path / "agents"
+    folder.mkdir()
+    (tmp_path / "pw").write_text(PASSWORD)
+    first, second = Account.create(), Account.create()
+    (folder / "agent-1.json").write_text(json.dumps(cheap_keystore(first.key.hex())))
+    config = tmp_path / "signer.toml"
+    config.write_text(f'[key_sources.agents]\nbackend = "keystore"\nfolder = "{folder}"\n'
+                      f'password_file = "{tmp_path / "pw"}"\n')
+    keyring = KeyRing.from_config(config_module.load(config))
+    try:
+        assert [(s.key_id, s.address) for s in keyring] == [("agent-1", first.address)]
+        kept = keyring.get("agent-1")
+        (folder / "agent-2.json").write_text(json.dumps(cheap_keystore(second.key.hex())))
+        (folder / "agent-3.json").write_text("{not a keystore")
+        changes = keyring.reload(config_module.load(config))
+        assert changes.added == [("agent-2", second.address)]
+        assert [k for k, _ in changes.failed] == ["agent-3"]
+        assert keyring.get("agent-1") is kept  # still listed: kept, not re-decrypted
+        (folder / "agent-1.json").unlink()
+        (folder / "agent-3.json").unlink()
+        changes = keyring.reload(config_module.load(config))
+        assert changes.removed == [("agent-1", first.address)]
+        assert [s.key_id for s in keyring] == ["agent-2"]
+    finally:
+        keyring.close()
