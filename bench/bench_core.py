@@ -3,6 +3,8 @@
 Starts a real `wallet-signer serve` process on loopback, drives it with 1, 4 and 16 concurrent
 callers, and measures in the same run: the backend's digest signing alone, and eth-account's
 own sign_transaction for the same transaction. Ratios put the service's overhead in numbers.
+A type 3 (blob) payload with three versioned hashes is measured the same way at 1 and 16
+callers, beside eth-account signing the same payload (no sidecar: the signer never sees one).
 """
 
 import os
@@ -27,6 +29,15 @@ REQUEST = pb.SignTransactionRequest(key_id="bench", transaction=pb.Transaction(
     type=2, chain_id=1, to=TX["to"], value=str(TX["value"]), gas_limit=21000,
     max_fee_per_gas=str(TX["maxFeePerGas"]), max_priority_fee_per_gas=str(TX["maxPriorityFeePerGas"]),
 ))
+# a batch poster's transaction: three blobs' versioned hashes, to an inbox, no calldata
+BLOB_HASHES = [bytes([1]) + bytes([n]) * 31 for n in (1, 2, 3)]
+BLOB_TX = {**TX, "type": 3, "value": 0, "maxFeePerBlobGas": 10**9, "accessList": [],
+           "blobVersionedHashes": BLOB_HASHES}
+BLOB_REQUEST = pb.SignTransactionRequest(key_id="bench", transaction=pb.Transaction(
+    type=3, chain_id=1, to=TX["to"], gas_limit=21000, max_fee_per_gas=str(TX["maxFeePerGas"]),
+    max_priority_fee_per_gas=str(TX["maxPriorityFeePerGas"]), max_fee_per_blob_gas=str(10**9),
+    blob_versioned_hashes=BLOB_HASHES,
+))
 
 
 def start_server(workdir: Path) -> ServeProcess:
@@ -43,6 +54,8 @@ def main() -> None:
                              lambda caller, n: backend.sign_digest(digest, None))
     raw_eth = closed_loop("raw: eth-account sign_transaction", 1, SECONDS,
                           lambda caller, n: Account.sign_transaction(TX, KEY))
+    raw_blob = closed_loop("raw: eth-account sign_transaction type 3", 1, SECONDS,
+                           lambda caller, n: Account.sign_transaction(BLOB_TX, KEY))
     with tempfile.TemporaryDirectory() as workdir:
         served = start_server(Path(workdir))
         proc, target = served.proc, served.target
@@ -51,18 +64,26 @@ def main() -> None:
             stub = pb_grpc.SignerServiceStub(channel)
             expected = Account.sign_transaction(TX, KEY).raw_transaction
             assert stub.SignTransaction(REQUEST).raw_transaction == bytes(expected)
+            expected_blob = Account.sign_transaction(BLOB_TX, KEY).raw_transaction
+            assert stub.SignTransaction(BLOB_REQUEST).raw_transaction == bytes(expected_blob)
             rows: list[Result] = []
-            for callers in (1, 4, 16):
-                stubs = [pb_grpc.SignerServiceStub(channel) for _ in range(callers)]
+            for label, request, counts in (
+                ("gRPC SignTransaction (env key)", REQUEST, (1, 4, 16)),
+                ("gRPC SignTransaction type 3 (env key)", BLOB_REQUEST, (1, 16)),
+            ):
+                for callers in counts:
+                    stubs = [pb_grpc.SignerServiceStub(channel) for _ in range(callers)]
 
-                def call(caller: int, n: int, s: list[Any] = stubs) -> object:
-                    return s[caller].SignTransaction(REQUEST)
+                    def call(caller: int, n: int, s: list[Any] = stubs,
+                             r: pb.SignTransactionRequest = request) -> object:
+                        return s[caller].SignTransaction(r)
 
-                rows.append(closed_loop("gRPC SignTransaction (env key)", callers, SECONDS, call))
+                    rows.append(closed_loop(label, callers, SECONDS, call))
         finally:
             proc.terminate()
             proc.wait(30)
-    print_table("core: env key (ratios vs eth-account signing in-process)", [raw_digest, raw_eth, *rows], raw_eth)
+    print_table("core: env key (ratios vs eth-account signing in-process)",
+                [raw_digest, raw_eth, raw_blob, *rows], raw_eth)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,12 @@
 
     account = RemoteAccount.connect("127.0.0.1:50051", "hot")
     signed = account.sign_transaction({...})      # like LocalAccount.sign_transaction
+    signed = account.sign_transaction({...}, blobs=[...])  # type 3 in the network form
+    auth = account.sign_authorization({"chainId": 1, "address": ..., "nonce": 0})  # EIP-7702
     results = account.sign_transactions([{...}, {...}])  # many over one stream, in order
+
+Every refusal by the server raises SigningRefused (a grpc.RpcError: `code()`, `details()`;
+for policy denials also `policy`, `rule` and `reason`).
     w3.middleware_onion.inject(SignAndSendRawMiddlewareBuilder.build(account), layer=0)
 
 Importing this module registers RemoteAccount with web3.py's signing middleware (when web3 is
@@ -17,13 +22,22 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from eth_account.datastructures import SignedMessage, SignedTransaction
+from eth_account.datastructures import (
+    SignedMessage,
+    SignedSetCodeAuthorization,
+    SignedTransaction,
+)
 from eth_account.messages import SignableMessage
 from eth_account.signers.base import BaseAccount
+from eth_keys.datatypes import Signature
 from eth_typing import ChecksumAddress, Hash32
-from eth_utils.address import to_checksum_address
+from eth_utils.address import to_canonical_address, to_checksum_address
 from hexbytes import HexBytes
 
+from signer.errors import InvalidRequest
+from signer.eth import blobs as blob_sidecars
+from signer.eth.transactions import UnsignedAuthorization, authorization_digest
+from signer.grpc.errors import POLICY_HEADER, POLICY_REASON_HEADER, POLICY_RULE_HEADER
 from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
 
@@ -31,14 +45,61 @@ DEFAULT_TIMEOUT = 30.0
 _STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
-class SigningRefused(Exception):
-    """The server refused one transaction of a batch; `code` is the status unary
-    SignTransaction would have raised for it, `details` its message."""
+class SigningRefused(grpc.RpcError):
+    """The server refused a request: raised by every unary call, and in `sign_transactions`'s
+    results for each refused transaction. A grpc.RpcError with grpc's accessors, so handlers
+    written for grpc's own errors keep working: `code()` is the status, `details()` its
+    message. A policy denial names the `policy`, the `rule` that refused it ("" for default
+    deny) and the `reason`; these are None for other refusals (and in a stream's results,
+    whose per-message status carries only the code and message)."""
 
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        details: str,
+        *,
+        policy: str | None = None,
+        rule: str | None = None,
+        reason: str | None = None,
+        trailing_metadata: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         super().__init__(f"{code.name}: {details}")
-        self.code = code
-        self.details = details
+        self._code = code
+        self._details = details
+        self._trailing_metadata = trailing_metadata
+        self.policy = policy
+        self.rule = rule
+        self.reason = reason
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> Any:
+        """(key, value) pairs, as grpc's own errors give them."""
+        return self._trailing_metadata
+
+    @classmethod
+    def of(cls, error: grpc.RpcError) -> "SigningRefused":
+        """The typed form of an error a unary stub call raised."""
+        code = error.code() if callable(getattr(error, "code", None)) else None
+        details = error.details() if callable(getattr(error, "details", None)) else None
+        trailers = error.trailing_metadata() if callable(
+            getattr(error, "trailing_metadata", None)) else None
+        pairs: Any = trailers or ()
+        metadata: tuple[tuple[str, str], ...] = tuple(
+            (str(key), value) for key, value in pairs if isinstance(value, str))
+        fields = dict(metadata)
+        return cls(
+            code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN,
+            details or "",
+            policy=fields.get(POLICY_HEADER),
+            rule=fields.get(POLICY_RULE_HEADER),
+            reason=fields.get(POLICY_REASON_HEADER),
+            trailing_metadata=metadata,
+        )
 
 PemSource = str | os.PathLike[str] | bytes
 
@@ -85,7 +146,7 @@ class RemoteAccount(BaseAccount):
         self._stub = pb_grpc.SignerServiceStub(channel)
         self._key_id = key_id
         self._timeout = timeout
-        reply = self._stub.GetAddress(pb.GetAddressRequest(key_id=key_id), timeout=timeout)
+        reply = self._call(self._stub.GetAddress, pb.GetAddressRequest(key_id=key_id))
         self._address = ChecksumAddress(reply.address)
         self.public_key = reply.public_key
 
@@ -114,13 +175,70 @@ class RemoteAccount(BaseAccount):
     def key_id(self) -> str:
         return self._key_id
 
+    def _call(self, method: Any, request: Any) -> Any:
+        """One unary call; the server's refusal as SigningRefused."""
+        try:
+            return method(request, timeout=self._timeout)
+        except grpc.RpcError as error:
+            raise SigningRefused.of(error) from None
+
     def sign_transaction(
         self, transaction_dict: Mapping[str, Any], blobs: Any = None
     ) -> SignedTransaction:
-        if blobs:
-            raise TypeError("blob transactions are not supported by wallet-signer")
-        reply = self._stub.SignTransaction(self._request(transaction_dict), timeout=self._timeout)
-        return _signed_transaction(reply)
+        """Like LocalAccount.sign_transaction. With `blobs` (a type 3 transaction), the sidecar
+        is made here and `raw_transaction` is the network form eth-account returns (EIP-7594:
+        wrapper version 1, cell proofs); `blobVersionedHashes` are filled from the blobs, or
+        checked against them. Only the payload is sent to the server and signed; `hash` is the
+        transaction hash (keccak of the signed payload)."""
+        if not blobs:
+            reply = self._call(self._stub.SignTransaction, self._request(transaction_dict))
+            return _signed_transaction(reply)
+        try:
+            sidecar = blob_sidecars.sidecar([bytes(HexBytes(b)) for b in blobs])
+        except InvalidRequest as exc:
+            raise ValueError(str(exc)) from None
+        hashes = list(sidecar.versioned_hashes)
+        given = transaction_dict.get("blobVersionedHashes")
+        if given is not None and [bytes(HexBytes(h)) for h in given] != hashes:
+            raise ValueError("blobVersionedHashes do not match the versioned hashes of the blobs")
+        tx = {**transaction_dict, "blobVersionedHashes": hashes}
+        tx.setdefault("type", 3)
+        reply = self._call(self._stub.SignTransaction, self._request(tx))
+        signed = _signed_transaction(reply)
+        raw = blob_sidecars.network_form(bytes(reply.raw_transaction), sidecar, "eip7594")
+        return SignedTransaction(
+            raw_transaction=HexBytes(raw), hash=signed.hash, r=signed.r, s=signed.s, v=signed.v
+        )
+
+    def sign_authorization(
+        self, authorization_dict: Mapping[str, Any]
+    ) -> SignedSetCodeAuthorization:
+        """Like LocalAccount.sign_authorization (EIP-7702): `chainId`, `address` (the delegate)
+        and `nonce`; the signed tuple, ready for a type 4 transaction's authorizationList."""
+        if not isinstance(authorization_dict, Mapping):
+            raise TypeError(
+                f"authorization_dict must be dict-like, got {authorization_dict!r}"
+            )
+        chain_id = _int(authorization_dict["chainId"])
+        delegate = to_canonical_address(authorization_dict["address"])
+        nonce = _int(authorization_dict["nonce"])
+        reply = self._call(self._stub.SignAuthorization, pb.SignAuthorizationRequest(
+            key_id=self._key_id, chain_id=chain_id, address=to_checksum_address(delegate),
+            nonce=nonce,
+        ))
+        signed = reply.authorization
+        r, s = int.from_bytes(signed.r, "big"), int.from_bytes(signed.s, "big")
+        digest = authorization_digest(UnsignedAuthorization(chain_id, delegate, nonce))
+        return SignedSetCodeAuthorization(
+            chain_id=signed.chain_id,
+            address=to_canonical_address(signed.address),
+            nonce=signed.nonce,
+            y_parity=signed.y_parity,
+            r=r,
+            s=s,
+            signature=Signature(vrs=(signed.y_parity, r, s)),
+            authorization_hash=HexBytes(digest),
+        )
 
     def sign_transactions(
         self, transactions: Iterable[Mapping[str, Any]], *, timeout: float | None = None
@@ -174,9 +292,9 @@ class RemoteAccount(BaseAccount):
                 "wallet-signer signs EIP-191 personal messages (encode_defunct) here; "
                 "use sign_typed_data for EIP-712"
             )
-        reply = self._stub.SignMessage(
+        reply = self._call(
+            self._stub.SignMessage,
             pb.SignMessageRequest(key_id=self._key_id, message=signable_message.body),
-            timeout=self._timeout,
         )
         return _signed_message(reply.signature, reply.digest)
 
@@ -201,11 +319,11 @@ class RemoteAccount(BaseAccount):
                 "domain": domain_data,
                 "message": message_data,
             }
-        reply = self._stub.SignTypedData(
+        reply = self._call(
+            self._stub.SignTypedData,
             pb.SignTypedDataRequest(
                 key_id=self._key_id, typed_data_json=json.dumps(full_message, default=_json_bytes)
             ),
-            timeout=self._timeout,
         )
         return _signed_message(reply.signature, reply.digest)
 
@@ -248,9 +366,11 @@ def transaction_to_proto(tx: Mapping[str, Any]) -> pb.Transaction:
         ("gasPrice", "gas_price"),
         ("maxFeePerGas", "max_fee_per_gas"),
         ("maxPriorityFeePerGas", "max_priority_fee_per_gas"),
+        ("maxFeePerBlobGas", "max_fee_per_blob_gas"),
     ):
         if name in tx:
             setattr(msg, field, str(_int(tx[name])))
+    msg.blob_versioned_hashes.extend(_bytes(h) for h in tx.get("blobVersionedHashes", ()))
     for entry in tx.get("accessList", ()):
         msg.access_list.add(
             address=_address(entry["address"]),
@@ -283,6 +403,8 @@ _KNOWN_TX_KEYS = frozenset(
         "data",
         "accessList",
         "authorizationList",
+        "maxFeePerBlobGas",
+        "blobVersionedHashes",
         "from",
     }
 )
@@ -291,6 +413,8 @@ _KNOWN_TX_KEYS = frozenset(
 def _infer_type(tx: Mapping[str, Any]) -> int:
     if "authorizationList" in tx:
         return 4
+    if "blobVersionedHashes" in tx or "maxFeePerBlobGas" in tx:
+        return 3
     if "maxFeePerGas" in tx or "maxPriorityFeePerGas" in tx:
         return 2
     if "accessList" in tx:

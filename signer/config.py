@@ -318,13 +318,20 @@ KeySourceConfig = Annotated[
 ]
 
 # The SignerService methods a client may be allowed (`[clients.NAME] methods`).
-# "Reload" (re-read the config, as SIGHUP does) is an operator's method: never a default.
+# "Reload" (re-read the config, as SIGHUP does) is an operator's method.
 Method = Literal[
-    "ListKeys", "GetAddress", "SignTransaction", "SignMessage", "SignTypedData", "Reload"
+    "ListKeys", "GetAddress", "SignTransaction", "SignMessage", "SignTypedData",
+    "SignAuthorization", "Reload",
 ]
 METHODS: tuple[Method, ...] = (
-    "ListKeys", "GetAddress", "SignTransaction", "SignMessage", "SignTypedData"
+    "ListKeys", "GetAddress", "SignTransaction", "SignMessage", "SignTypedData",
+    "SignAuthorization", "Reload",
 )
+# What a client gets when its `methods` is left out: every method but SignAuthorization, which
+# hands the whole account to another contract's code, and Reload, an operator's: each must be
+# asked for by name.
+DEFAULT_METHODS: tuple[Method, ...] = tuple(
+    m for m in METHODS if m not in ("SignAuthorization", "Reload"))
 
 
 _KEY_CONFIG: TypeAdapter[KeyConfig] = TypeAdapter(KeyConfig)
@@ -352,7 +359,7 @@ class ClientConfig(_Strict):
     identity: str = Field(min_length=1, max_length=1024)
     # key_ids this client may use; ["*"] for all.
     keys: list[str] = Field(min_length=1)
-    methods: list[Method] = Field(default_factory=lambda: list(METHODS), min_length=1)
+    methods: list[Method] = Field(default_factory=lambda: list(DEFAULT_METHODS), min_length=1)
     # The [policies.NAME] that decides what this client may sign; None: anything (development).
     policy: str | None = None
 

@@ -40,7 +40,18 @@ class AccessDenied(SignerError):
 
 
 class PolicyDenied(AccessDenied):
-    """The client's signing policy does not allow exactly this request."""
+    """The client's signing policy does not allow exactly this request: which policy, the rule
+    that refused it ("" for default deny) and why, each as a field for the doors to pass on."""
+
+    def __init__(self, message: str, *, policy: str = "", rule_id: str = "") -> None:
+        super().__init__(message)
+        self.policy = policy
+        self.rule_id = rule_id
+
+    @property
+    def reason(self) -> str:
+        """The message without its "policy NAME: " prefix."""
+        return str(self).removeprefix(f"policy {self.policy}: ")
 
 
 class PermissionDenied(SignerError):

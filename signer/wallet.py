@@ -89,6 +89,18 @@ class WalletSigner:
         v = transactions.signature_v(tx, sig.recovery_id)
         return SignedTransaction(raw, keccak(raw), sig.r, sig.s, v)
 
+    def sign_authorization(
+        self,
+        auth: transactions.UnsignedAuthorization,
+        timeout: float | None = None,
+        before_sign: BeforeSign | None = None,
+    ) -> transactions.Authorization:
+        """An EIP-7702 authorization tuple signed by this key (its address is the authority)."""
+        sig = self._sign_digest(transactions.authorization_digest(auth), timeout, before_sign)
+        return transactions.Authorization(
+            auth.chain_id, auth.address, auth.nonce, sig.recovery_id, sig.r, sig.s
+        )
+
     def sign_message(
         self, message: bytes, timeout: float | None = None, before_sign: BeforeSign | None = None
     ) -> SignedDigest:

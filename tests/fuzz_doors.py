@@ -204,13 +204,17 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
 
 # -- the attack --------------------------------------------------------------------------------
 
-def attack(target: Target, total: int, threads: int, seed: int) -> Summary:
+def attack(target: Target, total: int, threads: int, seed: int,
+           rate: float | None = None) -> Summary:
+    """`total` requests from `threads` threads, as fast as answers come, or at most `rate` a
+    second in all."""
     rng = random.Random(seed)
     grpc_items = grpc_corpus(rng, target.address)
     rpc_items = jsonrpc_corpus(rng, target.address)
     summary = Summary()
     lock = threading.Lock()
     counter = iter(range(total))
+    started_at = time.monotonic()
 
     def note_slow(seconds: float, what: str) -> None:
         if seconds > summary.slowest_seconds:
@@ -224,6 +228,10 @@ def attack(target: Target, total: int, threads: int, seed: int) -> Summary:
         https = _Https(target, identity)
         try:
             for n in counter:
+                if rate is not None:
+                    delay = started_at + n / rate - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
                 if n % 2:
                     method, payload = local.choice(grpc_items)
                     started = time.monotonic()

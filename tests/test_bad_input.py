@@ -53,7 +53,20 @@ CASES = [
         access_list=[pb.AccessListEntry(address=GOOD_TO)]), INVALID, "access_list: not a field of type 0"),
     (tx(authorization_list=[pb.Authorization(chain_id=1, address=GOOD_TO, r=b"\1", s=b"\1")]),
      INVALID, "authorization_list: not a field of type 2"),
-    (tx(type=3), INVALID, "blob transactions (type 3, EIP-4844) are not supported"),
+    (tx(type=3), INVALID, "blob_versioned_hashes: must not be empty for type 3 transactions"),
+    (tx(type=3, blob_versioned_hashes=[b"\x01" + b"\0" * 31], to=""), INVALID,
+     "to: type 3 (EIP-4844) transactions cannot create contracts"),
+    (tx(type=3, blob_versioned_hashes=[b"\x00" + b"\0" * 31]), INVALID,
+     "blob_versioned_hashes[0]: version byte 0x00, expected 0x01"),
+    (tx(type=3, blob_versioned_hashes=[b"\x01" * 31]), INVALID,
+     "blob_versioned_hashes[0]: must be exactly 32 bytes, got 31"),
+    (tx(type=3, blob_versioned_hashes=[b"\x01" * 32] * 10), INVALID,
+     "blob_versioned_hashes: 10 blobs; a block holds at most 9"),
+    (tx(type=3, blob_versioned_hashes=[b"\x01" * 32], max_fee_per_blob_gas="x"), INVALID,
+     "max_fee_per_blob_gas: expected a non-negative base-10 integer string"),
+    (tx(blob_versioned_hashes=[b"\x01" * 32]), INVALID,
+     "blob_versioned_hashes: not a field of type 2 transactions"),
+    (tx(max_fee_per_blob_gas="1"), INVALID, "max_fee_per_blob_gas: not a field of type 2"),
     (tx(type=5), INVALID, "unknown transaction type 5"),
     (tx(type=0x7F), INVALID, "unknown transaction type 127"),
     (tx(chain_id=0), INVALID, "chain_id: required"),
@@ -78,7 +91,11 @@ CASES = [
      "payload: set either transaction or unsigned_transaction"),
     (unsigned(b""), INVALID, "unsigned_transaction: empty"),
     (unsigned(b"\x02"), INVALID, "malformed RLP"),
-    (unsigned(b"\x03" + rlp.encode([])), INVALID, "blob transactions"),
+    (unsigned(b"\x03" + rlp.encode([])), INVALID, "type 3 has 11 fields, got 0"),
+    (unsigned(b"\x03" + rlp.encode([1, 0, 1, 1, 21000, b"\x11" * 20, 0, b"", [], 1, [b"\x01"]])),
+     INVALID, "blob_versioned_hashes[0]: must be exactly 32 bytes, got 1"),
+    (unsigned(b"\x03" + rlp.encode([1, 0, 1, 1, 21000, b"\x11" * 20, 0, b"", [], 1, b""])),
+     INVALID, "blob_versioned_hashes: expected a list, got a byte string"),
     (unsigned(b"\x05" + rlp.encode([])), INVALID, "unknown transaction type 5"),
     (unsigned(b"\x85hello"), INVALID, "an RLP string, not a list"),
     (unsigned(b"\x00" + rlp.encode([0, 1, 21000, b"", 0, b"", 1, 0, 0])), INVALID,
@@ -202,7 +219,7 @@ def test_request_size_is_capped(env_server):
 def test_no_method_signs_a_bare_hash():
     names = {m.name for m in pb.DESCRIPTOR.services_by_name["SignerService"].methods}
     assert names == {"ListKeys", "GetAddress", "SignTransaction", "SignTransactions", "SignMessage",
-                     "SignTypedData", "EvaluatePolicy", "Reload"}
+                     "SignTypedData", "SignAuthorization", "EvaluatePolicy", "Reload"}
 
 
 # --- property tests: random structured requests and random bytes ------------------------------

@@ -87,6 +87,14 @@ TRANSACTIONS: dict[str, dict[str, Any]] = {
         "type": "0x4", "nonce": "0x1", "maxFeePerGas": hex(30 * GWEI),
         "maxPriorityFeePerGas": hex(GWEI), "gas": hex(100000), "to": TO, "value": "0x1",
         "chainId": "0x1", "authorizationList": "dict"},
+    "type 3": {"type": 3, "nonce": 2, "maxFeePerGas": 30 * GWEI, "maxPriorityFeePerGas": GWEI,
+               "maxFeePerBlobGas": 3 * GWEI, "gas": 21000, "to": TO, "value": 0, "data": b"",
+               "chainId": 1, "accessList": [],
+               "blobVersionedHashes": [b"\x01" + b"\x11" * 31, "0x01" + "22" * 31]},
+    "type 3 inferred, hex": {
+        "nonce": "0x2", "maxFeePerGas": hex(30 * GWEI), "maxPriorityFeePerGas": hex(GWEI),
+        "maxFeePerBlobGas": "0x1", "gas": "0x5208", "to": TO, "value": "0x0", "chainId": "0x1",
+        "blobVersionedHashes": ["0x01" + "33" * 31]},
 }
 
 
@@ -115,8 +123,9 @@ def _as_hex(value: Any) -> Any:
 
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(tx=st.sampled_from([0, 1, 2, 4]).flatmap(transactions), hex_keys=st.sets(st.sampled_from(
-    ["nonce", "gas", "value", "gasPrice", "maxFeePerGas", "maxPriorityFeePerGas", "chainId"])),
+@given(tx=st.sampled_from([0, 1, 2, 3, 4]).flatmap(transactions), hex_keys=st.sets(
+    st.sampled_from(["nonce", "gas", "value", "gasPrice", "maxFeePerGas", "maxPriorityFeePerGas",
+                     "maxFeePerBlobGas", "chainId"])),
     hex_data=st.booleans())
 def test_random_transactions_sign_like_local_account(remote, local, tx, hex_keys, hex_data):
     """Random valid dicts of every type, quantities as ints or 0x strings, data as bytes or hex."""
@@ -161,9 +170,9 @@ def test_sign_transactions_answers_each_refusal_in_its_place(remote, local):
         try:
             expected: Any = remote.sign_transaction(tx)
         except grpc.RpcError as error:
-            assert isinstance(result, SigningRefused)
-            assert (result.code, result.details) == (error.code(), error.details())
-            assert result.code == grpc.StatusCode.INVALID_ARGUMENT
+            assert isinstance(result, SigningRefused) and isinstance(error, SigningRefused)
+            assert (result.code(), result.details()) == (error.code(), error.details())
+            assert result.code() == grpc.StatusCode.INVALID_ARGUMENT
         except (ValueError, TypeError) as error:
             assert type(result) is type(error) and str(result) == str(error)
         else:
@@ -175,7 +184,7 @@ def test_sign_transactions_answers_each_refusal_in_its_place(remote, local):
 
 @settings(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(batch=st.lists(st.sampled_from([0, 1, 2, 4]).flatmap(transactions), max_size=12))
+@given(batch=st.lists(st.sampled_from([0, 1, 2, 3, 4]).flatmap(transactions), max_size=12))
 def test_random_batches_sign_like_local_account(remote, local, batch):
     results = remote.sign_transactions(copy.deepcopy(batch))
     assert len(results) == len(batch)
@@ -258,7 +267,7 @@ def test_no_bare_hash_signing(remote):
         remote.unsafe_sign_hash(b"\x11" * 32)
     methods = pb.DESCRIPTOR.services_by_name["SignerService"].methods_by_name
     assert set(methods) == {"ListKeys", "GetAddress", "SignTransaction", "SignTransactions",
-                            "SignMessage", "SignTypedData", "EvaluatePolicy"}
+                            "SignMessage", "SignTypedData", "SignAuthorization", "EvaluatePolicy"}
 
 
 def test_web3_sign_and_send_middleware_with_remote_account(env_server: RunningServer):
@@ -283,3 +292,102 @@ def test_web3_sign_and_send_middleware_with_remote_account(env_server: RunningSe
     fee = receipt["gasUsed"] * receipt["effectiveGasPrice"]
     assert w3.eth.get_balance(account.address) == 10**18 - 12345 - fee
     assert w3.eth.get_transaction_count(account.address) == 1
+
+
+# --- EIP-7702 authorizations and blobs ----------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(chain_id=st.integers(0, 2**64 - 1), nonce=st.integers(0, 2**64 - 2),
+       delegate=st.binary(min_size=20, max_size=20),
+       spelling=st.sampled_from(["checksum", "lower", "bytes"]))
+def test_sign_authorization_equals_local_account(remote, local, chain_id, nonce, delegate,
+                                                 spelling):
+    address: Any = {"checksum": to_checksum_address(delegate), "lower": "0x" + delegate.hex(),
+                    "bytes": delegate}[spelling]
+    request = {"chainId": chain_id, "address": address, "nonce": nonce}
+    ours = remote.sign_authorization(dict(request))
+    theirs = local.sign_authorization(dict(request))
+    assert type(ours) is type(theirs)
+    assert ours == theirs
+    assert (ours.signature, ours.authorization_hash) == (theirs.signature,
+                                                         theirs.authorization_hash)
+    assert ours.authority == theirs.authority == bytes.fromhex(remote.address[2:])
+    assert ours.model_dump(by_alias=True) == theirs.model_dump(by_alias=True)
+
+
+def test_an_authorization_signed_remotely_goes_into_a_type_4_transaction(remote, local):
+    auth = remote.sign_authorization({"chainId": 1, "address": DELEGATE, "nonce": 1})
+    tx = {"type": 4, "nonce": 0, "maxFeePerGas": 30 * GWEI, "maxPriorityFeePerGas": GWEI,
+          "gas": 100000, "to": remote.address, "value": 0, "data": b"", "chainId": 1,
+          "accessList": [], "authorizationList": [auth]}
+    _same_signed(remote.sign_transaction(copy.deepcopy(tx)), local.sign_transaction(tx))
+    (streamed,) = remote.sign_transactions([copy.deepcopy(tx)])
+    _same_signed(streamed, local.sign_transaction(copy.deepcopy(tx)))
+
+
+def test_sign_authorization_refuses_what_eth_account_refuses(remote):
+    with pytest.raises(TypeError, match="must be dict-like"):
+        remote.sign_authorization([1, DELEGATE, 0])
+    with pytest.raises(SigningRefused) as caught:
+        remote.sign_authorization({"chainId": 1, "address": DELEGATE, "nonce": 2**64 - 1})
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith("nonce: 18446744073709551615 exceeds")
+
+
+@pytest.fixture
+def cached_kzg_setup(monkeypatch):
+    """eth-account reloads the KZG trusted setup (seconds) for each value it makes: hand it the
+    one signer.eth.blobs loaded from the same file (pinned sha256); its KZG code is unchanged."""
+    import eth_account.typed_transactions.base as eth_account_kzg
+
+    from signer.eth.blobs import trusted_setup
+
+    monkeypatch.setattr(eth_account_kzg, "load_trusted_setup",
+                        lambda path, precompute: trusted_setup())
+
+
+def test_sign_transaction_with_blobs_is_eth_accounts_network_form(remote, local,
+                                                                  cached_kzg_setup):
+    from signer.eth.blobs import sidecar
+
+    blob = (b"\x00" + b"\x5a" * 31) * 4096
+    hashes = list(sidecar([blob]).versioned_hashes)
+    tx = {"type": 3, "nonce": 0, "maxFeePerGas": 30 * GWEI, "maxPriorityFeePerGas": GWEI,
+          "maxFeePerBlobGas": GWEI, "gas": 21000, "to": TO, "value": 0, "data": b"",
+          "chainId": 1, "accessList": [], "blobVersionedHashes": hashes}
+    theirs = local.sign_transaction(copy.deepcopy(tx), blobs=[blob])
+    without_hashes = {k: v for k, v in tx.items() if k != "blobVersionedHashes"}
+    for request in (tx, without_hashes):
+        ours = remote.sign_transaction(copy.deepcopy(request), blobs=[blob])
+        assert bytes(ours.raw_transaction) == bytes(theirs.raw_transaction)
+        assert (ours.r, ours.s, ours.v) == (theirs.r, theirs.s, theirs.v)
+        payload = local.sign_transaction(copy.deepcopy(tx))  # what a node hashes
+        assert bytes(ours.hash) == bytes(payload.hash)
+    with pytest.raises(ValueError, match="do not match the versioned hashes"):
+        remote.sign_transaction({**tx, "blobVersionedHashes": ["0x01" + "00" * 31]},
+                                blobs=[blob])
+
+
+def test_every_unary_refusal_is_signing_refused(remote, env_server: RunningServer):
+    with pytest.raises(SigningRefused) as caught:
+        remote.sign_transaction({**_materialize(TRANSACTIONS["type 2"]), "chainId": 0})
+    refused = caught.value
+    assert isinstance(refused, grpc.RpcError)
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.details() == "chain_id: required (legacy transactions are always EIP-155 signed)"
+    assert (refused.policy, refused.rule, refused.reason) == (None, None, None)
+    assert dict(refused.trailing_metadata())["x-request-id"]
+    with pytest.raises(SigningRefused) as caught:
+        RemoteAccount(env_server.channel, "nope")
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError):  # handlers written for grpc's errors keep working
+        remote.sign_message(encode_defunct(primitive=b"x" * (5 * 1024 * 1024)))
+
+
+def test_bad_blobs_are_refused_here_as_value_errors(remote):
+    tx = {"type": 3, "nonce": 0, "maxFeePerGas": 2, "maxPriorityFeePerGas": 1,
+          "maxFeePerBlobGas": 1, "gas": 21000, "to": TO, "value": 0, "chainId": 1}
+    with pytest.raises(ValueError, match="blobs\\[0\\]: must be exactly 131072 bytes, got 3"):
+        remote.sign_transaction(tx, blobs=[b"\x00\x01\x02"])

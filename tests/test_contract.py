@@ -257,12 +257,15 @@ def test_stream_signs_a_nonce_sequence_that_a_real_evm_mines(
     messages = [_transaction(t, chain_id, nonce, recipient) for nonce, t in enumerate([0, 1, 2, 4, 2])]
     _authorize(messages[3], chain_id, to_checksum_address(os.urandom(20)))
     requests = [pb.SignTransactionRequest(key_id="k", transaction=m) for m in messages]
-    requests.insert(2, pb.SignTransactionRequest(key_id="k", transaction=pb.Transaction(type=3)))
+    blob_without_hashes = pb.Transaction()
+    blob_without_hashes.CopyFrom(messages[2])
+    blob_without_hashes.type = 3
+    requests.insert(2, pb.SignTransactionRequest(key_id="k", transaction=blob_without_hashes))
     replies = list(server.stub.SignTransactions(iter(requests), timeout=60))
 
     assert [r.index for r in replies] == list(range(len(requests)))
     assert replies[2].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
-    assert "blob transactions" in replies[2].error.message
+    assert "blob_versioned_hashes: must not be empty" in replies[2].error.message
     signed = [r.signed for i, r in enumerate(replies) if i != 2]
     for reply in signed:
         raw = bytes(reply.raw_transaction)

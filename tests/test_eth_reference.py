@@ -33,12 +33,19 @@ from signer.eth.signature import BadBackendSignature
 from signer.eth.transactions import (
     AccessListEntry,
     Authorization,
+    UnsignedAuthorization,
     UnsignedTransaction,
+    authorization_digest,
     decode_unsigned,
     encode_unsigned,
     signing_hash,
 )
-from signer.grpc.convert import sign_transaction_response, transaction_from_request
+from signer.grpc.convert import (
+    authorization_from_request,
+    authorization_response,
+    sign_transaction_response,
+    transaction_from_request,
+)
 from signer.v1 import signer_pb2 as pb
 from signer.wallet import WalletSigner
 from tests.conftest import env_wallet
@@ -70,6 +77,8 @@ access_lists = st.lists(
     ),
     max_size=3,
 )
+# EIP-4844 versioned hashes: version byte 0x01, then any 31 bytes
+versioned_hashes = st.binary(min_size=31, max_size=31).map(lambda b: b"\x01" + b)
 authorizations = st.fixed_dictionaries({
     "chainId": uint64,  # the proto field is uint64
     "address": addresses,
@@ -82,13 +91,13 @@ authorizations = st.fixed_dictionaries({
 
 @st.composite
 def transactions(draw: st.DrawFn, tx_type: int) -> dict[str, Any]:
-    """A valid eth-account transaction dict of `tx_type` (0, 1, 2 or 4)."""
+    """A valid eth-account transaction dict of `tx_type` (0, 1, 2, 3 or 4)."""
     tx: dict[str, Any] = {
         "chainId": draw(chain_ids),
         "nonce": draw(nonces),
         "gas": draw(uint64),
-        # "" is contract creation, which type 4 forbids
-        "to": draw(addresses if tx_type == 4 else st.one_of(st.just(""), addresses)),
+        # "" is contract creation, which types 3 and 4 forbid
+        "to": draw(addresses if tx_type in (3, 4) else st.one_of(st.just(""), addresses)),
         "value": draw(uint256),
         "data": draw(st.binary(max_size=64)),
     }
@@ -104,6 +113,9 @@ def transactions(draw: st.DrawFn, tx_type: int) -> dict[str, Any]:
         tx["accessList"] = draw(access_lists)
     if tx_type == 4:
         tx["authorizationList"] = draw(st.lists(authorizations, min_size=1, max_size=3))
+    if tx_type == 3:
+        tx["maxFeePerBlobGas"] = draw(uint256)
+        tx["blobVersionedHashes"] = draw(st.lists(versioned_hashes, min_size=1, max_size=9))
     return tx
 
 
@@ -134,6 +146,8 @@ def rlp_fields(tx: dict[str, Any]) -> list[Any]:
     if tx["type"] == 4:
         fields.append([[a["chainId"], _hex_bytes(a["address"]), a["nonce"], a["yParity"],
                         a["r"], a["s"]] for a in tx["authorizationList"]])
+    if tx["type"] == 3:
+        fields += [tx["maxFeePerBlobGas"], list(tx["blobVersionedHashes"])]
     return fields
 
 
@@ -167,6 +181,9 @@ def to_proto(tx: dict[str, Any]) -> pb.Transaction:
             y_parity=auth["yParity"], r=auth["r"].to_bytes(32, "big"),
             s=auth["s"].to_bytes(32, "big"),
         )
+    if "maxFeePerBlobGas" in tx:
+        msg.max_fee_per_blob_gas = str(tx["maxFeePerBlobGas"])
+        msg.blob_versioned_hashes.extend(tx["blobVersionedHashes"])
     return msg
 
 
@@ -194,6 +211,8 @@ def to_model(tx: dict[str, Any]) -> UnsignedTransaction:
                           a["r"], a["s"])
             for a in tx.get("authorizationList", ())
         ),
+        max_fee_per_blob_gas=tx.get("maxFeePerBlobGas", 0),
+        blob_versioned_hashes=tuple(tx.get("blobVersionedHashes", ())),
     )
 
 
@@ -206,7 +225,7 @@ def assert_signed_like(ours: Any, reference: Any) -> None:
 # --- transactions: our signer vs eth-account ------------------------------------------------
 
 
-@pytest.mark.parametrize("tx_type", [0, 1, 2, 4])
+@pytest.mark.parametrize("tx_type", [0, 1, 2, 3, 4])
 @settings(FAST, max_examples=80)
 @given(data=st.data(), key=private_keys)
 def test_transaction_signature_equals_eth_account(tx_type: int, data: st.DataObject, key: str):
@@ -235,6 +254,61 @@ def test_transaction_signature_equals_eth_account(tx_type: int, data: st.DataObj
     assert response.sender == signer.address
     assert (response.signature.v, response.signature.r, response.signature.s) == (
         reference.v, reference.r.to_bytes(32, "big"), reference.s.to_bytes(32, "big"))
+
+
+# --- EIP-7702 authorizations: our signer vs eth-account -------------------------------------
+
+
+@settings(FAST, max_examples=100)
+@given(key=private_keys, chain_id=uint256, delegate=addresses, nonce=nonces)
+def test_authorization_signature_equals_eth_account(
+    key: str, chain_id: int, delegate: str, nonce: int
+):
+    reference = Account.sign_authorization(
+        {"chainId": chain_id, "address": delegate, "nonce": nonce}, key
+    )
+    # the digest as EIP-7702 states it, built here: keccak256(0x05 || rlp([chain, addr, nonce]))
+    digest = keccak(b"\x05" + rlp.encode([chain_id, _hex_bytes(delegate), nonce]))
+    assert digest == bytes(reference.authorization_hash)
+    unsigned = UnsignedAuthorization(chain_id, _hex_bytes(delegate), nonce)
+    assert authorization_digest(unsigned) == digest
+
+    signer = env_wallet(key)
+    signed = signer.sign_authorization(unsigned)
+    assert (signed.chain_id, signed.address, signed.nonce) == (chain_id, reference.address, nonce)
+    assert (signed.y_parity, signed.r, signed.s) == (reference.y_parity, reference.r, reference.s)
+    assert reference.authority == signer.address_bytes
+
+
+@settings(FAST, max_examples=50)
+@given(key=private_keys, chain_id=uint64, delegate=addresses, nonce=nonces)
+def test_authorization_over_the_proto_equals_eth_account(
+    key: str, chain_id: int, delegate: str, nonce: int
+):
+    """The gRPC route: request -> domain -> signed -> response, as eth-account signs it."""
+    request = pb.SignAuthorizationRequest(
+        key_id="k", chain_id=chain_id, address=delegate.lower(), nonce=nonce
+    )
+    signed = env_wallet(key).sign_authorization(authorization_from_request(request))
+    reply = authorization_response(signed).authorization
+    reference = Account.sign_authorization(
+        {"chainId": chain_id, "address": delegate, "nonce": nonce}, key
+    )
+    assert (reply.chain_id, reply.address, reply.nonce, reply.y_parity) == (
+        chain_id, delegate, nonce, reference.y_parity)
+    assert (reply.r, reply.s) == (reference.r.to_bytes(32, "big"), reference.s.to_bytes(32, "big"))
+
+
+def test_authorization_bounds_name_the_field():
+    with pytest.raises(InvalidRequest, match="nonce: 18446744073709551615 exceeds"):
+        UnsignedAuthorization(1, b"\x11" * 20, UINT64_MAX)
+    with pytest.raises(InvalidRequest, match="address: must be 20 bytes"):
+        UnsignedAuthorization(1, b"\x11" * 19, 0)
+    with pytest.raises(InvalidRequest, match=r"chain_id: .* does not fit in 256 bits"):
+        UnsignedAuthorization(2**256, b"\x11" * 20, 0)
+    with pytest.raises(InvalidRequest, match="address: EIP-55 checksum mismatch"):
+        authorization_from_request(pb.SignAuthorizationRequest(
+            chain_id=1, address="0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD", nonce=0))
 
 
 def test_eip155_example_from_the_eip():
@@ -501,7 +575,8 @@ MALFORMED = {
     "pre-EIP-155 legacy (6 fields)": (_rlp_list(_items(LEGACY)[:6]), "pre-EIP-155"),
     "EIP-155 tail not 0, 0": (
         _rlp_list(_replace(_items(LEGACY), 8, b"\x01")), "must end with 0, 0"),
-    "type 3 (blob)": (_typed_payload(_items(EIP1559), tx_type=3), "blob"),
+    "type 3 (blob) without its blob fields": (
+        _typed_payload(_items(EIP1559), tx_type=3), "type 3 has 11 fields, got 9"),
     "unknown type 0x05": (
         _typed_payload(_items(EIP1559), tx_type=5), "unknown transaction type 5"),
     "unknown type 0x7f": (

@@ -97,3 +97,32 @@ def test_policy_budgets_lists_every_budget(tmp_path, capsys):
         "trader\ttrader\teth_daily\t0/2000000000000000000\t86400s"]
     assert cli.main(["policy", "budgets", "--config", cfg, "--client", "monitor"]) == 0
     assert capsys.readouterr().out.strip() == "no client has a policy with budgets"
+
+
+def test_policy_check_explains_an_authorization(tmp_path, capsys):
+    delegate = "0x63c0c19a282a1B52b07dD5a65b58948A07DAE32B"
+    path = config(tmp_path)
+    path.write_text(path.read_text().replace(
+        'policy = "trader"', 'policy = "trader"\nmethods = ["SignTransaction", "SignAuthorization"]'
+    ) + f'''
+[[policies.trader.allow]]
+id = "wallet"
+kind = "authorization"
+delegates = ["{delegate}"]
+''')
+    auth = tmp_path / "auth.json"
+    args = ["policy", "check", "--config", str(path), "--client", "trader", "--authorization",
+            str(auth), "--address", SELF]
+    auth.write_text(json.dumps({"chainId": 1, "address": delegate, "nonce": "0x5"}))
+    assert cli.main(args) == 0
+    assert capsys.readouterr().out.splitlines()[:2] == [
+        "allowed (rule wallet)", f"policy trader: allowed by rule wallet: delegate {delegate} "
+                                 "on chain_id 1"]
+    auth.write_text(json.dumps({"chainId": 0, "address": delegate, "nonce": 5}))
+    assert cli.main(args) == 1
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "policy trader: no allow rule matches: chain_id 0 (valid on every chain) needs "
+        "allow_any_chain = true (rule wallet)")
+    auth.write_text(json.dumps({"chainId": 1, "address": "0x12", "nonce": 5}))
+    assert cli.main(args) == 2
+    assert "address: expected a 0x-prefixed 20-byte hex address" in capsys.readouterr().err

@@ -95,7 +95,7 @@ def test_rotate_drain_retire_in_one_process(tmp_path, two_env_keys):
             f"key 'hot' version 1 ({old.address}) is draining since ")
         assert f"the sweep to the active version 2 ({new.address})" in str(caught.value)
         assert caught.value.code == "FAILED_PRECONDITION"
-        with pytest.raises(KeyDraining, match="not messages or typed data"), \
+        with pytest.raises(KeyDraining, match="not messages, typed data or authorizations"), \
                 runtime.app.signing(CALLER, "SignMessage", address=old_bytes) as request:
             request.sign_message(b"hi", 10)
         # the active version by address signs anything

@@ -23,7 +23,7 @@ def to_rpc_json(tx: dict[str, Any]) -> dict[str, Any]:
         out["to"] = tx["to"]
     if "type" in tx:
         out["type"] = hex(tx["type"])
-    for name in ("gasPrice", "maxFeePerGas", "maxPriorityFeePerGas"):
+    for name in ("gasPrice", "maxFeePerGas", "maxPriorityFeePerGas", "maxFeePerBlobGas"):
         if name in tx:
             out[name] = hex(tx[name])
     if "accessList" in tx:
@@ -34,11 +34,13 @@ def to_rpc_json(tx: dict[str, Any]) -> dict[str, Any]:
              "yParity": hex(a["yParity"]), "r": hex(a["r"]), "s": hex(a["s"])}
             for a in tx["authorizationList"]
         ]
+    if "blobVersionedHashes" in tx:
+        out["blobVersionedHashes"] = ["0x" + h.hex() for h in tx["blobVersionedHashes"]]
     return out
 
 
 @FAST
-@given(st.sampled_from([0, 1, 2, 4]).flatmap(transactions))
+@given(st.sampled_from([0, 1, 2, 3, 4]).flatmap(transactions))
 def test_json_route_builds_the_same_transaction_as_the_grpc_route(tx: dict[str, Any]):
     parsed = rpc_json.unsigned_transaction(rpc_json.transaction_request(to_rpc_json(tx)))
     assert parsed == to_model(tx) == transaction_from_proto(to_proto(tx))
@@ -61,6 +63,8 @@ def test_type_is_inferred_from_the_fields_present():
     assert infer(maxFeePerGas="0x1") == 2
     assert infer(maxPriorityFeePerGas="0x1", accessList=[]) == 2
     assert infer(authorizationList=[]) == 4
+    assert infer(blobVersionedHashes=[]) == 3
+    assert infer(maxFeePerBlobGas="0x1", maxFeePerGas="0x1") == 3
     assert infer(type="0x1", gasPrice="0x1") == 1
 
 
@@ -79,8 +83,14 @@ BAD = [
     ({"to": "0x1234"}, "to: expected a 0x-prefixed 20-byte hex address"),
     ({"to": "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD"}, "to: EIP-55 checksum mismatch"),
     ({"from": None, "foo": "0x1"}, "foo: not a transaction field"),
-    ({"maxFeePerBlobGas": "0x1"}, "maxFeePerBlobGas: blob transactions (type 3"),
-    ({"type": "0x3"}, "type: blob transactions (type 3"),
+    ({"maxFeePerBlobGas": "0x1", "gasPrice": "0x1"},
+     "gasPrice: not a field of type 3 transactions (type inferred"),
+    ({"type": "0x2", "blobVersionedHashes": []}, "blobVersionedHashes: not a field of type 2"),
+    ({"blobVersionedHashes": "0x01"}, "blobVersionedHashes: expected a list, got '0x01'"),
+    ({"blobVersionedHashes": ["0x1"]}, "blobVersionedHashes[0]: expected \"0x\" followed by"),
+    ({"blobs": [12]}, "blobs[0]: expected a 0x-prefixed hex string, got a JSON number"),
+    ({"sidecars": []}, "sidecars: not accepted; send the blobs as `blobs`"),
+    ({"type": "0x6"}, "type: unknown transaction type 6"),
     ({"type": "0x5"}, "type: unknown transaction type 5"),
     ({"type": "0x0", "maxFeePerGas": "0x1"}, "maxFeePerGas: not a field of type 0"),
     ({"gasPrice": "0x1", "maxFeePerGas": "0x1"},
@@ -113,3 +123,26 @@ def test_core_validation_errors_use_the_json_names():
     missing = rpc_json.transaction_request({"to": "0x" + "11" * 20, "gasPrice": "0x1"})
     with pytest.raises(InvalidRequest, match=r"^chainId: required"):
         rpc_json.unsigned_transaction(missing)
+
+
+BLOB_BASE = {"to": "0x" + "11" * 20, "chainId": "0x1", "nonce": "0x0", "gas": "0x5208",
+             "maxFeePerGas": "0x2", "maxPriorityFeePerGas": "0x1", "maxFeePerBlobGas": "0x1",
+             "blobVersionedHashes": ["0x01" + "00" * 31]}
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"blobVersionedHashes": ["0x02" + "00" * 31]},
+     "blobVersionedHashes[0]: version byte 0x02, expected 0x01 (KZG)"),
+    ({"blobVersionedHashes": ["0x01" + "00" * 30]},
+     "blobVersionedHashes[0]: must be exactly 32 bytes, got 31"),
+    ({"blobVersionedHashes": []}, "blobVersionedHashes: must not be empty for type 3"),
+    ({"blobVersionedHashes": ["0x01" + "00" * 31] * 10},
+     "blobVersionedHashes: 10 blobs; a block holds at most 9"),
+    ({"to": None}, "to: type 3 (EIP-4844) transactions cannot create contracts"),
+    ({"maxFeePerBlobGas": None}, "maxFeePerBlobGas: required"),
+])
+def test_blob_fields_are_checked_with_their_json_names(fields, message):
+    request = rpc_json.transaction_request({**BLOB_BASE, **fields})
+    with pytest.raises(InvalidRequest) as caught:
+        rpc_json.unsigned_transaction(request)
+    assert str(caught.value).startswith(message)

@@ -14,6 +14,8 @@ from signer.app.audit import AuditLog
 from signer.config import Config
 from signer.errors import InvalidRequest
 from signer.eth import messages
+from signer.eth.fields import parse_address
+from signer.eth.transactions import UnsignedAuthorization
 
 
 @dataclass(frozen=True)
@@ -72,10 +74,12 @@ def budgets(config: Config, client_name: str | None = None) -> list[BudgetRow]:
 
 
 def load_request(
-    tx: Path | None, message: str | None, typed_data: Path | None
+    tx: Path | None, message: str | None, typed_data: Path | None,
+    authorization: Path | None = None,
 ) -> tuple[str, PolicyRequest, Any]:
     """(method, request, `from` if the transaction names one) from the command's options;
-    the transaction JSON is what `wallet-signer sign --tx` takes."""
+    the transaction JSON is what `wallet-signer sign --tx` takes; an authorization's is
+    {"chainId", "address", "nonce"} (what RemoteAccount.sign_authorization takes)."""
     from signer.client import transaction_to_proto
     from signer.grpc.convert import transaction_from_proto
 
@@ -85,6 +89,16 @@ def load_request(
         if typed_data is not None:
             text = typed_data.read_text(encoding="utf-8")
             return "SignTypedData", messages.load_typed_data(text), None
+        if authorization is not None:
+            auth = json.loads(authorization.read_text(encoding="utf-8"))
+            if not isinstance(auth, dict):
+                raise ValueError("expected a JSON object {chainId, address, nonce}")
+            request = UnsignedAuthorization(
+                _integer(auth["chainId"], "chainId"),
+                parse_address(str(auth["address"]), "address"),
+                _integer(auth["nonce"], "nonce"),
+            )
+            return "SignAuthorization", request, auth.get("from")
         assert tx is not None
         body = json.loads(tx.read_text(encoding="utf-8"))
         if not isinstance(body, dict):
@@ -92,4 +106,13 @@ def load_request(
         return "SignTransaction", transaction_from_proto(transaction_to_proto(body)), body.get(
             "from")
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
-        raise InvalidRequest(f"{tx or typed_data}: {exc}") from None
+        raise InvalidRequest(f"{tx or typed_data or authorization}: {exc}") from None
+
+
+def _integer(value: Any, field: str) -> int:
+    """A JSON integer, or a decimal or 0x-hex string."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"{field}: expected an integer")
+    if isinstance(value, int):
+        return value
+    return int(value, 16) if value.lower().startswith("0x") else int(value)

@@ -49,7 +49,10 @@ log = logging.getLogger(__name__)
 
 _DENIALS = (Unauthenticated, AccessDenied)
 
-PolicyRequest = transactions.UnsignedTransaction | bytes | messages.TypedData
+PolicyRequest = (
+    transactions.UnsignedTransaction | bytes | messages.TypedData
+    | transactions.UnsignedAuthorization
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +349,19 @@ class SigningRequest:
             self._signed_result(signed.transaction_hash)
         return signed
 
+    def sign_authorization(
+        self, auth: transactions.UnsignedAuthorization, timeout: float | None
+    ) -> transactions.Authorization:
+        """EIP-7702: audited with the delegate and chain it hands the account to."""
+        self.record["authorization"] = _authorization_summary(auth)
+        self._check_drain(None)
+        with self._judged(auth, lambda: transactions.authorization_digest(auth)):
+            signed = self.signer.sign_authorization(auth, timeout, self._write_intent)
+            self._signed_result(keccak(
+                signed.r.to_bytes(32, "big") + signed.s.to_bytes(32, "big")
+                + bytes([signed.y_parity])))
+        return signed
+
     def sign_message(self, message: bytes, timeout: float | None) -> SignedDigest:
         self._check_drain(None)
         with self._judged(message, lambda: messages.personal_message_digest(message)):
@@ -376,7 +392,8 @@ class SigningRequest:
         if not decision.allowed:
             metrics.POLICY_DECISIONS.labels(*labels, "deny").inc()
             self.record["digest"] = "0x" + digest().hex()
-            raise PolicyDenied(decision.reason)
+            raise PolicyDenied(decision.reason, policy=policy.name,
+                               rule_id=decision.rule_id or "")
         metrics.POLICY_DECISIONS.labels(*labels, "allow").inc()
         self._decision = decision
         self._claims = _claims(self.client_name or "", decision)
@@ -401,7 +418,7 @@ class SigningRequest:
         target = f"the active version {active.version} ({active.address})"
         if tx is None:
             raise KeyDraining(f"{head}: it signs only transactions that sweep to {target}, "
-                              "not messages or typed data")
+                              "not messages, typed data or authorizations")
         why = sweep.sweep_reason(tx, self.signer.address_bytes, bytes.fromhex(active.address[2:]))
         if why is None:
             issued = self._app.store.issued_nonce(tx.chain_id, self.signer.address_bytes)
@@ -434,7 +451,8 @@ class SigningRequest:
             assert self._decision is not None
             metrics.POLICY_DECISIONS.labels(
                 self.client_name or "", self._decision.policy, "budget").inc()
-            raise PolicyDenied(_budget_denial(self._decision, exc)) from None
+            raise PolicyDenied(_budget_denial(self._decision, exc), policy=self._decision.policy,
+                               rule_id=self._decision.rule_id or "") from None
         self._intent_written = True
         for use in uses:
             metrics.BUDGET_SPENT.labels(self.client_name or "", use.scope.split("/", 1)[-1]).set(
@@ -537,6 +555,8 @@ def digest_of(request: PolicyRequest) -> bytes:
         return transactions.signing_hash(request)
     if isinstance(request, messages.TypedData):
         return request.digest
+    if isinstance(request, transactions.UnsignedAuthorization):
+        return transactions.authorization_digest(request)
     return messages.personal_message_digest(request)
 
 
@@ -586,4 +606,11 @@ def _summary(tx: transactions.UnsignedTransaction) -> dict[str, Any]:
         "value": str(tx.value),
         "data_bytes": len(tx.data),
         "data_keccak": "0x" + keccak(tx.data).hex() if tx.data else None,
+        **({"blobs": len(tx.blob_versioned_hashes)} if tx.blob_versioned_hashes else {}),
+        **({"delegates": [checksum(a.address) for a in tx.authorization_list]}
+           if tx.authorization_list else {}),
     }
+
+
+def _authorization_summary(auth: transactions.UnsignedAuthorization) -> dict[str, Any]:
+    return {"delegate": checksum(auth.address), "chain_id": auth.chain_id, "nonce": auth.nonce}

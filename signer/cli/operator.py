@@ -163,7 +163,8 @@ def policy_check(args: argparse.Namespace) -> int:
     from signer.admin import policy
     from signer.eth.fields import parse_address
 
-    method, request, sender = policy.load_request(args.tx, args.message, args.typed_data)
+    method, request, sender = policy.load_request(args.tx, args.message, args.typed_data,
+                                                  args.authorization)
     address = args.address or sender
     self_address = parse_address(address, "--address") if address else bytes(20)
     evaluation = policy.check(load_config(args.config), args.client, method, request,

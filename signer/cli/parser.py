@@ -196,6 +196,8 @@ def _add_policy(commands: Commands) -> None:
     what.add_argument("--tx", type=Path, help="transaction JSON (as for `sign --tx`)")
     what.add_argument("--message", help="an EIP-191 message (UTF-8 text)")
     what.add_argument("--typed-data", type=Path, help="EIP-712 JSON (eth_signTypedData_v4)")
+    what.add_argument("--authorization", type=Path,
+                      help='EIP-7702 authorization JSON {"chainId", "address", "nonce"}')
     check.add_argument(
         "--address", help="the signing key's address, for $self (default: the tx's `from`)"
     )

@@ -16,7 +16,7 @@ from typing import Any
 
 from signer.errors import InvalidRequest
 from signer.eth import transactions as txs
-from signer.eth.fields import parse_address
+from signer.eth.fields import checksum, parse_address
 
 _QUANTITY_RE = re.compile(r"0x(0|[1-9a-fA-F][0-9a-fA-F]*)")
 _DATA_RE = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
@@ -34,13 +34,16 @@ JSON_NAMES = {
     "maxPriorityFeePerGas": "max_priority_fee_per_gas",
     "accessList": "access_list",
     "authorizationList": "authorization_list",
+    "maxFeePerBlobGas": "max_fee_per_blob_gas",
+    "blobVersionedHashes": "blob_versioned_hashes",
 }
 _PYTHON_NAMES = {v: k for k, v in JSON_NAMES.items()} | {"data": "input"}
-ACCEPTED_FIELDS = frozenset({*JSON_NAMES, "from", "type", "input", "data", "gasLimit"})
+ACCEPTED_FIELDS = frozenset({*JSON_NAMES, "from", "type", "input", "data", "gasLimit", "blobs"})
 # Fields clients attach that carry nothing for the signature: accepted and ignored. Anything
-# else is refused, so a typo (or a blob field) is never silently dropped.
+# else is refused, so a typo is never silently dropped.
 IGNORED_FIELDS = frozenset({"hash", "blockHash", "blockNumber", "transactionIndex"})
-_BLOB_FIELDS = ("blobVersionedHashes", "maxFeePerBlobGas", "blobs", "sidecars")
+# A sidecar comes as `blobs`; commitments and proofs are computed here, never taken on trust.
+_SIDECAR_FIELDS = ("sidecars", "commitments", "proofs", "kzg")
 
 
 def quantity(value: Any, field: str, bits: int = 256) -> int:
@@ -103,6 +106,14 @@ class TransactionRequest:
     max_priority_fee_per_gas: int | None = None
     access_list: tuple[txs.AccessListEntry, ...] | None = None
     authorization_list: tuple[txs.Authorization, ...] | None = None
+    max_fee_per_blob_gas: int | None = None
+    blob_versioned_hashes: tuple[bytes, ...] | None = None
+    blobs: tuple[bytes, ...] | None = None  # the sidecar's blobs (eth_sendTransaction only)
+
+    @property
+    def carries_blobs(self) -> bool:
+        return (self.max_fee_per_blob_gas is not None or self.blob_versioned_hashes is not None
+                or self.blobs is not None)
 
     def with_fields(self, **fields: Any) -> "TransactionRequest":
         return replace(self, **fields)
@@ -113,6 +124,8 @@ class TransactionRequest:
             return self.type
         if self.authorization_list is not None:
             return txs.SET_CODE
+        if self.carries_blobs:
+            return txs.BLOB
         if self.max_fee_per_gas is not None or self.max_priority_fee_per_gas is not None:
             return txs.DYNAMIC_FEE
         if self.access_list is not None:
@@ -127,9 +140,10 @@ def transaction_request(obj: Any, field: str = "tx") -> TransactionRequest:
     if not isinstance(obj, dict):
         raise InvalidRequest(f"{field}: expected a transaction object, got {_kind(obj)}")
     for name in obj:
-        if name in _BLOB_FIELDS:
+        if name in _SIDECAR_FIELDS:
             raise InvalidRequest(
-                f"{name}: blob transactions (type 3, EIP-4844) are not supported by this signer"
+                f"{name}: not accepted; send the blobs as `blobs` (eth_sendTransaction computes "
+                "commitments and proofs) or only blobVersionedHashes (eth_signTransaction)"
             )
         if name not in ACCEPTED_FIELDS and name not in IGNORED_FIELDS:
             raise InvalidRequest(f"{_show_name(name)}: not a transaction field this signer accepts")
@@ -152,6 +166,9 @@ def transaction_request(obj: Any, field: str = "tx") -> TransactionRequest:
         max_priority_fee_per_gas=_opt(present, "maxPriorityFeePerGas", quantity),
         access_list=_opt(present, "accessList", _access_list),
         authorization_list=_opt(present, "authorizationList", _authorization_list),
+        max_fee_per_blob_gas=_opt(present, "maxFeePerBlobGas", quantity),
+        blob_versioned_hashes=_opt(present, "blobVersionedHashes", _data_list),
+        blobs=_opt(present, "blobs", _data_list),
     )
     implied = request.implied_type()
     if implied is not None:
@@ -159,11 +176,55 @@ def transaction_request(obj: Any, field: str = "tx") -> TransactionRequest:
     return request
 
 
+@dataclass(frozen=True, slots=True)
+class AuthorizationRequest:
+    """wallet_signAuthorization's object; `nonce` None: fill it from the node."""
+
+    sender: bytes
+    chain_id: int
+    address: bytes
+    nonce: int | None
+
+
+_AUTHORIZATION_REQUEST_FIELDS = ("from", "chainId", "address", "nonce")
+
+
+def authorization_request(obj: Any, field: str = "authorization") -> AuthorizationRequest:
+    if not isinstance(obj, dict):
+        raise InvalidRequest(f"{field}: expected an object {{from, chainId, address, nonce}}, "
+                             f"got {_kind(obj)}")
+    for name in obj:
+        if name not in _AUTHORIZATION_REQUEST_FIELDS:
+            raise InvalidRequest(f"{_show_name(name)}: not a field of wallet_signAuthorization "
+                                 "(from, chainId, address, nonce)")
+    for name in ("from", "chainId", "address"):
+        if obj.get(name) is None:
+            raise InvalidRequest(f"{name}: required" + (
+                ' ("0x0" signs for every chain)' if name == "chainId" else ""))
+    return AuthorizationRequest(
+        sender=address(obj["from"], "from"),
+        chain_id=quantity(obj["chainId"], "chainId"),
+        address=address(obj["address"], "address"),
+        nonce=quantity(obj["nonce"], "nonce", 64) if obj.get("nonce") is not None else None,
+    )
+
+
+def authorization_json(signed: txs.Authorization) -> dict[str, str]:
+    return {
+        "chainId": to_quantity(signed.chain_id),
+        "address": checksum(signed.address),
+        "nonce": to_quantity(signed.nonce),
+        "yParity": to_quantity(signed.y_parity),
+        "r": to_quantity(signed.r),
+        "s": to_quantity(signed.s),
+    }
+
+
 def check_fields_fit(request: TransactionRequest, tx_type: int) -> None:
     """A field the client sent that the type has no place for is an error, never dropped."""
     allowed = txs.TYPE_FIELDS[tx_type]
     for name in ("gas_price", "max_fee_per_gas", "max_priority_fee_per_gas", "access_list",
-                 "authorization_list"):
+                 "authorization_list", "max_fee_per_blob_gas", "blob_versioned_hashes"):
         if getattr(request, name) is not None and name not in allowed:
             raise InvalidRequest(
                 f"{_PYTHON_NAMES[name]}: not a field of type {tx_type} transactions"
@@ -180,6 +241,8 @@ def unsigned_transaction(request: TransactionRequest) -> txs.UnsignedTransaction
     required = ["chain_id", "nonce", "gas_limit"]
     required += ["gas_price"] if tx_type in (txs.LEGACY, txs.ACCESS_LIST) else [
         "max_fee_per_gas", "max_priority_fee_per_gas"]
+    if tx_type == txs.BLOB:
+        required += ["max_fee_per_blob_gas", "blob_versioned_hashes"]
     for name in required:
         if getattr(request, name) is None:
             raise InvalidRequest(f"{_PYTHON_NAMES[name]}: required")
@@ -197,6 +260,8 @@ def unsigned_transaction(request: TransactionRequest) -> txs.UnsignedTransaction
             max_priority_fee_per_gas=request.max_priority_fee_per_gas or 0,
             access_list=request.access_list or (),
             authorization_list=request.authorization_list or (),
+            max_fee_per_blob_gas=request.max_fee_per_blob_gas or 0,
+            blob_versioned_hashes=request.blob_versioned_hashes or (),
         )
     except InvalidRequest as exc:
         raise InvalidRequest(json_field_names(str(exc))) from None
@@ -251,6 +316,12 @@ def _access_list(value: Any, field: str) -> tuple[txs.AccessListEntry, ...]:
         entries.append(txs.AccessListEntry(address(entry.get("address"), f"{where}.address"),
                                            storage))
     return tuple(entries)
+
+
+def _data_list(value: Any, field: str) -> tuple[bytes, ...]:
+    if not isinstance(value, list):
+        raise InvalidRequest(f"{field}: expected a list, got {_kind(value)}")
+    return tuple(data(item, f"{field}[{i}]") for i, item in enumerate(value))
 
 
 _AUTH_FIELDS = {"address", "chainId", "nonce", "yParity", "v", "r", "s"}
@@ -329,6 +400,10 @@ def call_object(request: TransactionRequest, sender: bytes) -> dict[str, Any]:
         obj["to"] = to_data(request.to)
     if request.data:
         obj["data"] = to_data(request.data)
+    if request.blob_versioned_hashes is not None:
+        obj["blobVersionedHashes"] = [to_data(h) for h in request.blob_versioned_hashes]
+    if request.max_fee_per_blob_gas is not None:
+        obj["maxFeePerBlobGas"] = to_quantity(request.max_fee_per_blob_gas)
     if request.access_list is not None:
         obj["accessList"] = [
             {"address": to_data(e.address), "storageKeys": [to_data(k) for k in e.storage_keys]}

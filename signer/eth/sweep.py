@@ -6,7 +6,7 @@ transaction, exactly as it will be signed (no I/O, no second parse elsewhere).
 """
 
 from signer.eth.abi import decode_exact
-from signer.eth.transactions import UnsignedTransaction
+from signer.eth.transactions import BLOB, UnsignedTransaction
 
 # selector -> (argument types, index of the recipient, index of the sender or None)
 _TOKEN_CALLS: dict[bytes, tuple[tuple[str, ...], int, int | None]] = {
@@ -23,8 +23,8 @@ _TOKEN_CALLS: dict[bytes, tuple[tuple[str, ...], int, int | None]] = {
 
 def sweep_reason(tx: UnsignedTransaction, old: bytes, active: bytes) -> str | None:
     """Why `tx`, signed by `old`, is a sweep to `active` (a short description), or None."""
-    if tx.authorization_list:
-        return None  # an EIP-7702 delegation is never part of a sweep
+    if tx.authorization_list or tx.type == BLOB:
+        return None  # an EIP-7702 delegation or a blob carrier is never part of a sweep
     if not tx.data:
         return "native value to the active address" if tx.to == active else None
     if not tx.to or tx.value:

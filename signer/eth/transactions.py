@@ -1,7 +1,8 @@
 """Unsigned Ethereum transactions: one validated model, one RLP codec in both directions.
 
-Types 0 (legacy, always EIP-155), 1 (EIP-2930), 2 (EIP-1559) and 4 (EIP-7702). Type 3 (blob)
-is refused. The same field table drives encoding and the strict decoding of the unsigned
+Types 0 (legacy, always EIP-155), 1 (EIP-2930), 2 (EIP-1559), 3 (EIP-4844 blob, the payload
+only: the sidecar of blobs, commitments and proofs is not signed and never reaches the signer)
+and 4 (EIP-7702). The same field table drives encoding and the strict decoding of the unsigned
 payloads that ethers, viem and eth-account hand to a signer, so the two routes cannot drift.
 eth-account's TypedTransaction has no decoder for unsigned payloads, which is why the codec is
 here; eth-account stays the independent reference in the tests.
@@ -17,12 +18,18 @@ from signer.eth.fields import UINT64_MAX, UINT256_MAX
 from signer.eth.hashing import keccak
 
 LEGACY, ACCESS_LIST, DYNAMIC_FEE, BLOB, SET_CODE = 0, 1, 2, 3, 4
-SUPPORTED_TYPES = (LEGACY, ACCESS_LIST, DYNAMIC_FEE, SET_CODE)
+SUPPORTED_TYPES = (LEGACY, ACCESS_LIST, DYNAMIC_FEE, BLOB, SET_CODE)
 
 # EIP-2294: the largest chain id for which a legacy EIP-155 `v` still fits in 64 bits.
 MAX_CHAIN_ID = UINT64_MAX // 2 - 36
 # EIP-2681: a nonce of 2**64-1 can never be used.
 MAX_NONCE = UINT64_MAX - 1
+# EIP-4844: a versioned hash is 0x01 || sha256(commitment)[1:].
+BLOB_HASH_VERSION = 0x01
+# The per-block blob maximum of Prague and Osaka (EIP-7691): no transaction can carry more.
+# (The blob-parameter-only forks after Osaka raise it; so would this constant.)
+MAX_BLOBS_PER_TRANSACTION = 9
+GAS_PER_BLOB = 2**17  # EIP-4844 GAS_PER_BLOB: the blob gas one blob uses
 
 # The RLP field order of each type, without the signature; the one table that both encoding and
 # decoding read. Legacy's EIP-155 signing form appends chain_id, 0, 0.
@@ -32,6 +39,8 @@ FIELD_ORDER: dict[int, tuple[str, ...]] = {
     LEGACY: ("nonce", "gas_price", *_TAIL),
     ACCESS_LIST: ("chain_id", "nonce", "gas_price", *_TAIL, "access_list"),
     DYNAMIC_FEE: ("chain_id", "nonce", *_FEES_1559, *_TAIL, "access_list"),
+    BLOB: ("chain_id", "nonce", *_FEES_1559, *_TAIL, "access_list", "max_fee_per_blob_gas",
+           "blob_versioned_hashes"),
     SET_CODE: ("chain_id", "nonce", *_FEES_1559, *_TAIL, "access_list", "authorization_list"),
 }
 COMMON_FIELDS = frozenset({"chain_id", "nonce", *_TAIL})
@@ -72,18 +81,55 @@ class UnsignedTransaction:
     max_priority_fee_per_gas: int = 0
     access_list: tuple[AccessListEntry, ...] = ()
     authorization_list: tuple[Authorization, ...] = field(default=())
+    max_fee_per_blob_gas: int = 0
+    blob_versioned_hashes: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         validate(self)
 
+    @property
+    def max_fee_wei(self) -> int:
+        """The most this transaction can pay in fees: execution gas plus blob gas (EIP-4844)."""
+        per_gas = self.max_fee_per_gas if self.type in FEE_MARKET_TYPES else self.gas_price
+        blob_gas = len(self.blob_versioned_hashes) * GAS_PER_BLOB
+        return self.gas_limit * per_gas + blob_gas * self.max_fee_per_blob_gas
+
+
+FEE_MARKET_TYPES = (DYNAMIC_FEE, BLOB, SET_CODE)
+
+
+@dataclass(frozen=True, slots=True)
+class UnsignedAuthorization:
+    """An EIP-7702 authorization to be signed by a key held here: "let `address`'s code run
+    as my account on chain `chain_id` (0: every chain) while my nonce is `nonce`"."""
+
+    chain_id: int
+    address: bytes
+    nonce: int
+
+    def __post_init__(self) -> None:
+        _bound(self.chain_id, UINT256_MAX, "chain_id", "does not fit in 256 bits")
+        _bound(self.nonce, MAX_NONCE, "nonce", "exceeds 2**64-2 (EIP-2681)")
+        if len(self.address) != 20:
+            raise InvalidRequest("address: must be 20 bytes")
+
+
+# EIP-7702 MAGIC: the domain byte that keeps an authorization from being any other signature.
+AUTHORIZATION_MAGIC = b"\x05"
+
+
+def authorization_digest(auth: UnsignedAuthorization) -> bytes:
+    """keccak256(0x05 || rlp([chain_id, address, nonce])): what the authority signs."""
+    return keccak(
+        AUTHORIZATION_MAGIC + _rlp([_uint(auth.chain_id), auth.address, _uint(auth.nonce)])
+    )
+
 
 def check_type(tx_type: int) -> None:
-    if tx_type == BLOB:
-        raise InvalidRequest(
-            "type: blob transactions (type 3, EIP-4844) are not supported by this signer"
-        )
     if tx_type not in SUPPORTED_TYPES:
-        raise InvalidRequest(f"type: unknown transaction type {tx_type}; supported: 0, 1, 2, 4")
+        raise InvalidRequest(
+            f"type: unknown transaction type {tx_type}; supported: 0, 1, 2, 3, 4"
+        )
 
 
 def validate(tx: UnsignedTransaction) -> None:
@@ -94,7 +140,8 @@ def validate(tx: UnsignedTransaction) -> None:
     _bound(tx.chain_id, MAX_CHAIN_ID, "chain_id", "exceeds the EIP-2294 bound")
     _bound(tx.nonce, MAX_NONCE, "nonce", "exceeds 2**64-2 (EIP-2681)")
     _bound(tx.gas_limit, UINT64_MAX, "gas_limit", "does not fit in 64 bits")
-    for name in ("value", "gas_price", "max_fee_per_gas", "max_priority_fee_per_gas"):
+    for name in ("value", "gas_price", "max_fee_per_gas", "max_priority_fee_per_gas",
+                 "max_fee_per_blob_gas"):
         _bound(getattr(tx, name), UINT256_MAX, name, "does not fit in 256 bits")
     if len(tx.to) not in (0, 20):
         raise InvalidRequest("to: must be 20 bytes or empty")
@@ -119,6 +166,8 @@ def validate(tx: UnsignedTransaction) -> None:
             raise InvalidRequest("to: type 4 (EIP-7702) transactions cannot create contracts")
         if not tx.authorization_list:
             raise InvalidRequest("authorization_list: must not be empty for type 4 transactions")
+    if tx.type == BLOB:
+        _check_blob_fields(tx)
     for i, auth in enumerate(tx.authorization_list):
         where = f"authorization_list[{i}]"
         _bound(auth.chain_id, UINT256_MAX, f"{where}.chain_id", "does not fit in 256 bits")
@@ -129,6 +178,29 @@ def validate(tx: UnsignedTransaction) -> None:
             raise InvalidRequest(f"{where}.y_parity: must be 0 or 1")
         _bound(auth.r, UINT256_MAX, f"{where}.r", "does not fit in 256 bits")
         _bound(auth.s, UINT256_MAX, f"{where}.s", "does not fit in 256 bits")
+
+
+def _check_blob_fields(tx: UnsignedTransaction) -> None:
+    if not tx.to:
+        raise InvalidRequest("to: type 3 (EIP-4844) transactions cannot create contracts")
+    count = len(tx.blob_versioned_hashes)
+    if count == 0:
+        raise InvalidRequest("blob_versioned_hashes: must not be empty for type 3 transactions")
+    if count > MAX_BLOBS_PER_TRANSACTION:
+        raise InvalidRequest(
+            f"blob_versioned_hashes: {count} blobs; a block holds at most "
+            f"{MAX_BLOBS_PER_TRANSACTION}"
+        )
+    for i, versioned in enumerate(tx.blob_versioned_hashes):
+        if len(versioned) != 32:
+            raise InvalidRequest(
+                f"blob_versioned_hashes[{i}]: must be exactly 32 bytes, got {len(versioned)}"
+            )
+        if versioned[0] != BLOB_HASH_VERSION:
+            raise InvalidRequest(
+                f"blob_versioned_hashes[{i}]: version byte 0x{versioned[0]:02x}, expected 0x01 "
+                "(KZG)"
+            )
 
 
 def _bound(value: int, maximum: int, name: str, why: str) -> None:
@@ -159,6 +231,8 @@ def _encode_field(tx: UnsignedTransaction, name: str) -> Item:
         return _uint(value)
     if name == "access_list":
         return [[e.address, list(e.storage_keys)] for e in tx.access_list]
+    if name == "blob_versioned_hashes":
+        return list(tx.blob_versioned_hashes)
     if name == "authorization_list":
         return [
             [
@@ -309,6 +383,7 @@ _INT_BITS = {
     "gas_price": 256,
     "max_fee_per_gas": 256,
     "max_priority_fee_per_gas": 256,
+    "max_fee_per_blob_gas": 256,
 }
 
 
@@ -326,6 +401,8 @@ def _field(name: str, item: Any) -> Any:
         return tuple(_access_entry(e, i) for i, e in enumerate(_list(item, name)))
     if name == "authorization_list":
         return tuple(_authorization(a, i) for i, a in enumerate(_list(item, name)))
+    if name == "blob_versioned_hashes":
+        return tuple(_bytes(h, f"{name}[{i}]") for i, h in enumerate(_list(item, name)))
     raise AssertionError(name)  # pragma: no cover - the tables above name every field
 
 

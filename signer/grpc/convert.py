@@ -6,6 +6,7 @@ from signer.app.application import Evaluation
 from signer.errors import InvalidRequest
 from signer.eth import transactions as txs
 from signer.eth.fields import (
+    checksum,
     parse_address,
     parse_uint256_bytes,
     parse_uint256_decimal,
@@ -24,6 +25,8 @@ def transaction_from_proto(msg: pb.Transaction) -> txs.UnsignedTransaction:
         "max_priority_fee_per_gas": msg.max_priority_fee_per_gas != "",
         "access_list": len(msg.access_list) > 0,
         "authorization_list": len(msg.authorization_list) > 0,
+        "max_fee_per_blob_gas": msg.max_fee_per_blob_gas != "",
+        "blob_versioned_hashes": len(msg.blob_versioned_hashes) > 0,
     }
     for name in sorted(txs.OPTIONAL_FIELDS - txs.TYPE_FIELDS[msg.type]):
         if present[name]:
@@ -59,6 +62,10 @@ def transaction_from_proto(msg: pb.Transaction) -> txs.UnsignedTransaction:
             )
             for i, auth in enumerate(msg.authorization_list)
         ),
+        max_fee_per_blob_gas=parse_uint256_decimal(
+            msg.max_fee_per_blob_gas, "max_fee_per_blob_gas"
+        ),
+        blob_versioned_hashes=tuple(msg.blob_versioned_hashes),
     )
 
 
@@ -69,6 +76,29 @@ def transaction_from_request(request: pb.SignTransactionRequest) -> txs.Unsigned
     if payload == "unsigned_transaction":
         return txs.decode_unsigned(request.unsigned_transaction)
     raise InvalidRequest("payload: set either transaction or unsigned_transaction")
+
+
+def authorization_from_request(
+    request: pb.SignAuthorizationRequest,
+) -> txs.UnsignedAuthorization:
+    return txs.UnsignedAuthorization(
+        chain_id=request.chain_id,
+        address=parse_address(request.address, "address"),
+        nonce=request.nonce,
+    )
+
+
+def authorization_response(signed: txs.Authorization) -> pb.SignAuthorizationResponse:
+    return pb.SignAuthorizationResponse(
+        authorization=pb.Authorization(
+            chain_id=signed.chain_id,
+            address=checksum(signed.address),
+            nonce=signed.nonce,
+            y_parity=signed.y_parity,
+            r=signed.r.to_bytes(32, "big"),
+            s=signed.s.to_bytes(32, "big"),
+        )
+    )
 
 
 def key_info(

@@ -7,6 +7,11 @@ import grpc
 
 from signer import errors
 
+# A policy denial's fields, sent as trailers beside its PERMISSION_DENIED status (read by
+# signer.client.SigningRefused).
+POLICY_HEADER, POLICY_RULE_HEADER, POLICY_REASON_HEADER = (
+    "x-policy", "x-policy-rule", "x-policy-reason")
+
 # Raised by nothing we know of: a bug. The caller learns nothing was signed and may retry.
 UNEXPECTED = (grpc.StatusCode.UNAVAILABLE, "signer fault: nothing was signed; retry later")
 

@@ -16,14 +16,21 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 
 from signer import metrics
-from signer.errors import InvalidRequest, ResourceExhausted, SignerError
-from signer.grpc.errors import UNEXPECTED, status_for
+from signer.errors import InvalidRequest, PolicyDenied, ResourceExhausted, SignerError
+from signer.grpc.errors import (
+    POLICY_HEADER,
+    POLICY_REASON_HEADER,
+    POLICY_RULE_HEADER,
+    UNEXPECTED,
+    status_for,
+)
 from signer.ids import new_id, request_id_from
 from signer.logs import Fields
 
 log = logging.getLogger("signer.access")
 
 REQUEST_ID_HEADER = "x-request-id"
+
 if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
 
@@ -104,6 +111,9 @@ def _wrap(method: str, handler: "Handler", max_request_bytes: int | None) -> "Ha
             return inner(request, context)
         except Exception as exc:
             code, message = _status_of(exc, method, request_id)
+            if isinstance(exc, PolicyDenied):
+                context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),
+                                               *_policy_trailers(exc)))
         finally:
             seconds = time.perf_counter() - started
             metrics.end_call(call, token, code.name, seconds)
@@ -260,6 +270,17 @@ def _status_of(exc: Exception, method: str, request_id: str) -> tuple[grpc.Statu
     log.exception("unexpected fault in %s (request %r)", method, request_id)
     metrics.SIGNER_FAULTS.labels("grpc").inc()
     return UNEXPECTED
+
+
+def _policy_trailers(denied: PolicyDenied) -> tuple[tuple[str, str], ...]:
+    """Metadata values are printable ASCII: anything else in a reason is escaped."""
+    def ascii_text(text: str) -> str:
+        return "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii")
+                       for c in text)
+
+    return ((POLICY_HEADER, ascii_text(denied.policy)),
+            (POLICY_RULE_HEADER, ascii_text(denied.rule_id)),
+            (POLICY_REASON_HEADER, ascii_text(denied.reason)[:4096]))
 
 
 def _ended_by_caller(context: grpc.ServicerContext) -> grpc.StatusCode:

@@ -108,6 +108,13 @@ class SignerServicer(pb_grpc.SignerServiceServicer):  # type: ignore[misc]
             signed = signing.sign_typed_data(request.typed_data_json, _remaining(context))
         return pb.SignTypedDataResponse(**convert.signed_digest_fields(signed))
 
+    def SignAuthorization(
+        self, request: pb.SignAuthorizationRequest, context: grpc.ServicerContext
+    ) -> pb.SignAuthorizationResponse:
+        with self._app.signing(caller_of(context), "SignAuthorization", request.key_id) as signing:
+            auth = convert.authorization_from_request(request)
+            signed = signing.sign_authorization(auth, _remaining(context))
+        return convert.authorization_response(signed)
 
     def EvaluatePolicy(
         self, request: pb.EvaluatePolicyRequest, context: grpc.ServicerContext
@@ -131,8 +138,16 @@ class SignerServicer(pb_grpc.SignerServiceServicer):  # type: ignore[misc]
                 caller, "SignTypedData", typed.key_id,
                 lambda: messages.load_typed_data(typed.typed_data_json),
             )
+        elif which == "authorization":
+            auth = request.authorization
+            evaluation = self._app.evaluate(
+                caller, "SignAuthorization", auth.key_id,
+                lambda: convert.authorization_from_request(auth),
+            )
         else:
-            raise InvalidRequest("request: set one of transaction, message or typed_data")
+            raise InvalidRequest(
+                "request: set one of transaction, message, typed_data or authorization"
+            )
         return convert.evaluation_response(evaluation)
 
 

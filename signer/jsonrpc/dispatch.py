@@ -18,6 +18,7 @@ from signer.app.application import Application
 from signer.app.caller import Caller
 from signer.errors import InvalidRequest, SignerError, Unauthenticated
 from signer.eth import messages, rpc_json
+from signer.eth.transactions import UnsignedAuthorization
 from signer.jsonrpc import errors as codes
 from signer.jsonrpc.errors import JsonRpcError, code_for
 from signer.jsonrpc.sending import TransactionService
@@ -56,6 +57,7 @@ class Dispatcher:
             "eth_signTransaction": self._sign_transaction,
             "eth_sendTransaction": self._send_transaction,
             "wallet_sendTransaction": self._send_transaction,
+            "wallet_signAuthorization": self._sign_authorization,
             "health_status": lambda caller, params, method: "OK",
         }
         metrics.register_methods([*(METRIC_PREFIX + m for m in self._methods), FORWARDED])
@@ -195,6 +197,23 @@ class Dispatcher:
     def _send_transaction(self, caller: Caller, params: Params, method: str) -> str:
         _arity(params, method, 1)
         return self._transactions.send(caller, rpc_json.transaction_request(params[0]), method)
+
+    def _sign_authorization(self, caller: Caller, params: Params, method: str) -> Any:
+        """EIP-7702 for the key at `from`; a missing nonce is the account's pending count
+        (right when another account sends the type 4 transaction; the sender itself needs +1)."""
+        _arity(params, method, 1)
+        request = rpc_json.authorization_request(params[0])
+        with self._app.signing(caller, "SignAuthorization", address=request.sender) as signing:
+            signing.note(door="jsonrpc", jsonrpc_method=method)
+            nonce = request.nonce
+            if nonce is None:
+                if self._transactions.filler is None:
+                    raise InvalidRequest(
+                        "nonce: required (no upstream node is configured to read it from)")
+                nonce = self._transactions.filler.pending_count(request.sender)
+            unsigned = UnsignedAuthorization(request.chain_id, request.address, nonce)
+            signed = signing.sign_authorization(unsigned, None)
+        return rpc_json.authorization_json(signed)
 
 
 # -- JSON-RPC 2.0 framing ---------------------------------------------------------------------

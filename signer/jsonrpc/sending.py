@@ -3,8 +3,10 @@
 Filling follows what wallets do: `chainId` from the node (cached; a different one from the
 client is an error), `gas` from `eth_estimateGas`, fees as EIP-1559 when the latest block has a
 base fee (tip from `eth_maxPriorityFeePerGas`, `maxFeePerGas` = 2 x base fee + tip) else
-`eth_gasPrice`. Nonces for `eth_sendTransaction` come from the shared store, with the node's
-pending count as the floor, so concurrent sends on any replica never reuse one.
+`eth_gasPrice`; a blob transaction's `maxFeePerBlobGas` = 2 x `eth_blobBaseFee` (room for the
+blob base fee to rise over several full blocks, as for the execution fee). Nonces for
+`eth_sendTransaction` come from the shared store, with the node's pending count as the floor,
+so concurrent sends on any replica never reuse one.
 """
 
 import logging
@@ -17,7 +19,7 @@ from eth_utils.address import to_checksum_address
 from signer.app.application import Application
 from signer.app.caller import Caller
 from signer.errors import InvalidRequest, SignerError
-from signer.eth import rpc_json
+from signer.eth import blobs, rpc_json
 from signer.eth import transactions as txs
 from signer.eth.rpc_json import TransactionRequest
 from signer.jsonrpc.errors import JsonRpcError
@@ -26,6 +28,8 @@ from signer.store import Store
 
 log = logging.getLogger(__name__)
 
+# maxFeePerBlobGas filled as this many times eth_blobBaseFee.
+BLOB_FEE_HEADROOM = 2
 # How many times one eth_sendTransaction re-syncs its nonce after the node said "too low".
 MAX_NONCE_ATTEMPTS = 3
 _NONCE_TOO_LOW = re.compile(r"nonce.{0,40}too low|NonceTooLow", re.IGNORECASE | re.DOTALL)
@@ -78,12 +82,17 @@ class Filler:
         )
         market_decides = (
             request.type is None and not fees_given and request.authorization_list is None
+            and not request.carries_blobs
         )
         tx_type = None if market_decides else request.implied_type()
         if tx_type in (txs.LEGACY, txs.ACCESS_LIST):
             if request.gas_price is not None:
                 return request.with_fields(type=tx_type)
             return request.with_fields(type=tx_type, gas_price=self._gas_price())
+        if tx_type == txs.BLOB and request.max_fee_per_blob_gas is None:
+            blob_base_fee = _quantity(self._upstream.call("eth_blobBaseFee", []),
+                                      "eth_blobBaseFee")
+            request = request.with_fields(max_fee_per_blob_gas=BLOB_FEE_HEADROOM * blob_base_fee)
         if (
             tx_type is not None
             and request.max_fee_per_gas is not None
@@ -109,6 +118,21 @@ class Filler:
         return request.with_fields(type=tx_type, max_fee_per_gas=max_fee,
                                    max_priority_fee_per_gas=tip)
 
+    def blob_network_form(self) -> blobs.NetworkForm:
+        """The sidecar form the node's current fork takes: EIP-7594 cell proofs from Osaka on,
+        EIP-4844 blob proofs before. The fork is read from `eth_config` (EIP-7910): Osaka is
+        the fork that added the P256VERIFY precompile (EIP-7951). A node without eth_config
+        predates Osaka."""
+        try:
+            config = self._upstream.call("eth_config", [])
+        except JsonRpcError:
+            return "eip4844"
+        current = config.get("current") if isinstance(config, dict) else None
+        precompiles = current.get("precompiles") if isinstance(current, dict) else None
+        if not isinstance(precompiles, dict):
+            raise UpstreamUnavailable("upstream node: malformed eth_config result")
+        return "eip7594" if "P256VERIFY" in precompiles else "eip4844"
+
     def _gas_price(self) -> int:
         return _quantity(self._upstream.call("eth_gasPrice", []), "eth_gasPrice")
 
@@ -129,6 +153,10 @@ class TransactionService:
         self._upstream = upstream
         self._filler = Filler(upstream) if upstream is not None else None
 
+    @property
+    def filler(self) -> Filler | None:
+        return self._filler
+
     def sign(self, caller: Caller, request: TransactionRequest, method: str) -> str:
         """eth_signTransaction: the raw signed transaction. Fills chainId, gas and fees when
         there is an upstream; never reserves a nonce (the caller owns it)."""
@@ -137,6 +165,12 @@ class TransactionService:
             raise InvalidRequest(
                 "nonce: required for eth_signTransaction (use eth_sendTransaction to have one "
                 "assigned)"
+            )
+        if request.blobs is not None:
+            raise InvalidRequest(
+                "blobs: eth_signTransaction signs the payload only: strip the sidecar, send its "
+                "blobVersionedHashes and wrap the signed payload with the sidecar yourself (or "
+                "use eth_sendTransaction)"
             )
         with self._app.signing(caller, "SignTransaction", address=sender) as signing:
             signing.note(door="jsonrpc", jsonrpc_method=method)
@@ -151,6 +185,7 @@ class TransactionService:
         if self._upstream is None or self._filler is None:
             raise JsonRpcError(-32601, f"{method} needs an upstream node ([jsonrpc] upstream)")
         sender = _sender(request)
+        sidecar: blobs.Sidecar | None = None
         filled: TransactionRequest | None = None
         for attempt in range(1, MAX_NONCE_ATTEMPTS + 1):
             reserved: int | None = None
@@ -159,6 +194,8 @@ class TransactionService:
                     signing.note(door="jsonrpc", jsonrpc_method=method,
                                  then="eth_sendRawTransaction")
                     if filled is None:
+                        # the KZG work only for a caller the path has let through
+                        request, sidecar = _with_sidecar(request)
                         filled = self._filler.fill(request, sender)
                     nonce = filled.nonce
                     if nonce is None:
@@ -173,9 +210,10 @@ class TransactionService:
             # The outcome record is durable: only now may the signature leave.
             tx_hash = rpc_json.to_data(signed.transaction_hash)
             try:
-                self._upstream.call(
-                    "eth_sendRawTransaction", [rpc_json.to_data(signed.raw_transaction)]
-                )
+                raw = signed.raw_transaction
+                if sidecar is not None:
+                    raw = blobs.network_form(raw, sidecar, self._filler.blob_network_form())
+                self._upstream.call("eth_sendRawTransaction", [rpc_json.to_data(raw)])
                 return tx_hash
             except JsonRpcError as exc:
                 if _ALREADY_KNOWN.search(exc.message):
@@ -211,6 +249,34 @@ class TransactionService:
                             nonce, to_checksum_address(sender))
         except SignerError as exc:
             log.warning("nonce %d could not be given back: %s", nonce, exc)
+
+
+def _with_sidecar(
+    request: TransactionRequest,
+) -> tuple[TransactionRequest, blobs.Sidecar | None]:
+    """eth_sendTransaction of a blob transaction: the sidecar from `blobs`, and the versioned
+    hashes (filled, or checked against the ones given)."""
+    if request.implied_type() != txs.BLOB:
+        return request, None
+    if request.blobs is None:
+        raise InvalidRequest(
+            "blobs: required to send a blob transaction (the node needs the sidecar); to sign "
+            "the payload only, use eth_signTransaction"
+        )
+    sidecar = blobs.sidecar(list(request.blobs))
+    given = request.blob_versioned_hashes
+    if given is not None:
+        if len(given) != len(sidecar.versioned_hashes):
+            raise InvalidRequest(
+                f"blobVersionedHashes: {len(given)} hashes for {len(sidecar.blobs)} blobs"
+            )
+        for i, (mine, theirs) in enumerate(zip(sidecar.versioned_hashes, given, strict=True)):
+            if mine != theirs:
+                raise InvalidRequest(
+                    f"blobVersionedHashes[{i}]: {rpc_json.to_data(theirs)} is not the versioned "
+                    f"hash of blobs[{i}] ({rpc_json.to_data(mine)})"
+                )
+    return request.with_fields(blob_versioned_hashes=sidecar.versioned_hashes), sidecar
 
 
 def _sender(request: TransactionRequest) -> bytes:

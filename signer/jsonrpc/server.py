@@ -248,8 +248,9 @@ class _Handler(BaseHTTPRequestHandler):
         if length > limit:
             self.close_connection = True  # the body is never read
             message = f"request body of {length} bytes exceeds max_request_bytes ({limit})"
-            self._send(413, _error_body(message), None, request_id)
+            # counted before the answer leaves: a caller that reads the metrics next sees it
             metrics.refused_call("", "RESOURCE_EXHAUSTED", time.perf_counter() - started)
+            self._send(413, _error_body(message), None, request_id)
             self._log("-", request_id, 413, 1, started)
             return
         body = self.rfile.read(length)

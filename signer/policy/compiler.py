@@ -22,16 +22,23 @@ from signer.policy.conditions import (
     literal,
     parse_address,
 )
-from signer.policy.matchers import MessageRule, Spend, Target, TxRule, TypedRule
+from signer.policy.matchers import AuthRule, MessageRule, Spend, Target, TxRule, TypedRule
 from signer.policy.schema import Condition, PolicySchema, Rule
 
 _INTEGER_LITERAL = re.compile(r"[0-9]{1,78}")
 _FIELDS_BY_KIND = {
-    "transaction": {"to", "value_max", "call", "delegates", "where", "spend"},
+    "transaction": {"to", "value_max", "call", "delegates", "blobs_max", "where", "spend"},
     "message": {"match", "spend"},
     "typed_data": {"domain", "primary_type", "where", "spend"},
+    "authorization": {"delegates", "chains", "allow_any_chain", "spend"},
 }
-_ALLOW_ONLY = ("value_max", "delegates", "spend")
+_ALLOW_ONLY = ("value_max", "delegates", "blobs_max", "chains", "allow_any_chain", "spend")
+# A deny rule of kind = "authorization" names the delegates it refuses.
+_DENY_TOO = {"authorization": frozenset({"delegates"})}
+_RULE_FIELDS = (
+    "to", "value_max", "call", "delegates", "blobs_max", "chains", "allow_any_chain", "match",
+    "domain", "primary_type",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +51,8 @@ class CompiledRules:
     deny_typed: tuple[TypedRule, ...]
     allow_messages: tuple[MessageRule, ...]
     deny_messages: tuple[MessageRule, ...]
+    allow_auth: tuple[AuthRule, ...] = ()
+    deny_auth: tuple[AuthRule, ...] = ()
 
 
 def compile_rules(config: PolicySchema) -> CompiledRules:
@@ -83,6 +92,11 @@ class _Compiler:
             )
         if allows & {"transaction", "typed_data"} and not config.chains:
             raise PolicyError("chains: required when the policy allows transactions or typed data")
+        for rule in config.allow:
+            if rule.kind == "authorization" and rule.chains is None and not config.chains:
+                raise PolicyError(
+                    f"allow[{rule.id}].chains: required when the policy has no chains"
+                )
 
         def rules(section: str, kind: str) -> tuple[Any, ...]:
             return tuple(compiled.get((section, kind), ()))
@@ -94,27 +108,36 @@ class _Compiler:
             rules("deny", "typed_data"),
             rules("allow", "message"),
             rules("deny", "message"),
+            rules("allow", "authorization"),
+            rules("deny", "authorization"),
         )
 
     def _check_fields(self, rule: Rule, section: str, where: str) -> None:
         allowed = _FIELDS_BY_KIND[rule.kind]
-        for name in ("to", "value_max", "call", "delegates", "match", "domain", "primary_type"):
+        for name in _RULE_FIELDS:
             if getattr(rule, name) is not None and name not in allowed:
                 raise PolicyError(f"{where}.{name}: not a field of kind = {rule.kind!r} rules")
         if rule.where and "where" not in allowed:
             raise PolicyError(f"{where}.where: not a field of kind = {rule.kind!r} rules")
         if section == "deny":
             for name in _ALLOW_ONLY:
-                if getattr(rule, name):
+                if getattr(rule, name) and name not in _DENY_TOO.get(rule.kind, ()):
                     raise PolicyError(f"{where}.{name}: only allow rules have {name}")
         if rule.kind == "message" and rule.match is None:
             raise PolicyError(f"{where}.match: required for kind = 'message' rules")
+        if rule.kind == "authorization" and rule.delegates is None:
+            raise PolicyError(
+                f"{where}.delegates: required for kind = 'authorization' rules (an "
+                "authorization hands the whole account to the delegate's code)"
+            )
 
     def _rule(self, rule: Rule, section: str, where: str) -> Any:
         if rule.kind == "transaction":
             return self._tx_rule(rule, section, where)
         if rule.kind == "typed_data":
             return self._typed_rule(rule, where)
+        if rule.kind == "authorization":
+            return self._auth_rule(rule, where)
         try:
             pattern = re.compile(rule.match or "")
         except re.error as exc:
@@ -161,6 +184,21 @@ class _Compiler:
             checks,
             delegates,
             self._spends(rule, where, params, typed=False),
+            rule.blobs_max or 0,
+        )
+
+    def _auth_rule(self, rule: Rule, where: str) -> AuthRule:
+        assert rule.delegates is not None  # _check_fields
+        items = [rule.delegates] if isinstance(rule.delegates, str) else rule.delegates
+        if "*" in items:
+            raise PolicyError(f"{where}.delegates: no wildcard; name each delegate contract")
+        delegates, label = self._addresses(rule.delegates, f"{where}.delegates")
+        if rule.chains is not None and not rule.chains:
+            raise PolicyError(f"{where}.chains: empty")
+        chains = frozenset(self.config.chains if rule.chains is None else rule.chains)
+        return AuthRule(
+            rule.id, delegates, label, chains, bool(rule.allow_any_chain),
+            self._spends(rule, where, None, typed=False),
         )
 
     def _typed_rule(self, rule: Rule, where: str) -> TypedRule:
@@ -288,8 +326,8 @@ class _Compiler:
                 spends.append(Spend(budget, amount=int(text), label=text))
             elif text == "value" and rule.kind == "transaction":
                 spends.append(Spend(budget, native=True, label=text))
-            elif rule.kind == "message":
-                raise PolicyError(f'{at}: message rules spend a count, e.g. "1"')
+            elif rule.kind in ("message", "authorization"):
+                raise PolicyError(f'{at}: {rule.kind} rules spend a count, e.g. "1"')
             else:
                 parts = tuple(text.split("."))
                 if typed:

@@ -2,10 +2,10 @@
 
 `Policy.compile(name, config)` names the rules `config` was compiled to when it was validated
 (signer.policy.config); `evaluate(request, self_address)` judges the object the signing core
-signs: an UnsignedTransaction, the EIP-191 message bytes, or the TypedData whose digest is
-signed. Deny wins; nothing an allow rule does not match is signed. The evaluation has no
-state: budgets are returned as amounts to reserve, the store decides whether they fit the
-window.
+signs: an UnsignedTransaction, the EIP-191 message bytes, the TypedData whose digest is
+signed, or an UnsignedAuthorization (EIP-7702). Deny wins; nothing an allow rule does not
+match is signed. The evaluation has no state: budgets are returned as amounts to reserve, the
+store decides whether they fit the window.
 """
 
 from dataclasses import dataclass
@@ -13,7 +13,13 @@ from functools import partial
 
 from signer.eth import batch
 from signer.eth.messages import TypedData
-from signer.eth.transactions import DYNAMIC_FEE, SET_CODE, UnsignedTransaction
+from signer.eth.transactions import (
+    BLOB,
+    FEE_MARKET_TYPES,
+    GAS_PER_BLOB,
+    UnsignedAuthorization,
+    UnsignedTransaction,
+)
 from signer.policy.compiler import CompiledRules
 from signer.policy.conditions import PolicyError, show
 from signer.policy.config import PolicyConfig
@@ -23,7 +29,7 @@ from signer.policy.schema import PolicySchema
 
 __all__ = ["BudgetDef", "Decision", "Policy", "PolicyError", "Request"]
 
-Request = UnsignedTransaction | bytes | TypedData
+Request = UnsignedTransaction | bytes | TypedData | UnsignedAuthorization
 # Batches inside batches are judged this deep, then refused.
 MAX_BATCH_DEPTH = 3
 
@@ -57,6 +63,7 @@ class Policy:
         self._allow_tx, self._deny_tx = rules.allow_tx, rules.deny_tx
         self._allow_typed, self._deny_typed = rules.allow_typed, rules.deny_typed
         self._allow_messages, self._deny_messages = rules.allow_messages, rules.deny_messages
+        self._allow_auth, self._deny_auth = rules.allow_auth, rules.deny_auth
 
     @classmethod
     def compile(cls, name: str, config: PolicyConfig) -> "Policy":
@@ -72,6 +79,8 @@ class Policy:
             outcome = self._typed_data(request, self_address)
         elif isinstance(request, bytes):
             outcome = self._message(request)
+        elif isinstance(request, UnsignedAuthorization):
+            outcome = self._authorization(request)
         else:
             raise TypeError(f"cannot judge a {type(request).__name__}")
         return self._decision(outcome)
@@ -83,11 +92,13 @@ class Policy:
             return deny(no_match("transactions", []))
         if tx.chain_id not in self.chains:
             return deny(f"chain_id {tx.chain_id} not in chains {sorted(self.chains)}")
-        per_gas = tx.max_fee_per_gas if tx.type in (DYNAMIC_FEE, SET_CODE) else tx.gas_price
-        fee = tx.gas_limit * per_gas
+        fee = tx.max_fee_wei  # blob gas included (EIP-4844)
         # compilation ensures a cap whenever there are transaction allow rules
         if self.max_gas_fee_wei is not None and fee > self.max_gas_fee_wei:
-            what = "max_fee_per_gas" if tx.type in (DYNAMIC_FEE, SET_CODE) else "gas_price"
+            what = "max_fee_per_gas" if tx.type in FEE_MARKET_TYPES else "gas_price"
+            if tx.type == BLOB:
+                what += f" + {len(tx.blob_versioned_hashes)} blobs * {GAS_PER_BLOB} * " + (
+                    "max_fee_per_blob_gas")
             return deny(
                 f"gas_limit * {what} = {fee} wei exceeds max_gas_fee_wei {self.max_gas_fee_wei}"
             )
@@ -101,7 +112,8 @@ class Policy:
                     f"authorization_list[{i}].chain_id {auth.chain_id} is not the "
                     f"transaction's chain {tx.chain_id}"
                 )
-        call = Call(tx.to, tx.value, tx.data, tuple(a.address for a in tx.authorization_list))
+        call = Call(tx.to, tx.value, tx.data, tuple(a.address for a in tx.authorization_list),
+                    len(tx.blob_versioned_hashes))
         return self._judge_call(call, self_address, 0)
 
     def _judge_call(self, call: Call, self_address: bytes, depth: int) -> Outcome:
@@ -109,7 +121,7 @@ class Policy:
             hit = rule.hit(call, self_address)
             if hit is not None:
                 return Outcome(False, rule.id, f"denied by rule {rule.id}: {hit}")
-        if not call.authorizations:
+        if not call.authorizations and not call.blobs:
             try:
                 inner = batch.inner_calls(call.to, call.value, call.data)
             except batch.BatchRefused as exc:
@@ -200,6 +212,30 @@ class Policy:
                 return Outcome(True, rule.id, f"allowed by rule {rule.id}", amounts)
             misses.append(Miss(rule.id, MESSAGE_MATCH, partial(message_reason, rule.pattern)))
         return deny(no_match("messages", misses))
+
+    # --- authorizations ---
+
+    def _authorization(self, auth: UnsignedAuthorization) -> Outcome:
+        """Default deny: only a delegate an allow rule names, on a chain it names."""
+        if not self._allow_auth:
+            return deny(no_match("authorizations", []))
+        for rule in self._deny_auth:
+            hit = rule.hit(auth)
+            if hit is not None:
+                return Outcome(False, rule.id, f"denied by rule {rule.id}: {hit}")
+        misses = []
+        for rule in self._allow_auth:
+            result = rule.match(auth)
+            if isinstance(result, Miss):
+                misses.append(result)
+            else:
+                return Outcome(
+                    True, rule.id,
+                    f"allowed by rule {rule.id}: delegate {show(auth.address)} on chain_id "
+                    f"{auth.chain_id}",
+                    result,
+                )
+        return deny(no_match("authorizations", misses))
 
     def _decision(self, outcome: Outcome) -> Decision:
         prefix = f"policy {self.name}: "

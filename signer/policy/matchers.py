@@ -1,4 +1,5 @@
-"""Compiled rules and how each one matches: transaction, typed-data and message rules.
+"""Compiled rules and how each one matches: transaction, typed-data, message and authorization
+rules.
 
 Allow semantics (`match`): the budget spends if the rule allows the request, else a Miss that
 says how far the rule got (the steps below; the denial shows the rule that got furthest
@@ -14,6 +15,7 @@ from typing import Any
 
 from signer.eth.abi import FunctionSignature, named
 from signer.eth.messages import TypedData
+from signer.eth.transactions import UnsignedAuthorization
 from signer.policy.conditions import Check, resolve, show
 from signer.policy.reasons import Miss, delegate_reason
 
@@ -21,7 +23,7 @@ from signer.policy.reasons import Miss, delegate_reason
 # miss above the misses of rules that failed earlier. `where` checks count one step each, in
 # the order written, and the spends come after the last check.
 TX_TO = 0  # to (or contract creation)
-TX_DELEGATES = 1  # the type 4 authorizations' delegates
+TX_DELEGATES = 1  # the type 4 authorizations' delegates, and blobs_max (type 3)
 TX_VALUE = 2  # value_max
 TX_SELECTOR = 3  # calldata against the call's selector
 TX_DECODE = 4  # calldata decoding exactly as the call
@@ -32,6 +34,9 @@ TYPED_PRIMARY_TYPE = 2  # primary_type
 TYPED_WHERE = 3  # + the index of the failing `where` check
 MESSAGE_MATCH = 0  # the message does not match the pattern
 MESSAGE_SPENDS = 1  # the pattern matched; the spends (literal counts, so they never miss)
+AUTH_DELEGATE = 0  # the delegate is not named
+AUTH_CHAIN = 1  # the chain id (0 needs allow_any_chain)
+AUTH_SPENDS = 2  # the spends (literal counts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,7 @@ class Call:
     value: int
     data: bytes
     authorizations: tuple[bytes, ...] = ()  # delegate addresses (type 4, top level only)
+    blobs: int = 0  # EIP-4844 blobs (type 3, top level only)
     # decoded once per argument types; rules may name the same arguments differently
     decoded: dict[str, tuple[Any, ...] | None] = field(default_factory=dict)
 
@@ -85,6 +91,7 @@ class TxRule:
     checks: tuple[Check, ...]
     delegates: frozenset[bytes] | None
     spends: tuple[Spend, ...]
+    blobs_max: int = 0
 
     def match(self, call: Call, self_address: bytes) -> Miss | tuple[tuple[str, int], ...]:
         """Allow semantics: the spends if this rule allows `call`, else how far it got."""
@@ -108,6 +115,11 @@ class TxRule:
                         TX_DELEGATES,
                         partial(delegate_reason, i, address),
                     )
+        if call.blobs > self.blobs_max:
+            return Miss(
+                self.id, TX_DELEGATES,
+                lambda: f"{call.blobs} blobs exceed blobs_max {self.blobs_max}",
+            )
         if call.value > (self.value_max or 0):
             return Miss(
                 self.id,
@@ -230,6 +242,43 @@ class TypedRule:
             what.append(f"primaryType {self.primary_type}")
         tree = {"message": typed.message}
         return describe_hit(what, self.checks, tree, self_address, "all typed data")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRule:
+    """kind = "authorization": which delegates the key's account may be handed to, where."""
+
+    id: str
+    delegates: frozenset[bytes]
+    label: str
+    chains: frozenset[int]
+    allow_any_chain: bool
+    spends: tuple[Spend, ...]
+
+    def match(self, auth: UnsignedAuthorization) -> Miss | tuple[tuple[str, int], ...]:
+        if auth.address not in self.delegates:
+            return Miss(
+                self.id, AUTH_DELEGATE,
+                lambda: f"delegate {show(auth.address)} not in {self.label}",
+            )
+        if auth.chain_id == 0:
+            if not self.allow_any_chain:
+                return Miss(
+                    self.id, AUTH_CHAIN,
+                    lambda: "chain_id 0 (valid on every chain) needs allow_any_chain = true",
+                )
+        elif auth.chain_id not in self.chains:
+            return Miss(
+                self.id, AUTH_CHAIN,
+                lambda: f"chain_id {auth.chain_id} not in chains {sorted(self.chains)}",
+            )
+        return spend_amounts(self.id, self.spends, {}, 0, AUTH_SPENDS)
+
+    def hit(self, auth: UnsignedAuthorization) -> str | None:
+        """Deny semantics: a deny rule names delegates refused on every chain."""
+        if auth.address not in self.delegates:
+            return None
+        return f"delegate {show(auth.address)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,12 +115,19 @@ class DomainMatch(_Strict):
 
 class Rule(_Strict):
     id: str = Field(pattern=RULE_ID_PATTERN)
-    kind: Literal["transaction", "message", "typed_data"] = "transaction"
+    kind: Literal["transaction", "message", "typed_data", "authorization"] = "transaction"
     # transactions
     to: str | list[str] | None = None
     value_max: Uint256 | None = None
     call: str | None = None
+    # EIP-4844 blobs one transaction may carry (allow rules; absent: 0, no blob transactions)
+    blobs_max: Annotated[int, Field(ge=0, le=64)] | None = None
+    # transactions (type 4 authorization lists) and authorizations (required there)
     delegates: str | list[str] | None = None
+    # authorizations: the chains they may name (default: the policy's chains) and whether
+    # chain id 0 (valid on every chain) may be signed
+    chains: list[Annotated[int, Field(ge=1, le=2**63)]] | None = None
+    allow_any_chain: bool | None = None
     # messages
     match: str | None = None
     # typed data

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16signer/v1/signer.proto\x12\tsigner.v1\"\x11\n\x0fListKeysRequest\"\x9f\x01\n\x07KeyInfo\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x12\n\npublic_key\x18\x04 \x01(\x0c\x12\x0e\n\x06\x66rozen\x18\x05 \x01(\x08\x12\x15\n\rfrozen_reason\x18\x06 \x01(\t\x12\'\n\x08versions\x18\x07 \x03(\x0b\x32\x15.signer.v1.KeyVersion\"a\n\nKeyVersion\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x12\n\nchanged_at\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"4\n\x10ListKeysResponse\x12 \n\x04keys\x18\x01 \x03(\x0b\x32\x12.signer.v1.KeyInfo\"#\n\x11GetAddressRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"I\n\x12GetAddressResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\"8\n\x0f\x41\x63\x63\x65ssListEntry\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x14\n\x0cstorage_keys\x18\x02 \x03(\x0c\"i\n\rAuthorization\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\x04\x12\x10\n\x08y_parity\x18\x04 \x01(\r\x12\t\n\x01r\x18\x05 \x01(\x0c\x12\t\n\x01s\x18\x06 \x01(\x0c\"\xad\x02\n\x0bTransaction\x12\x0c\n\x04type\x18\x01 \x01(\r\x12\x10\n\x08\x63hain_id\x18\x02 \x01(\x04\x12\r\n\x05nonce\x18\x03 \x01(\x04\x12\n\n\x02to\x18\x04 \x01(\t\x12\r\n\x05value\x18\x05 \x01(\t\x12\x11\n\tgas_limit\x18\x06 \x01(\x04\x12\x11\n\tgas_price\x18\x07 \x01(\t\x12\x17\n\x0fmax_fee_per_gas\x18\x08 \x01(\t\x12 \n\x18max_priority_fee_per_gas\x18\t \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\n \x01(\x0c\x12/\n\x0b\x61\x63\x63\x65ss_list\x18\x0b \x03(\x0b\x32\x1a.signer.v1.AccessListEntry\x12\x34\n\x12\x61uthorization_list\x18\x0c \x03(\x0b\x32\x18.signer.v1.Authorization\"\x82\x01\n\x16SignTransactionRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12-\n\x0btransaction\x18\x02 \x01(\x0b\x32\x16.signer.v1.TransactionH\x00\x12\x1e\n\x14unsigned_transaction\x18\x03 \x01(\x0cH\x00\x42\t\n\x07payload\",\n\tSignature\x12\t\n\x01r\x18\x01 \x01(\x0c\x12\t\n\x01s\x18\x02 \x01(\x0c\x12\t\n\x01v\x18\x03 \x01(\x04\"\x85\x01\n\x17SignTransactionResponse\x12\x17\n\x0fraw_transaction\x18\x01 \x01(\x0c\x12\x18\n\x10transaction_hash\x18\x02 \x01(\x0c\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\'\n\tsignature\x18\x04 \x01(\x0b\x32\x14.signer.v1.Signature\"\'\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8d\x01\n\x18SignTransactionsResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x34\n\x06signed\x18\x02 \x01(\x0b\x32\".signer.v1.SignTransactionResponseH\x00\x12\"\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x11.signer.v1.StatusH\x00\x42\x08\n\x06result\"5\n\x12SignMessageRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\x0c\"8\n\x13SignMessageResponse\x12\x11\n\tsignature\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"?\n\x14SignTypedDataRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x17\n\x0ftyped_data_json\x18\x02 \x01(\t\":\n\x15SignTypedDataResponse\x12\x11\n\tsignature\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"\xc5\x01\n\x15\x45valuatePolicyRequest\x12\x38\n\x0btransaction\x18\x01 \x01(\x0b\x32!.signer.v1.SignTransactionRequestH\x00\x12\x30\n\x07message\x18\x02 \x01(\x0b\x32\x1d.signer.v1.SignMessageRequestH\x00\x12\x35\n\ntyped_data\x18\x03 \x01(\x0b\x32\x1f.signer.v1.SignTypedDataRequestH\x00\x42\t\n\x07request\"j\n\x0c\x42udgetStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05spent\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\t\x12\x16\n\x0ewindow_seconds\x18\x04 \x01(\x04\x12\x16\n\x0erequest_spends\x18\x05 \x01(\t\"\x84\x01\n\x16\x45valuatePolicyResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0f\n\x07rule_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12(\n\x07\x62udgets\x18\x04 \x03(\x0b\x32\x17.signer.v1.BudgetStatus\x12\x0e\n\x06policy\x18\x05 \x01(\t\"\x0f\n\rReloadRequest\"}\n\x0eReloadResponse\x12\x10\n\x08reloaded\x18\x01 \x01(\x08\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x03(\t\x12\x0f\n\x07\x63hanged\x18\x03 \x03(\t\x12\x0f\n\x07removed\x18\x04 \x03(\t\x12(\n\x06\x66\x61iled\x18\x05 \x03(\x0b\x32\x18.signer.v1.ReloadFailure\"/\n\rReloadFailure\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t2\x91\x05\n\rSignerService\x12\x43\n\x08ListKeys\x12\x1a.signer.v1.ListKeysRequest\x1a\x1b.signer.v1.ListKeysResponse\x12I\n\nGetAddress\x12\x1c.signer.v1.GetAddressRequest\x1a\x1d.signer.v1.GetAddressResponse\x12X\n\x0fSignTransaction\x12!.signer.v1.SignTransactionRequest\x1a\".signer.v1.SignTransactionResponse\x12^\n\x10SignTransactions\x12!.signer.v1.SignTransactionRequest\x1a#.signer.v1.SignTransactionsResponse(\x01\x30\x01\x12L\n\x0bSignMessage\x12\x1d.signer.v1.SignMessageRequest\x1a\x1e.signer.v1.SignMessageResponse\x12R\n\rSignTypedData\x12\x1f.signer.v1.SignTypedDataRequest\x1a .signer.v1.SignTypedDataResponse\x12U\n\x0e\x45valuatePolicy\x12 .signer.v1.EvaluatePolicyRequest\x1a!.signer.v1.EvaluatePolicyResponse\x12=\n\x06Reload\x12\x18.signer.v1.ReloadRequest\x1a\x19.signer.v1.ReloadResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16signer/v1/signer.proto\x12\tsigner.v1\"\x11\n\x0fListKeysRequest\"\x9f\x01\n\x07KeyInfo\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x12\n\npublic_key\x18\x04 \x01(\x0c\x12\x0e\n\x06\x66rozen\x18\x05 \x01(\x08\x12\x15\n\rfrozen_reason\x18\x06 \x01(\t\x12\'\n\x08versions\x18\x07 \x03(\x0b\x32\x15.signer.v1.KeyVersion\"a\n\nKeyVersion\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x12\n\nchanged_at\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"4\n\x10ListKeysResponse\x12 \n\x04keys\x18\x01 \x03(\x0b\x32\x12.signer.v1.KeyInfo\"#\n\x11GetAddressRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"I\n\x12GetAddressResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\"8\n\x0f\x41\x63\x63\x65ssListEntry\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x14\n\x0cstorage_keys\x18\x02 \x03(\x0c\"i\n\rAuthorization\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\x04\x12\x10\n\x08y_parity\x18\x04 \x01(\r\x12\t\n\x01r\x18\x05 \x01(\x0c\x12\t\n\x01s\x18\x06 \x01(\x0c\"\xea\x02\n\x0bTransaction\x12\x0c\n\x04type\x18\x01 \x01(\r\x12\x10\n\x08\x63hain_id\x18\x02 \x01(\x04\x12\r\n\x05nonce\x18\x03 \x01(\x04\x12\n\n\x02to\x18\x04 \x01(\t\x12\r\n\x05value\x18\x05 \x01(\t\x12\x11\n\tgas_limit\x18\x06 \x01(\x04\x12\x11\n\tgas_price\x18\x07 \x01(\t\x12\x17\n\x0fmax_fee_per_gas\x18\x08 \x01(\t\x12 \n\x18max_priority_fee_per_gas\x18\t \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\n \x01(\x0c\x12/\n\x0b\x61\x63\x63\x65ss_list\x18\x0b \x03(\x0b\x32\x1a.signer.v1.AccessListEntry\x12\x34\n\x12\x61uthorization_list\x18\x0c \x03(\x0b\x32\x18.signer.v1.Authorization\x12\x1c\n\x14max_fee_per_blob_gas\x18\r \x01(\t\x12\x1d\n\x15\x62lob_versioned_hashes\x18\x0e \x03(\x0c\"\x82\x01\n\x16SignTransactionRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12-\n\x0btransaction\x18\x02 \x01(\x0b\x32\x16.signer.v1.TransactionH\x00\x12\x1e\n\x14unsigned_transaction\x18\x03 \x01(\x0cH\x00\x42\t\n\x07payload\",\n\tSignature\x12\t\n\x01r\x18\x01 \x01(\x0c\x12\t\n\x01s\x18\x02 \x01(\x0c\x12\t\n\x01v\x18\x03 \x01(\x04\"\x85\x01\n\x17SignTransactionResponse\x12\x17\n\x0fraw_transaction\x18\x01 \x01(\x0c\x12\x18\n\x10transaction_hash\x18\x02 \x01(\x0c\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\'\n\tsignature\x18\x04 \x01(\x0b\x32\x14.signer.v1.Signature\"\'\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8d\x01\n\x18SignTransactionsResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x34\n\x06signed\x18\x02 \x01(\x0b\x32\".signer.v1.SignTransactionResponseH\x00\x12\"\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x11.signer.v1.StatusH\x00\x42\x08\n\x06result\"5\n\x12SignMessageRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\x0c\"8\n\x13SignMessageResponse\x12\x11\n\tsignature\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"?\n\x14SignTypedDataRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x17\n\x0ftyped_data_json\x18\x02 \x01(\t\":\n\x15SignTypedDataResponse\x12\x11\n\tsignature\x18\x01 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"\\\n\x18SignAuthorizationRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x10\n\x08\x63hain_id\x18\x02 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\r\n\x05nonce\x18\x04 \x01(\x04\"L\n\x19SignAuthorizationResponse\x12/\n\rauthorization\x18\x01 \x01(\x0b\x32\x18.signer.v1.Authorization\"\x83\x02\n\x15\x45valuatePolicyRequest\x12\x38\n\x0btransaction\x18\x01 \x01(\x0b\x32!.signer.v1.SignTransactionRequestH\x00\x12\x30\n\x07message\x18\x02 \x01(\x0b\x32\x1d.signer.v1.SignMessageRequestH\x00\x12\x35\n\ntyped_data\x18\x03 \x01(\x0b\x32\x1f.signer.v1.SignTypedDataRequestH\x00\x12<\n\rauthorization\x18\x04 \x01(\x0b\x32#.signer.v1.SignAuthorizationRequestH\x00\x42\t\n\x07request\"j\n\x0c\x42udgetStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05spent\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\t\x12\x16\n\x0ewindow_seconds\x18\x04 \x01(\x04\x12\x16\n\x0erequest_spends\x18\x05 \x01(\t\"\x84\x01\n\x16\x45valuatePolicyResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0f\n\x07rule_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12(\n\x07\x62udgets\x18\x04 \x03(\x0b\x32\x17.signer.v1.BudgetStatus\x12\x0e\n\x06policy\x18\x05 \x01(\t\"\x0f\n\rReloadRequest\"}\n\x0eReloadResponse\x12\x10\n\x08reloaded\x18\x01 \x01(\x08\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x03(\t\x12\x0f\n\x07\x63hanged\x18\x03 \x03(\t\x12\x0f\n\x07removed\x18\x04 \x03(\t\x12(\n\x06\x66\x61iled\x18\x05 \x03(\x0b\x32\x18.signer.v1.ReloadFailure\"/\n\rReloadFailure\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t2\xf1\x05\n\rSignerService\x12\x43\n\x08ListKeys\x12\x1a.signer.v1.ListKeysRequest\x1a\x1b.signer.v1.ListKeysResponse\x12I\n\nGetAddress\x12\x1c.signer.v1.GetAddressRequest\x1a\x1d.signer.v1.GetAddressResponse\x12X\n\x0fSignTransaction\x12!.signer.v1.SignTransactionRequest\x1a\".signer.v1.SignTransactionResponse\x12^\n\x10SignTransactions\x12!.signer.v1.SignTransactionRequest\x1a#.signer.v1.SignTransactionsResponse(\x01\x30\x01\x12L\n\x0bSignMessage\x12\x1d.signer.v1.SignMessageRequest\x1a\x1e.signer.v1.SignMessageResponse\x12R\n\rSignTypedData\x12\x1f.signer.v1.SignTypedDataRequest\x1a .signer.v1.SignTypedDataResponse\x12^\n\x11SignAuthorization\x12#.signer.v1.SignAuthorizationRequest\x1a$.signer.v1.SignAuthorizationResponse\x12U\n\x0e\x45valuatePolicy\x12 .signer.v1.EvaluatePolicyRequest\x1a!.signer.v1.EvaluatePolicyResponse\x12=\n\x06Reload\x12\x18.signer.v1.ReloadRequest\x1a\x19.signer.v1.ReloadResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,37 +48,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHORIZATION']._serialized_start=541
   _globals['_AUTHORIZATION']._serialized_end=646
   _globals['_TRANSACTION']._serialized_start=649
-  _globals['_TRANSACTION']._serialized_end=950
-  _globals['_SIGNTRANSACTIONREQUEST']._serialized_start=953
-  _globals['_SIGNTRANSACTIONREQUEST']._serialized_end=1083
-  _globals['_SIGNATURE']._serialized_start=1085
-  _globals['_SIGNATURE']._serialized_end=1129
-  _globals['_SIGNTRANSACTIONRESPONSE']._serialized_start=1132
-  _globals['_SIGNTRANSACTIONRESPONSE']._serialized_end=1265
-  _globals['_STATUS']._serialized_start=1267
-  _globals['_STATUS']._serialized_end=1306
-  _globals['_SIGNTRANSACTIONSRESPONSE']._serialized_start=1309
-  _globals['_SIGNTRANSACTIONSRESPONSE']._serialized_end=1450
-  _globals['_SIGNMESSAGEREQUEST']._serialized_start=1452
-  _globals['_SIGNMESSAGEREQUEST']._serialized_end=1505
-  _globals['_SIGNMESSAGERESPONSE']._serialized_start=1507
-  _globals['_SIGNMESSAGERESPONSE']._serialized_end=1563
-  _globals['_SIGNTYPEDDATAREQUEST']._serialized_start=1565
-  _globals['_SIGNTYPEDDATAREQUEST']._serialized_end=1628
-  _globals['_SIGNTYPEDDATARESPONSE']._serialized_start=1630
-  _globals['_SIGNTYPEDDATARESPONSE']._serialized_end=1688
-  _globals['_EVALUATEPOLICYREQUEST']._serialized_start=1691
-  _globals['_EVALUATEPOLICYREQUEST']._serialized_end=1888
-  _globals['_BUDGETSTATUS']._serialized_start=1890
-  _globals['_BUDGETSTATUS']._serialized_end=1996
-  _globals['_EVALUATEPOLICYRESPONSE']._serialized_start=1999
-  _globals['_EVALUATEPOLICYRESPONSE']._serialized_end=2131
-  _globals['_RELOADREQUEST']._serialized_start=2133
-  _globals['_RELOADREQUEST']._serialized_end=2148
-  _globals['_RELOADRESPONSE']._serialized_start=2150
-  _globals['_RELOADRESPONSE']._serialized_end=2275
-  _globals['_RELOADFAILURE']._serialized_start=2277
-  _globals['_RELOADFAILURE']._serialized_end=2324
-  _globals['_SIGNERSERVICE']._serialized_start=2327
-  _globals['_SIGNERSERVICE']._serialized_end=2984
+  _globals['_TRANSACTION']._serialized_end=1011
+  _globals['_SIGNTRANSACTIONREQUEST']._serialized_start=1014
+  _globals['_SIGNTRANSACTIONREQUEST']._serialized_end=1144
+  _globals['_SIGNATURE']._serialized_start=1146
+  _globals['_SIGNATURE']._serialized_end=1190
+  _globals['_SIGNTRANSACTIONRESPONSE']._serialized_start=1193
+  _globals['_SIGNTRANSACTIONRESPONSE']._serialized_end=1326
+  _globals['_STATUS']._serialized_start=1328
+  _globals['_STATUS']._serialized_end=1367
+  _globals['_SIGNTRANSACTIONSRESPONSE']._serialized_start=1370
+  _globals['_SIGNTRANSACTIONSRESPONSE']._serialized_end=1511
+  _globals['_SIGNMESSAGEREQUEST']._serialized_start=1513
+  _globals['_SIGNMESSAGEREQUEST']._serialized_end=1566
+  _globals['_SIGNMESSAGERESPONSE']._serialized_start=1568
+  _globals['_SIGNMESSAGERESPONSE']._serialized_end=1624
+  _globals['_SIGNTYPEDDATAREQUEST']._serialized_start=1626
+  _globals['_SIGNTYPEDDATAREQUEST']._serialized_end=1689
+  _globals['_SIGNTYPEDDATARESPONSE']._serialized_start=1691
+  _globals['_SIGNTYPEDDATARESPONSE']._serialized_end=1749
+  _globals['_SIGNAUTHORIZATIONREQUEST']._serialized_start=1751
+  _globals['_SIGNAUTHORIZATIONREQUEST']._serialized_end=1843
+  _globals['_SIGNAUTHORIZATIONRESPONSE']._serialized_start=1845
+  _globals['_SIGNAUTHORIZATIONRESPONSE']._serialized_end=1921
+  _globals['_EVALUATEPOLICYREQUEST']._serialized_start=1924
+  _globals['_EVALUATEPOLICYREQUEST']._serialized_end=2183
+  _globals['_BUDGETSTATUS']._serialized_start=2185
+  _globals['_BUDGETSTATUS']._serialized_end=2291
+  _globals['_EVALUATEPOLICYRESPONSE']._serialized_start=2294
+  _globals['_EVALUATEPOLICYRESPONSE']._serialized_end=2426
+  _globals['_RELOADREQUEST']._serialized_start=2428
+  _globals['_RELOADREQUEST']._serialized_end=2443
+  _globals['_RELOADRESPONSE']._serialized_start=2445
+  _globals['_RELOADRESPONSE']._serialized_end=2570
+  _globals['_RELOADFAILURE']._serialized_start=2572
+  _globals['_RELOADFAILURE']._serialized_end=2619
+  _globals['_SIGNERSERVICE']._serialized_start=2622
+  _globals['_SIGNERSERVICE']._serialized_end=3375
 # @@protoc_insertion_point(module_scope)

@@ -89,7 +89,7 @@ class Authorization(_message.Message):
     def __init__(self, chain_id: _Optional[int] = ..., address: _Optional[str] = ..., nonce: _Optional[int] = ..., y_parity: _Optional[int] = ..., r: _Optional[bytes] = ..., s: _Optional[bytes] = ...) -> None: ...
 
 class Transaction(_message.Message):
-    __slots__ = ("type", "chain_id", "nonce", "to", "value", "gas_limit", "gas_price", "max_fee_per_gas", "max_priority_fee_per_gas", "data", "access_list", "authorization_list")
+    __slots__ = ("type", "chain_id", "nonce", "to", "value", "gas_limit", "gas_price", "max_fee_per_gas", "max_priority_fee_per_gas", "data", "access_list", "authorization_list", "max_fee_per_blob_gas", "blob_versioned_hashes")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
@@ -102,6 +102,8 @@ class Transaction(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     ACCESS_LIST_FIELD_NUMBER: _ClassVar[int]
     AUTHORIZATION_LIST_FIELD_NUMBER: _ClassVar[int]
+    MAX_FEE_PER_BLOB_GAS_FIELD_NUMBER: _ClassVar[int]
+    BLOB_VERSIONED_HASHES_FIELD_NUMBER: _ClassVar[int]
     type: int
     chain_id: int
     nonce: int
@@ -114,7 +116,9 @@ class Transaction(_message.Message):
     data: bytes
     access_list: _containers.RepeatedCompositeFieldContainer[AccessListEntry]
     authorization_list: _containers.RepeatedCompositeFieldContainer[Authorization]
-    def __init__(self, type: _Optional[int] = ..., chain_id: _Optional[int] = ..., nonce: _Optional[int] = ..., to: _Optional[str] = ..., value: _Optional[str] = ..., gas_limit: _Optional[int] = ..., gas_price: _Optional[str] = ..., max_fee_per_gas: _Optional[str] = ..., max_priority_fee_per_gas: _Optional[str] = ..., data: _Optional[bytes] = ..., access_list: _Optional[_Iterable[_Union[AccessListEntry, _Mapping]]] = ..., authorization_list: _Optional[_Iterable[_Union[Authorization, _Mapping]]] = ...) -> None: ...
+    max_fee_per_blob_gas: str
+    blob_versioned_hashes: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, type: _Optional[int] = ..., chain_id: _Optional[int] = ..., nonce: _Optional[int] = ..., to: _Optional[str] = ..., value: _Optional[str] = ..., gas_limit: _Optional[int] = ..., gas_price: _Optional[str] = ..., max_fee_per_gas: _Optional[str] = ..., max_priority_fee_per_gas: _Optional[str] = ..., data: _Optional[bytes] = ..., access_list: _Optional[_Iterable[_Union[AccessListEntry, _Mapping]]] = ..., authorization_list: _Optional[_Iterable[_Union[Authorization, _Mapping]]] = ..., max_fee_per_blob_gas: _Optional[str] = ..., blob_versioned_hashes: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class SignTransactionRequest(_message.Message):
     __slots__ = ("key_id", "transaction", "unsigned_transaction")
@@ -198,15 +202,35 @@ class SignTypedDataResponse(_message.Message):
     digest: bytes
     def __init__(self, signature: _Optional[bytes] = ..., digest: _Optional[bytes] = ...) -> None: ...
 
+class SignAuthorizationRequest(_message.Message):
+    __slots__ = ("key_id", "chain_id", "address", "nonce")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    chain_id: int
+    address: str
+    nonce: int
+    def __init__(self, key_id: _Optional[str] = ..., chain_id: _Optional[int] = ..., address: _Optional[str] = ..., nonce: _Optional[int] = ...) -> None: ...
+
+class SignAuthorizationResponse(_message.Message):
+    __slots__ = ("authorization",)
+    AUTHORIZATION_FIELD_NUMBER: _ClassVar[int]
+    authorization: Authorization
+    def __init__(self, authorization: _Optional[_Union[Authorization, _Mapping]] = ...) -> None: ...
+
 class EvaluatePolicyRequest(_message.Message):
-    __slots__ = ("transaction", "message", "typed_data")
+    __slots__ = ("transaction", "message", "typed_data", "authorization")
     TRANSACTION_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     TYPED_DATA_FIELD_NUMBER: _ClassVar[int]
+    AUTHORIZATION_FIELD_NUMBER: _ClassVar[int]
     transaction: SignTransactionRequest
     message: SignMessageRequest
     typed_data: SignTypedDataRequest
-    def __init__(self, transaction: _Optional[_Union[SignTransactionRequest, _Mapping]] = ..., message: _Optional[_Union[SignMessageRequest, _Mapping]] = ..., typed_data: _Optional[_Union[SignTypedDataRequest, _Mapping]] = ...) -> None: ...
+    authorization: SignAuthorizationRequest
+    def __init__(self, transaction: _Optional[_Union[SignTransactionRequest, _Mapping]] = ..., message: _Optional[_Union[SignMessageRequest, _Mapping]] = ..., typed_data: _Optional[_Union[SignTypedDataRequest, _Mapping]] = ..., authorization: _Optional[_Union[SignAuthorizationRequest, _Mapping]] = ...) -> None: ...
 
 class BudgetStatus(_message.Message):
     __slots__ = ("name", "spent", "limit", "window_seconds", "request_spends")

@@ -64,6 +64,11 @@ class SignerServiceStub:
                 request_serializer=signer_dot_v1_dot_signer__pb2.SignTypedDataRequest.SerializeToString,
                 response_deserializer=signer_dot_v1_dot_signer__pb2.SignTypedDataResponse.FromString,
                 _registered_method=True)
+        self.SignAuthorization = channel.unary_unary(
+                '/signer.v1.SignerService/SignAuthorization',
+                request_serializer=signer_dot_v1_dot_signer__pb2.SignAuthorizationRequest.SerializeToString,
+                response_deserializer=signer_dot_v1_dot_signer__pb2.SignAuthorizationResponse.FromString,
+                _registered_method=True)
         self.EvaluatePolicy = channel.unary_unary(
                 '/signer.v1.SignerService/EvaluatePolicy',
                 request_serializer=signer_dot_v1_dot_signer__pb2.EvaluatePolicyRequest.SerializeToString,
@@ -94,7 +99,8 @@ class SignerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SignTransaction(self, request, context):
-        """Signs an Ethereum transaction (types 0, 1, 2 and 4).
+        """Signs an Ethereum transaction (types 0, 1, 2, 3 and 4). For type 3 (EIP-4844) only the
+        payload is signed: the sidecar (blobs, commitments, proofs) never reaches the signer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -121,6 +127,15 @@ class SignerServiceServicer:
 
     def SignTypedData(self, request, context):
         """Signs EIP-712 typed data given as the JSON that eth_signTypedData_v4 takes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignAuthorization(self, request, context):
+        """Signs an EIP-7702 authorization with the key (the key's address is the authority):
+        keccak256(0x05 || rlp([chain_id, address, nonce])). It lets `address`'s code act as the
+        key's account, so a policy allows it only for delegates a rule names.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -178,6 +193,11 @@ def add_SignerServiceServicer_to_server(servicer, server):
                     servicer.SignTypedData,
                     request_deserializer=signer_dot_v1_dot_signer__pb2.SignTypedDataRequest.FromString,
                     response_serializer=signer_dot_v1_dot_signer__pb2.SignTypedDataResponse.SerializeToString,
+            ),
+            'SignAuthorization': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignAuthorization,
+                    request_deserializer=signer_dot_v1_dot_signer__pb2.SignAuthorizationRequest.FromString,
+                    response_serializer=signer_dot_v1_dot_signer__pb2.SignAuthorizationResponse.SerializeToString,
             ),
             'EvaluatePolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.EvaluatePolicy,
@@ -352,6 +372,33 @@ class SignerService:
             '/signer.v1.SignerService/SignTypedData',
             signer_dot_v1_dot_signer__pb2.SignTypedDataRequest.SerializeToString,
             signer_dot_v1_dot_signer__pb2.SignTypedDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignAuthorization(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/signer.v1.SignerService/SignAuthorization',
+            signer_dot_v1_dot_signer__pb2.SignAuthorizationRequest.SerializeToString,
+            signer_dot_v1_dot_signer__pb2.SignAuthorizationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,6 +2,7 @@
 as callers. The npm packages (pinned in node/package-lock.json) are installed once with
 `npm install` (locked, pinned versions) into tests/jsonrpc/node/node_modules; they ship the foundry binaries."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -124,11 +125,12 @@ class Anvil:
         return int(status["pending"], 16) == 0 and int(status["queued"], 16) == 0
 
 
-@pytest.fixture(scope="session")
-def anvil(tools: Tools) -> Iterator[Anvil]:
+@contextlib.contextmanager
+def running_anvil(tools: Tools, *options: str) -> Iterator[Anvil]:
+    """anvil on a free loopback port with `options` (e.g. "--hardfork", "prague")."""
     port = free_port()
     proc = subprocess.Popen(
-        [str(tools.anvil), "--host", "127.0.0.1", "--port", str(port), "--silent"],
+        [str(tools.anvil), "--host", "127.0.0.1", "--port", str(port), "--silent", *options],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
@@ -140,11 +142,19 @@ def anvil(tools: Tools) -> Iterator[Anvil]:
         except (OSError, urllib.error.URLError):
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise AssertionError("anvil did not start") from None
+                raise AssertionError(f"anvil {' '.join(options)} did not start") from None
             time.sleep(0.05)
-    yield Anvil(url, proc, chain_id)
-    proc.terminate()
-    proc.wait(10)
+    try:
+        yield Anvil(url, proc, chain_id)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def anvil(tools: Tools) -> Iterator[Anvil]:
+    with running_anvil(tools) as node:
+        yield node
 
 
 @dataclass

@@ -10,6 +10,7 @@ registry read back.
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -106,8 +107,15 @@ def test_access_line_cannot_be_forged_by_the_caller(door_factory: Any,
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": forged_method}).encode()
     status, _ = post(door.url, body, headers={"x-request-id": forged_id})
     assert status == 200
-    record = next(r for r in access_lines if isinstance(r.msg, logs.Fields)
-                  and r.msg.text == "jsonrpc" and r.msg.fields["request_id"] == forged_id)
+    # the door writes its access line after the answer has left: wait for it (bounded)
+    deadline = time.monotonic() + 5
+    while True:
+        found = [r for r in access_lines if isinstance(r.msg, logs.Fields)
+                 and r.msg.text == "jsonrpc" and r.msg.fields["request_id"] == forged_id]
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    record = found[0]
     entry = json.loads(logs.JsonFormatter().format(record))
     assert entry["request_id"] == forged_id and entry["methods"] == forged_method
     assert entry["http"] == 200 and entry["errors"] == 1
