@@ -43,7 +43,7 @@ class KeyRing:
         # each key's config as loaded (what a reload compares); none for keys built in code
         self._configs: dict[str, KeyConfig] = dict(configs or {})
         self._listeners: list[Callable[[], None]] = []
-        self._reload_lock = threading.Lock()
+        self._reload_lock = threading.RLock()  # re-entrant: a SIGHUP handler may run inside another
         self._closed: list[WalletSigner] = []
         metrics.register_keys(self._signers)
 

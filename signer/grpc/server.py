@@ -68,7 +68,7 @@ class SignerServer:
         self.app = app
         self._stopped = False
         self.reload_hooks: list[Callable[[], object]] = []
-        self._reload_lock = threading.Lock()
+        self._reload_lock = threading.RLock()  # re-entrant: a SIGHUP handler may run inside another
         self.reload_operator = "SIGHUP"  # who asked for the reload in progress (hooks read it)
         self.keyring = app.keyring
         self.config = config
