@@ -1,4 +1,4 @@
-"""`python -m bench [core|policy|pkcs11|kms|sources|access|path|transport ...]`: the benchmarks (all by default).
+"""`python -m bench [core|policy|pkcs11|kms|sources|access|path|transport|jsonrpc|audit ...]`: the benchmarks (all by default).
 
 `python -m bench soak --minutes N` runs the soak test instead (not part of `make bench`).
 """
@@ -8,7 +8,8 @@ import os
 import platform
 import sys
 
-SUITES = ("core", "policy", "pkcs11", "kms", "sources", "access", "path", "transport", "jsonrpc")
+SUITES = ("core", "policy", "pkcs11", "kms", "sources", "access", "path", "transport", "jsonrpc",
+          "audit")
 
 
 def main(argv: list[str]) -> None:

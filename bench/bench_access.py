@@ -101,7 +101,7 @@ def serve(store_url: str, tls_files: Any | None, audit: bool, policy: Any = None
 
 def main() -> None:
     from signer.client import TlsFiles
-    from tests.tls_certs import CertificateAuthority
+    from tests.support.tls_certs import CertificateAuthority
 
     results: dict[str, list[Result]] = {}
     with tempfile.TemporaryDirectory() as workdir:
@@ -140,7 +140,7 @@ def main() -> None:
 
 def _postgres(directory: Path) -> Any:
     try:
-        from tests.postgres_cluster import PostgresCluster, PostgresUnavailable
+        from tests.support.postgres_cluster import PostgresCluster, PostgresUnavailable
     except ImportError:
         print("# (c) skipped: no PostgreSQL helper")
         return None

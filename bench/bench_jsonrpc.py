@@ -19,7 +19,7 @@ import grpc
 from bench.common import Result, closed_loop, print_table
 from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
-from tests.serve_process import start_serve
+from tests.support.serve_process import start_serve
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
 KEY = "0x" + "46" * 32

@@ -1,6 +1,6 @@
 """KMS benchmark: SignTransaction over gRPC vs raw boto3 `Sign`, same emulator, same run.
 
-The emulator (moto in a subprocess, tests/kms_emulator.py) adds a fixed latency to every Sign, as
+The emulator (moto in a subprocess, tests/support/kms_emulator.py) adds a fixed latency to every Sign, as
 a network round trip to KMS would (BENCH_KMS_LATENCY_MS, default 20; BENCH_SECONDS per run). The service runs as a real `wallet-signer serve` subprocess.
 At each concurrency level both sides get the same number of callers for the same time; the ratio
 shows whether the service keeps KMS calls concurrent (it must not serialize them).
@@ -22,8 +22,8 @@ import grpc
 from bench.common import closed_loop
 from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
-from tests.kms_emulator import Emulator, emulator_environment
-from tests.serve_process import start_serve
+from tests.support.kms_emulator import Emulator, emulator_environment
+from tests.support.serve_process import start_serve
 
 LATENCY_SECONDS = float(os.environ.get("BENCH_KMS_LATENCY_MS", "20")) / 1000
 CONCURRENCY = (1, 8, 32)

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from signer.policy import Policy, PolicyConfig
-from tests import policy_cases as pc
+from tests.support import policy_cases as pc
 
 ITERATIONS = int(os.environ.get("BENCH_POLICY_ITERATIONS", "3000"))
 

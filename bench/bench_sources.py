@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from eth_account import Account
+from eth_typing import HexStr
 
 from bench.common import closed_loop, print_table
 from signer.config import AwsSecretKeyConfig, KeystoreKeyConfig, VaultKeyConfig, validate
@@ -24,16 +25,16 @@ from signer.wallet import WalletSigner
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
 KEYSTORES = int(os.environ.get("BENCH_KEYSTORES", "4"))
-KEY = "0x" + "46" * 32
+KEY = HexStr("0x" + "46" * 32)
 TX = {"type": 2, "chainId": 1, "nonce": 0, "to": "0x" + "35" * 20, "value": 10**18,
       "gas": 21000, "maxFeePerGas": 30 * 10**9, "maxPriorityFeePerGas": 10**9, "data": b"",
       "accessList": []}
 
 
 def _signers(workdir: Path) -> list[WalletSigner]:
-    from tests.fixtures_kms import REGION
-    from tests.fixtures_sources import ROOT_TOKEN, start_openbao
-    from tests.kms_emulator import Emulator, emulator_environment
+    from tests.support.fixtures_kms import REGION
+    from tests.support.fixtures_sources import ROOT_TOKEN, start_openbao
+    from tests.support.kms_emulator import Emulator, emulator_environment
 
     (workdir / "k.json").write_text(json.dumps(Account.encrypt(KEY, "pw", iterations=2**10)))
     (workdir / "pw").write_text("pw")
@@ -81,7 +82,7 @@ def _startup(workdir: Path) -> None:
 
 
 def main() -> None:
-    from tests.test_eth_reference import to_model
+    from tests.support.eth_transactions import to_model
 
     model = to_model(dict(TX))
     expected = bytes(Account.sign_transaction(dict(TX), KEY).raw_transaction)
@@ -93,8 +94,11 @@ def main() -> None:
         signers = _signers(workdir)
         for signer in signers:
             assert signer.sign_transaction(model).raw_transaction == expected
+            def sign(caller: int, n: int, s: WalletSigner = signer) -> object:
+                return s.sign_transaction(model)
+
             rows.append(closed_loop(f"{signer.backend_name} backend sign_transaction", 1, SECONDS,
-                                    lambda caller, n, s=signer: s.sign_transaction(model)))
+                                    sign))
             signer.backend.close()
         print_table("key sources: in-process signing (ratios vs eth-account, same key)", rows,
                     reference)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bench.common import Result, closed_loop
 from bench.loadgen import TX_TEMPLATE, LoadGenerator
-from tests.serve_process import ServeProcess, start_serve
+from tests.support.serve_process import ServeProcess, start_serve
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "2"))
 CALLERS = (1, 4, 16)

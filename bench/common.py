@@ -4,14 +4,15 @@ no-audit stand-in of the baseline rows."""
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from signer.store import BudgetUse
+from signer.store import AuditRow, BudgetUse
 
 if TYPE_CHECKING:
-    from signer.app.audit import Reservation
+    from signer.app.audit import Record, Reservation
+    from signer.store.sql import Batch
 
 
 @dataclass(frozen=True)
@@ -88,11 +89,13 @@ class NoAudit:
 
     def write(
         self,
-        bodies: Iterable[Mapping[str, Any]],
+        bodies: "Iterable[Record]",
         timeout: float | None = None,
         *,
         reserve: "Reservation | None" = None,
         settle: str | None = None,
         release: str | None = None,
+        durable: bool = True,
+        also: "Callable[[Batch, list[AuditRow]], None] | None" = None,
     ) -> list[BudgetUse]:
         return []

@@ -215,8 +215,8 @@ def caller(target: str, seed: int, stop_at: float, tally: Tally) -> None:
 
 def run(minutes: float) -> int:
     from bench.bench_pkcs11 import TOKEN, softhsm_token
-    from tests.kms_emulator import Emulator, emulator_environment
-    from tests.serve_process import start_serve
+    from tests.support.kms_emulator import Emulator, emulator_environment
+    from tests.support.serve_process import start_serve
 
     seconds = minutes * 60
     os.environ.update(emulator_environment())

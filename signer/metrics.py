@@ -98,6 +98,30 @@ KEY_SERVING = Gauge(
     "succeeded, 0 if it failed or the key has not passed its start-up self-test", ["key_id"],
 )
 
+AUDIT_RECORDS = Counter(
+    "wallet_signer_audit_records", "Audit records committed (every kind, this process's chain)",
+)
+AUDIT_COMMITS = Counter(
+    "wallet_signer_audit_commits",
+    "Audit group commits: one transaction for the records (and budget operations) of every "
+    "caller queued at the time",
+)
+AUDIT_FLUSHES = Counter(
+    "wallet_signer_audit_flushes",
+    "Audit commits that waited for the disk (SQLite synchronous=FULL, PostgreSQL "
+    "synchronous_commit=on); intent-only commits do not. Per signature this falls well below "
+    "one under concurrency (group commit)",
+)
+
+
+def audit_committed(records: int, flushed: bool) -> None:
+    """One audit group commit of `records` records landed (flushed to disk or not)."""
+    AUDIT_RECORDS.inc(records)
+    AUDIT_COMMITS.inc()
+    if flushed:
+        AUDIT_FLUSHES.inc()
+
+
 _known_keys: frozenset[str] = frozenset()
 _known_methods: frozenset[str] = frozenset()
 _register_lock = threading.Lock()

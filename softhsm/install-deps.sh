@@ -15,7 +15,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 for pkg in "${missing[@]}"; do
     if [ "$pkg" = postgresql ]; then
-        # The tests start their own throwaway clusters (tests/postgres_cluster.py): tell
+        # The tests start their own throwaway clusters (tests/support/postgres_cluster.py): tell
         # postgresql-common not to create, and so not to start, a system "main" cluster. Read by
         # the package's postinst through createcluster.conf's include_dir.
         mkdir -p /etc/postgresql-common/createcluster.d

@@ -1,6 +1,6 @@
 """Shared fixtures: keys, a real gRPC server on loopback, and backend selection.
 
-Backend-specific fixtures live in tests/fixtures_<backend>.py. Each provides a
+Backend-specific fixtures live in tests/support/fixtures_<backend>.py. Each provides a
 `<backend>_signer` fixture: a `WalletSigner` on a fresh key of that backend. The contract
 tests run on every backend through `any_signer`. A backend whose dependencies are missing is
 skipped, unless WALLET_SIGNER_REQUIRE_BACKENDS names it (make test sets it), when the skip
@@ -31,7 +31,11 @@ from signer.v1 import signer_pb2_grpc as pb_grpc
 from signer.wallet import WalletSigner
 
 pytest_plugins = [
-    "tests.fixtures_pkcs11", "tests.fixtures_kms", "tests.fixtures_postgres", "tests.fixtures_sources",
+    "tests.support.fixtures_pkcs11",
+    "tests.support.fixtures_kms",
+    "tests.support.fixtures_postgres",
+    "tests.support.fixtures_sources",
+    "tests.support.policy_service",
 ]
 
 # Property tests talk to real servers: timing varies with the machine's load, and CI (CI=true)

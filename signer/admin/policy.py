@@ -11,6 +11,7 @@ from signer.admin.state import configured_store
 from signer.app.access import AccessControl, Client
 from signer.app.application import Evaluation, PolicyRequest, digest_of, evaluate_policy
 from signer.app.audit import AuditLog
+from signer.app.records import DryRun
 from signer.config import Config
 from signer.errors import InvalidRequest
 from signer.eth import messages
@@ -44,13 +45,12 @@ def check(
     client = _client(config, client_name)
     with configured_store(config) as store:
         evaluation = evaluate_policy(store, time.time(), client, self_address, request)
-        AuditLog(store, role="cli").write([{
-            "kind": "dry_run", "source": "policy check", "client": client.name,
-            "method": method, "digest": "0x" + digest_of(request).hex(),
-            "decision": "allow" if evaluation.allowed else "deny", "status": "OK",
-            "policy": evaluation.policy, "rule_id": evaluation.rule_id,
-            "reason": evaluation.reason,
-        }])
+        AuditLog(store, role="cli").write([DryRun(
+            source="policy check", client=client.name, method=method,
+            digest="0x" + digest_of(request).hex(),
+            decision="allow" if evaluation.allowed else "deny", status="OK",
+            policy=evaluation.policy, rule_id=evaluation.rule_id, reason=evaluation.reason,
+        )])
     return evaluation
 
 

@@ -11,8 +11,9 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from signer.admin.state import MAX_REASON, _admin_record, _check_key, configured_store
+from signer.admin.state import MAX_REASON, _check_key, _operator, configured_store
 from signer.app.audit import AuditLog, utc_now
+from signer.app.records import Admin
 from signer.app.versions import ACTIVE, DRAINING, FRESHNESS
 from signer.config import (
     Config,
@@ -67,10 +68,10 @@ def rotate_key(config: Config, key_id: str, *, to: str | None = None, move_alias
             previous = store.rotate_key(replace(first, changed_at=now), new)
         except VersionConflict as exc:
             raise FailedPrecondition(str(exc)) from None
-        audit.write([_admin_record(
-            "rotate", key_id, old_version=previous.version, old_address=previous.address,
-            new_version=version, new_address=signer.address, made=made,
-        )])
+        audit.write([Admin(action="rotate", key_id=key_id, operator=_operator(), details={
+            "old_version": previous.version, "old_address": previous.address,
+            "new_version": version, "new_address": signer.address, "made": made,
+        })])
     time.sleep(settle)
     return Rotation(key_id, previous, new, made)
 
@@ -98,12 +99,12 @@ def retire_key(config: Config, key_id: str, version: int, reason: str, *,
             source = config.keys[key_id] if version == 1 else \
                 key_config_from_json(row.source, f"key {key_id!r} version {version}")
             disabled = _disable(key_id, source, row.address)
-        audit.write([_admin_record(
-            "retire", key_id, version=version, address=row.address, reason=reason,
-            active_version=active.version if active else None,
-            active_address=active.address if active else None,
-            disabled_in_backend=disabled,
-        )])
+        audit.write([Admin(action="retire", key_id=key_id, operator=_operator(), details={
+            "version": version, "address": row.address, "reason": reason,
+            "active_version": active.version if active else None,
+            "active_address": active.address if active else None,
+            "disabled_in_backend": disabled,
+        })])
     time.sleep(settle)
     return row
 

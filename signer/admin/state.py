@@ -6,9 +6,9 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from signer.app.audit import AuditLog, VerifyReport, utc_now, verify
+from signer.app.records import Admin, AuditRecord, parse
 from signer.config import Config
 from signer.errors import InvalidRequest
 from signer.store import FrozenKey, KeyVersionRow, Store, open_store
@@ -45,7 +45,8 @@ def freeze_key(config: Config, key_id: str, reason: str) -> None:
     with configured_store(config) as store:
         audit = AuditLog(store, role="cli")
         store.freeze(key_id, reason, utc_now())
-        audit.write([_admin_record("freeze", key_id, reason=reason)])
+        audit.write([Admin(action="freeze", key_id=key_id, operator=_operator(),
+                           details={"reason": reason})])
 
 
 def unfreeze_key(config: Config, key_id: str) -> bool:
@@ -54,7 +55,8 @@ def unfreeze_key(config: Config, key_id: str) -> bool:
     with configured_store(config) as store:
         audit = AuditLog(store, role="cli")
         was_frozen = store.unfreeze(key_id)
-        audit.write([_admin_record("unfreeze", key_id, was_frozen=was_frozen)])
+        audit.write([Admin(action="unfreeze", key_id=key_id, operator=_operator(),
+                           details={"was_frozen": was_frozen})])
         return was_frozen
 
 
@@ -72,32 +74,24 @@ def key_versions(config: Config) -> dict[str, list[KeyVersionRow]]:
     return found
 
 
-def verify_audit(config: Config) -> VerifyReport:
+def verify_audit(
+    config: Config, resume: dict[str, tuple[int, str]] | None = None
+) -> VerifyReport:
     with configured_store(config, migrate=False) as store:
-        return verify(store)
+        return verify(store, resume)
 
 
 @dataclass(frozen=True)
 class TailRecord:
     writer: str
     seq: int
-    record: dict[str, Any]
+    record: AuditRecord
 
 
 def tail_audit(config: Config, count: int) -> list[TailRecord]:
     with configured_store(config, migrate=False) as store:
         rows = store.recent_audit(count)
-    return [TailRecord(r.writer, r.seq, json.loads(r.body)) for r in rows]
-
-
-def _admin_record(action: str, key_id: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "kind": "admin",
-        "action": action,
-        "key_id": key_id,
-        "operator": _operator(),
-        **fields,
-    }
+    return [TailRecord(r.writer, r.seq, parse(json.loads(r.body))) for r in rows]
 
 
 def _operator() -> str:

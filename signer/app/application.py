@@ -17,13 +17,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from signer import metrics
 from signer.app.access import AccessControl, Client
 from signer.app.audit import AuditLog, Reservation
 from signer.app.caller import Caller
 from signer.app.freeze import FreezeState
+from signer.app.records import Admin, BudgetLine, DryRun, Signing
 from signer.app.sinks import AuditSink
 from signer.app.versions import KeyVersions, Resolved
 from signer.config import Config
@@ -139,9 +140,8 @@ class Application:
         key added, changed (both addresses), removed and failed."""
         changes = self.keyring.reload(config)
         self.last_reload = changes
-        self.audit.write([{
-            "kind": "admin", "action": "reload_keys", "operator": operator, **changes.record(),
-        }])
+        self.audit.write([Admin(action="reload_keys", operator=operator,
+                                details=changes.record())])
         log.info("keys reloaded: %d added, %d changed, %d removed, %d failed to load (kept)",
                  len(changes.added), len(changes.changed), len(changes.removed),
                  len(changes.failed))
@@ -156,12 +156,10 @@ class Application:
         """Swap in the clients and policies of a new, already validated config; audited with
         each policy's fingerprint. Keys and the store are not reloaded (restart for those)."""
         access = AccessControl(config.clients, config.policies)
-        self.audit.write([{
-            "kind": "admin",
-            "action": "reload",
+        self.audit.write([Admin(action="reload", details={
             "clients": sorted(config.clients),
             "policies": {name: p.fingerprint() for name, p in sorted(config.policies.items())},
-        }])
+        })])
         self.access = access
 
     # -- reads ----------------------------------------------------------------------------
@@ -244,9 +242,9 @@ class Application:
             )
             signer = request.signer = resolved.signer
             request.resolved = resolved
-            request.record["key_id"] = signer.key_id
+            request.key_id = signer.key_id
             if resolved.row is not None:  # a rotated key: which version, which address
-                request.record.update(key_version=signer.version, address=signer.address)
+                request.note(key_version=str(signer.version), address=signer.address)
             if address is not None:  # named by address (JSON-RPC): label the call's key
                 metrics.annotate_call(key_id=signer.key_id)
             self.freeze.check(signer.key_id)
@@ -280,26 +278,29 @@ class Application:
         """Dry run ("EvaluatePolicy"): judge what `build` returns (a transaction, message or
         typed data, parsed as the signing method would) with the caller's policy and its
         budgets as they stand; signs nothing, reserves nothing. Audited as a dry run."""
-        record: dict[str, Any] = {
-            "kind": "dry_run", "request_id": caller.request_id, "peer": caller.peer,
-            "method": method, "key_id": shown_key_id(key_id),
-        }
+        identity = client_name = digest = None
         try:
-            client, record["identity"] = self.access.identify(caller)
-            record["client"] = client.name if client else None
+            client, identity = self.access.identify(caller)
+            client_name = client.name if client else None
             signer = self._key_for(client, method, key_id).signer
             request = build()
-            record["digest"] = "0x" + digest_of(request).hex()
+            digest = "0x" + digest_of(request).hex()
             evaluation = self._evaluate(client, signer, request)
         except SignerError as exc:
-            record.update(status=exc.code, reason=str(exc)[:1024])
-            self.audit.write([record])
+            self.audit.write([DryRun(
+                request_id=caller.request_id, peer=caller.peer, method=method,
+            key_id=shown_key_id(key_id),
+                identity=identity, client=client_name, digest=digest, status=exc.code,
+                reason=str(exc)[:1024],
+            )])
             raise
-        record.update(
-            status="OK", decision="allow" if evaluation.allowed else "deny",
-            policy=evaluation.policy, rule_id=evaluation.rule_id, reason=evaluation.reason,
-        )
-        self.audit.write([record])
+        self.audit.write([DryRun(
+            request_id=caller.request_id, peer=caller.peer, method=method,
+            key_id=shown_key_id(key_id),
+            identity=identity, client=client_name, digest=digest, status="OK",
+            decision="allow" if evaluation.allowed else "deny", policy=evaluation.policy,
+            rule_id=evaluation.rule_id, reason=evaluation.reason,
+        )])
         return evaluation
 
     def _evaluate(
@@ -324,16 +325,24 @@ class SigningRequest:
         self.signer: WalletSigner
         self.resolved: Resolved
         self._intent_written = False
+        self._reserved = False
         self._signed = False
         self._decision: Decision | None = None
         self._claims: list[BudgetClaim] = []
-        self.record: dict[str, Any] = {
-            "event": new_id(),
-            "request_id": caller.request_id,
-            "peer": caller.peer,
-            "method": method,
-            "key_id": None if key_id is None else shown_key_id(key_id),
-        }
+        # the facts its intent and outcome records carry, gathered on the way
+        self.event = new_id()
+        self.request_id = caller.request_id
+        self._peer = caller.peer
+        self._method = method
+        self.key_id = None if key_id is None else shown_key_id(key_id)
+        self._transaction: dict[str, Any] | None = None
+        self._authorization: dict[str, Any] | None = None
+        self._policy: str | None = None
+        self._rule_id: str | None = None
+        self._digest: str | None = None
+        self._budgets: tuple[BudgetLine, ...] | None = None
+        self._result: str | None = None
+        self._notes: dict[str, str] = {}
 
     @property
     def client_name(self) -> str | None:
@@ -342,7 +351,7 @@ class SigningRequest:
     def sign_transaction(
         self, tx: transactions.UnsignedTransaction, timeout: float | None
     ) -> SignedTransaction:
-        self.record["transaction"] = _summary(tx)
+        self._transaction = _summary(tx)
         self._check_drain(tx)
         with self._judged(tx, lambda: transactions.signing_hash(tx)):
             signed = self.signer.sign_transaction(tx, timeout, self._write_intent)
@@ -353,7 +362,7 @@ class SigningRequest:
         self, auth: transactions.UnsignedAuthorization, timeout: float | None
     ) -> transactions.Authorization:
         """EIP-7702: audited with the delegate and chain it hands the account to."""
-        self.record["authorization"] = _authorization_summary(auth)
+        self._authorization = _authorization_summary(auth)
         self._check_drain(None)
         with self._judged(auth, lambda: transactions.authorization_digest(auth)):
             signed = self.signer.sign_authorization(auth, timeout, self._write_intent)
@@ -387,11 +396,11 @@ class SigningRequest:
             yield
             return
         decision = policy.evaluate(request, self.signer.address_bytes)
-        self.record.update(policy=policy.name, rule_id=decision.rule_id)
+        self._policy, self._rule_id = policy.name, decision.rule_id
         labels = (self.client_name or "", policy.name)
         if not decision.allowed:
             metrics.POLICY_DECISIONS.labels(*labels, "deny").inc()
-            self.record["digest"] = "0x" + digest().hex()
+            self._digest = "0x" + digest().hex()
             raise PolicyDenied(decision.reason, policy=policy.name,
                                rule_id=decision.rule_id or "")
         metrics.POLICY_DECISIONS.labels(*labels, "allow").inc()
@@ -408,7 +417,7 @@ class SigningRequest:
         assert resolved.row is not None
         row, active, rule = resolved.row, resolved.active, resolved.drain
         if rule == "any":
-            self.record["drain"] = "any"
+            self.note(drain="any")
             return
         head = (f"key {row.key_id!r} version {row.version} ({row.address}) is draining since "
                 f"{row.changed_at}")
@@ -429,57 +438,69 @@ class SigningRequest:
                 f"{head}: it signs only the sweep to {target} (native value to it, ERC-20 "
                 "transfer or ERC-721/1155 safeTransferFrom to it) and replacements of nonces it "
                 "already used")
-        self.record["drain"] = why
+        self.note(drain=why)
 
     def note(self, **fields: str) -> None:
         """Add facts to the outcome record (e.g. the JSON-RPC door's submission result)."""
-        self.record.update(fields)
+        self._notes.update(fields)
 
     def _write_intent(self, digest: bytes) -> None:
+        """Committed (visible to every replica, budgets reserved) before the backend signs;
+        not flushed on its own: the outcome's flush carries it to disk before any signature
+        leaves (docs/audit-durability.md)."""
         # again here, right before the backend signs: a freeze issued while the request
         # waited (the JSON-RPC door fills and estimates at the node first) stops it; so does
         # a retirement of this version
         self._app.freeze.check(self.signer.key_id)
         self._app.versions.check_still_signs(self.resolved)
-        self.record["digest"] = "0x" + digest.hex()
+        self._digest = "0x" + digest.hex()
         reserve = None
         if self._claims:
-            reserve = Reservation(self.record["event"], self._claims, self._app.clock())
+            reserve = Reservation(self.event, self._claims, self._app.clock())
         try:
-            uses = self._app.audit.write([self._body("intent")], reserve=reserve)
+            uses = self._app.audit.write([self._body("intent")], reserve=reserve, durable=False)
         except BudgetExceeded as exc:
+            self._intent_written = True  # written, saying what was asked; nothing reserved
             assert self._decision is not None
             metrics.POLICY_DECISIONS.labels(
                 self.client_name or "", self._decision.policy, "budget").inc()
             raise PolicyDenied(_budget_denial(self._decision, exc), policy=self._decision.policy,
                                rule_id=self._decision.rule_id or "") from None
         self._intent_written = True
+        self._reserved = bool(self._claims)
         for use in uses:
             metrics.BUDGET_SPENT.labels(self.client_name or "", use.scope.split("/", 1)[-1]).set(
                 use.spent / use.limit if use.limit else 1.0)
         if uses:
-            self.record["budgets"] = [
-                {"name": u.scope.split("/", 1)[-1], "spent": str(u.spent), "limit": str(u.limit),
-                 "window_seconds": u.window_seconds}
+            self._budgets = tuple(
+                BudgetLine(name=u.scope.split("/", 1)[-1], spent=u.spent, limit=u.limit,
+                           window_seconds=u.window_seconds)
                 for u in uses
-            ]
+            )
 
     def _signed_result(self, result: bytes) -> None:
         self._signed = True
-        self.record["result"] = "0x" + result.hex()
+        self._result = "0x" + result.hex()
 
-    def _body(self, kind: str, **extra: Any) -> dict[str, Any]:
-        return {
-            **self.record,
-            "kind": kind,
-            "client": self.client_name,
-            "identity": self.identity,
-            **extra,
-        }
+    def _body(
+        self, kind: Literal["intent", "outcome"], *, decision: str | None = None,
+        status: str | None = None, reason: str | None = None, signed: bool | None = None,
+    ) -> Signing:
+        return Signing(
+            kind=kind, event=self.event, request_id=self.request_id, peer=self._peer,
+            method=self._method, key_id=self.key_id, client=self.client_name,
+            identity=self.identity, transaction=self._transaction,
+            authorization=self._authorization, policy=self._policy,
+            rule_id=self._rule_id, digest=self._digest,
+            budgets=self._budgets if kind == "outcome" else None,
+            result=self._result if kind == "outcome" else None, decision=decision,
+            status=status, reason=reason, signed=signed,
+            notes=dict(self._notes),
+        )
 
     def succeed(self) -> None:
         outcome = self._body("outcome", decision="allow", status="OK", reason="")
-        settle = self.record["event"] if self._claims and self._intent_written else None
+        settle = self.event if self._reserved else None
         try:
             self._app.audit.write(self._bodies_with(outcome), settle=settle)
         except StoreUnavailable:
@@ -502,18 +523,18 @@ class SigningRequest:
             signed=self._signed,
         )
         # a reservation whose signature was never made is given back; one that was is kept
-        reserved = self._claims and self._intent_written
-        release = self.record["event"] if reserved and not self._signed else None
-        settle = self.record["event"] if reserved and self._signed else None
+        reserved = self._reserved
+        release = self.event if reserved and not self._signed else None
+        settle = self.event if reserved and self._signed else None
         try:
             self._app.audit.write(self._bodies_with(outcome), release=release, settle=settle)
         except SignerError:
             log.error(
                 "audit: outcome of request %s (%s) could not be recorded",
-                self.record["request_id"], status,
+                self.request_id, status,
             )
 
-    def _bodies_with(self, outcome: dict[str, Any]) -> list[dict[str, Any]]:
+    def _bodies_with(self, outcome: Signing) -> list[Signing]:
         if self._intent_written:
             return [outcome]
         return [self._body("intent"), outcome]

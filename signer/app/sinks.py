@@ -2,13 +2,14 @@
 (signer/app/audit.py) in service, or any other sink with the same two calls (a benchmark's
 no-audit stand-in) without a `type: ignore`."""
 
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Protocol
 
-from signer.store import BudgetUse
+from signer.store import AuditRow, BudgetUse
 
 if TYPE_CHECKING:
-    from signer.app.audit import Reservation
+    from signer.app.audit import Record, Reservation
+    from signer.store.sql import Batch
 
 
 class AuditSink(Protocol):
@@ -22,10 +23,12 @@ class AuditSink(Protocol):
 
     def write(
         self,
-        bodies: Iterable[Mapping[str, Any]],
+        bodies: "Iterable[Record]",
         timeout: float | None = None,
         *,
         reserve: "Reservation | None" = None,
         settle: str | None = None,
         release: str | None = None,
+        durable: bool = True,
+        also: "Callable[[Batch, list[AuditRow]], None] | None" = None,
     ) -> list[BudgetUse]: ...

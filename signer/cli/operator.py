@@ -4,6 +4,7 @@ Each calls signer.admin (imported when the command runs) and prints the result."
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from signer.cli.common import channel, check_tls_flags, load_config, optional_config, stub
@@ -117,17 +118,59 @@ def keys_unfreeze(args: argparse.Namespace) -> int:
 def audit_verify(args: argparse.Namespace) -> int:
     from signer.admin.state import verify_audit
 
-    report = verify_audit(load_config(args.config))
+    resume = _read_resume(args.resume) if args.resume else None
+    report = verify_audit(load_config(args.config), resume)
     if not report.ok:
         print(f"audit log TAMPERED: {report.problem} ({report.records} records intact before it)")
         return 1
-    print(f"audit log intact: {report.records} records in {report.chains} chains")
+    since = " since the last verification" if resume else ""
+    print(f"audit log intact: {report.records} records{since} in {report.chains} chains")
+    if report.checkpoint:
+        print(f"(from the prune checkpoint {report.checkpoint[0]}/{report.checkpoint[1]}: "
+              "older records are in its export)")
+    if args.resume:
+        _write_resume(args.resume, report.heads)
     if report.incomplete:
         shown = ", ".join(report.incomplete[:10]) + (" ..." if len(report.incomplete) > 10 else "")
         print(
             f"{len(report.incomplete)} incomplete: an intent without an outcome (the process "
             f"stopped while signing; the caller got no signature from it): {shown}"
         )
+    return 0
+
+
+def _read_resume(path: Path) -> dict[str, tuple[int, str]]:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        return {str(w): (int(s), str(h)) for w, (s, h) in dict(data["heads"]).items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise InvalidRequest(
+            f"--resume: {path} is not a verification state this command wrote"
+        ) from None
+
+
+def _write_resume(path: Path, heads: dict[str, tuple[int, str]]) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps({"heads": {w: list(h) for w, h in heads.items()}}))
+    temporary.replace(path)
+
+
+def audit_export(args: argparse.Namespace) -> int:
+    from signer.admin.archive import export_audit
+
+    records, heads = export_audit(load_config(args.config), args.before, args.to)
+    print(f"exported {records} records of {len(heads)} chains to {args.to}")
+    return 0
+
+
+def audit_prune(args: argparse.Namespace) -> int:
+    from signer.admin.archive import prune_audit
+
+    checkpoint = prune_audit(load_config(args.config), args.before, args.export)
+    print(f"pruned {checkpoint.records} records before {checkpoint.before} "
+          f"(export sha256 {checkpoint.export_sha256}); checkpoint written")
     return 0
 
 
@@ -138,9 +181,9 @@ def audit_tail(args: argparse.Namespace) -> int:
         raise InvalidRequest("-n: between 1 and 100000")
     for item in tail_audit(load_config(args.config), args.n):
         if args.json:
-            print(json.dumps({"writer": item.writer, "seq": item.seq, **item.record}))
+            print(json.dumps({"writer": item.writer, "seq": item.seq, **item.record.fields()}))
         else:
-            print(_audit_line(item.record))
+            print(_audit_line(item.record.fields()))
     return 0
 
 

@@ -168,7 +168,31 @@ def _add_audit(commands: Commands) -> None:
         "verify", help="check every record's hash chain: exit 0 if intact, 1 at the first bad one"
     )
     _config_arg(verify)
+    verify.add_argument(
+        "--resume", type=Path, metavar="FILE",
+        help="check only what was added since the verification saved in FILE (its chain "
+             "heads; created on first use, updated when the log is intact)",
+    )
     verify.set_defaults(run=operator_commands.audit_verify)
+    export = audit_commands.add_parser(
+        "export", help="write the records older than DATE to a JSON-lines file (for prune)"
+    )
+    _config_arg(export)
+    export.add_argument("--before", required=True, metavar="DATE",
+                        help="ISO 8601 date or time, UTC unless it says otherwise")
+    export.add_argument("--to", required=True, type=Path, metavar="FILE",
+                        help="a new file (never overwritten)")
+    export.set_defaults(run=operator_commands.audit_export)
+    prune = audit_commands.add_parser(
+        "prune", help="delete the records an export of the same DATE holds, leaving a "
+                      "checkpoint record that verify proves the rest from (audited)",
+    )
+    _config_arg(prune)
+    prune.add_argument("--before", required=True, metavar="DATE",
+                       help="the same DATE the export was made with")
+    prune.add_argument("--export", required=True, type=Path, metavar="FILE",
+                       help="the file `audit export --before DATE` wrote")
+    prune.set_defaults(run=operator_commands.audit_prune)
     tail = audit_commands.add_parser("tail", help="show the most recent records")
     _config_arg(tail)
     tail.add_argument("-n", type=int, default=20, help="how many records (default 20)")

@@ -102,7 +102,7 @@ class FunctionSignature:
 
         Static arguments have exactly one encoding per value, one 32-byte word per leaf, so
         they are read word by word with every padding bit checked (eth-abi's decoder costs
-        more than the rest of a decision; tests/test_eth_abi.py checks this path against
+        more than the rest of a decision; tests/eth/test_eth_abi.py checks this path against
         eth-abi decoding and re-encoding). Anything dynamic goes through decode_exact.
         """
         if self.static_size is None:

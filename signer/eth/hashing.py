@@ -5,7 +5,7 @@ pycryptodome: about 1.6 µs a 150-byte hash against about 9 µs, and it keeps th
 whole (short) hash, where pycryptodome's ctypes calls drop and retake it three times a hash.
 With many serving threads each hand-off is a chance to be descheduled: the in-process signing
 path at 16 threads went from about 660 to 470 µs of CPU a call with this change alone. Both
-backends are eth-hash's own and give the same digests (tests/test_eth_reference.py).
+backends are eth-hash's own and give the same digests (tests/eth/test_eth_reference.py).
 """
 
 from eth_hash.main import Keccak256

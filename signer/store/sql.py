@@ -10,18 +10,19 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager as ContextManager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from signer.errors import ConfigError, StoreUnavailable
 from signer.secret_sources import inline_password, read_secret, redacted_url
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # (version, statements): applied in order by `migrate`, each version once.
 _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
@@ -84,6 +85,17 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (
         4,
         (
+            # Where each `audit prune` left its checkpoint record (in the pruning command's
+            # own chain): `verify` starts every chain after the latest one's heads.
+            """CREATE TABLE audit_checkpoints (
+                ordinal BIGINT PRIMARY KEY,
+                writer TEXT NOT NULL,
+                seq BIGINT NOT NULL)""",
+        ),
+    ),
+    (
+        5,
+        (
             # The versions of each rotated key id (signer.app.versions): one `active`, older
             # ones `draining` or `retired`. `source` is the JSON of the key's config (how to
             # open it); empty for version 1, which is the key as configured in [keys].
@@ -129,8 +141,9 @@ class BudgetExceeded(Exception):
         self.amount = amount
 
 
-@dataclass(frozen=True, slots=True)
-class AuditRow:
+class AuditRow(NamedTuple):
+    """One stored record (a tuple: a chain of millions is read without building objects)."""
+
     writer: str
     seq: int
     at: str  # ISO 8601 UTC, also inside body (where the hash covers it)
@@ -164,7 +177,7 @@ class VersionConflict(Exception):
 
 
 def _audit_row(row: Sequence[Any]) -> AuditRow:
-    return AuditRow(str(row[0]), int(row[1]), str(row[2]), str(row[3]), str(row[4]), str(row[5]))
+    return AuditRow._make(row)  # both drivers return TEXT as str and BIGINT as int
 
 
 class _Connection(Protocol):
@@ -199,6 +212,8 @@ class Store:
                     continue
                 for statement in statements:
                     tx.execute(statement.format(numeric=self._dialect.numeric_type))
+                for statement in self._dialect.migration(version):
+                    tx.execute(statement)
                 tx.execute(self._sql("INSERT INTO schema_version (version) VALUES (?)"), (version,))
                 current = version
         if current > SCHEMA_VERSION:
@@ -229,11 +244,14 @@ class Store:
             batch.append(rows)
 
     @contextmanager
-    def batch(self, lock: bool = False) -> Iterator["Batch"]:
+    def batch(self, lock: bool = False, durable: bool = True) -> Iterator["Batch"]:
         """One transaction for several operations (the audit's group commit: records and
-        the budget reservations they carry commit together, or not at all)."""
-        with self._transaction(lock=lock) as tx:
-            yield Batch(self, tx)
+        the budget reservations they carry commit together, or not at all). `durable=False`
+        commits without waiting for the disk (SQLite: synchronous=NORMAL in WAL mode;
+        PostgreSQL: synchronous_commit=off): the commit is visible at once, and the next
+        durable commit makes it durable too (docs/audit-durability.md)."""
+        with self._transaction(lock=lock, durable=durable, pipeline=True) as tx:
+            yield self._dialect.make_batch(self, tx)
 
     def chain_head(self, writer: str) -> tuple[int, str] | None:
         with self._transaction() as tx:
@@ -246,14 +264,45 @@ class Store:
         return (int(row[0]), str(row[1])) if row else None
 
     def chain_heads(self) -> dict[str, tuple[int, str]]:
-        """The last (seq, hash) of every writer's chain."""
+        """The last (seq, hash) of every writer's chain (one index lookup per writer: the
+        log's size does not matter)."""
+        heads: dict[str, tuple[int, str]] = {}
         with self._transaction() as tx:
-            rows = tx.execute(
-                "SELECT a.writer, a.seq, a.hash FROM audit_log a JOIN "
-                "(SELECT writer, max(seq) AS seq FROM audit_log GROUP BY writer) h "
-                "ON a.writer = h.writer AND a.seq = h.seq"
-            ).fetchall()
-        return {str(w): (int(s), str(h)) for w, s, h in rows}
+            for (writer,) in tx.execute("SELECT writer FROM audit_writers").fetchall():
+                row = tx.execute(
+                    self._sql("SELECT seq, hash FROM audit_log WHERE writer = ? "
+                              "ORDER BY seq DESC LIMIT 1"),
+                    (writer,),
+                ).fetchone()
+                if row is not None:
+                    heads[str(writer)] = (int(row[0]), str(row[1]))
+        return heads
+
+    def audit_cut(self, before: str) -> dict[str, tuple[int, str]]:
+        """Per writer, the last record of the longest prefix of its chain whose records are
+        all older than `before` (ISO time), keeping at least the chain's last record (a
+        running writer links its next record to it): (seq, hash), for writers with any."""
+        cut: dict[str, tuple[int, str]] = {}
+        with self._transaction() as tx:
+            for (writer,) in tx.execute("SELECT writer FROM audit_writers").fetchall():
+                last = tx.execute(
+                    self._sql("SELECT max(seq) FROM audit_log WHERE writer = ?"), (writer,)
+                ).fetchone()
+                if last is None or last[0] is None:
+                    continue
+                first_kept = tx.execute(
+                    self._sql("SELECT min(seq) FROM audit_log WHERE writer = ? AND at >= ?"),
+                    (writer, before),
+                ).fetchone()
+                keep = int(first_kept[0]) if first_kept[0] is not None else int(last[0])
+                row = tx.execute(
+                    self._sql("SELECT seq, hash FROM audit_log WHERE writer = ? AND seq < ? "
+                              "ORDER BY seq DESC LIMIT 1"),
+                    (writer, min(keep, int(last[0]))),
+                ).fetchone()
+                if row is not None:
+                    cut[str(writer)] = (int(row[0]), str(row[1]))
+        return cut
 
     def writers(self) -> list[str]:
         """Every writer that ever registered, in registration order."""
@@ -264,7 +313,13 @@ class Store:
     def audit_writers_in_log(self) -> list[str]:
         """Every writer that has rows (a writer with rows but no registration was inserted)."""
         with self._transaction() as tx:
-            rows = tx.execute("SELECT DISTINCT writer FROM audit_log").fetchall()
+            # a skip scan of the primary key: one lookup per writer, not a pass over the log
+            rows = tx.execute(
+                "WITH RECURSIVE w(writer) AS (SELECT min(writer) FROM audit_log UNION ALL "
+                "SELECT (SELECT min(a.writer) FROM audit_log a WHERE a.writer > w.writer) "
+                "FROM w WHERE w.writer IS NOT NULL) "
+                "SELECT writer FROM w WHERE writer IS NOT NULL"
+            ).fetchall()
         return [str(r[0]) for r in rows]
 
     def audit_row(self, writer: str, seq: int) -> AuditRow | None:
@@ -278,10 +333,15 @@ class Store:
             ).fetchone()
         return _audit_row(row) if row else None
 
-    def audit_rows(self, writer: str, batch: int = 5000) -> Iterator[AuditRow]:
-        """One writer's rows in stored order (by seq), fetched in batches."""
-        after = -1
+    def audit_rows(self, writer: str, batch: int = 5000, *, after: int = -1,
+                   through: int | None = None) -> Iterator[AuditRow]:
+        """One writer's rows in stored order (by seq) after seq `after` (through seq
+        `through`), fetched in batches: memory does not grow with the chain."""
         while True:
+            if through is not None:
+                batch = max(0, min(batch, through - after))
+                if batch == 0:
+                    return
             with self._transaction() as tx:
                 rows = tx.execute(
                     self._sql(
@@ -290,11 +350,21 @@ class Store:
                     ),
                     (writer, after, batch),
                 ).fetchall()
-            for row in rows:
-                yield _audit_row(row)
+            yield from map(AuditRow._make, rows)
             if len(rows) < batch:
                 return
             after = int(rows[-1][1])
+
+    def latest_checkpoint(self) -> tuple[str, int] | None:
+        """(writer, seq) of the latest prune checkpoint record, if any prune ran."""
+        with self._transaction() as tx:
+            try:
+                row = tx.execute(
+                    "SELECT writer, seq FROM audit_checkpoints ORDER BY ordinal DESC LIMIT 1"
+                ).fetchone()
+            except self._dialect.programming_errors:
+                return None  # a store from before schema 4 (verify does not migrate)
+        return (str(row[0]), int(row[1])) if row else None
 
     def recent_audit(self, limit: int) -> list[AuditRow]:
         """The newest `limit` rows of every writer (the caller orders them by time)."""
@@ -414,20 +484,23 @@ class Store:
     ) -> list[BudgetUse]:
         """Reserve every claim or none (see `Batch.reserve`), in a transaction of its own."""
         with self.batch() as batch:
-            return batch.reserve(reservation, claims, now)
+            results = batch.reserve_many([(reservation, claims, now)])
+        (result,) = results.get()
+        if isinstance(result, BudgetExceeded):
+            raise result
+        return result
 
     def settle(self, reservation: str) -> None:
         with self.batch() as batch:
-            batch.settle(reservation)
+            batch.finish_many(settle=[reservation], release=[])
 
     def release(self, reservation: str) -> None:
         with self.batch() as batch:
-            batch.release(reservation)
+            batch.finish_many(settle=[], release=[reservation])
 
     def budget_spent(self, scope: str, window_seconds: int, now: float) -> int:
-        with self.batch() as batch:
-            self._dialect.lock_key(batch._tx, "budget:" + scope)
-            return batch.window_total(scope, window_seconds, now)
+        with self._transaction() as tx:
+            return self._dialect.make_batch(self, tx).spent(scope, window_seconds, now)
 
     # -- nonces (JSON-RPC eth_sendTransaction) ---------------------------------------------
 
@@ -483,9 +556,14 @@ class Store:
         return self._dialect.placeholders(statement)
 
     @contextmanager
-    def _transaction(self, lock: bool = False) -> Iterator[_Connection]:
+    def _transaction(
+        self, lock: bool = False, durable: bool = True, pipeline: bool = False
+    ) -> Iterator[_Connection]:
         """A connection inside one transaction, committed on success and rolled back on error.
-        A database error drops the connection and raises StoreUnavailable."""
+        A database error drops the connection and raises StoreUnavailable. `pipeline`: the
+        statements are sent without waiting for each one's answer, and answered together at
+        the end (PostgreSQL: one round trip for the whole transaction, unless a statement's
+        rows are read inside it)."""
         if not self._slots.acquire(timeout=self._dialect.acquire_timeout):
             raise StoreUnavailable("state store: no connection free in time")
         connection: _Connection | None = None
@@ -494,13 +572,14 @@ class Store:
                 connection = self._idle.get_nowait()
             except queue.Empty:
                 connection = self._dialect.connect()
-            self._dialect.begin(connection, lock)
             try:
-                yield connection
+                with self._dialect.pipeline(connection, pipeline):
+                    self._dialect.begin(connection, lock, durable)
+                    yield connection
+                    self._dialect.commit(connection)
             except BaseException:
                 self._dialect.rollback(connection)
                 raise
-            self._dialect.commit(connection)
             self._idle.put(connection)
             connection = None
         except self._dialect.operational_errors as exc:
@@ -520,6 +599,13 @@ class Store:
         return f"Store({self._dialect.name})"
 
 
+class Results:
+    """What `Batch.reserve_many` decided, available once the batch has committed."""
+
+    def __init__(self, get: Callable[[], list[list[BudgetUse] | BudgetExceeded]]) -> None:
+        self.get = get
+
+
 class Batch:
     """Operations inside one store transaction (from `Store.batch`)."""
 
@@ -530,10 +616,50 @@ class Batch:
         self._dialect = store._dialect
 
     def register_writer(self, writer: str, started_at: str) -> None:
-        row = self._tx.execute("SELECT coalesce(max(ordinal), 0) FROM audit_writers").fetchone()
         self._tx.execute(
-            self._sql("INSERT INTO audit_writers (writer, started_at, ordinal) VALUES (?, ?, ?)"),
-            (writer, started_at, int(row[0]) + 1),
+            self._sql("INSERT INTO audit_writers (writer, started_at, ordinal) "
+                      "SELECT ?, ?, coalesce(max(ordinal), 0) + 1 FROM audit_writers"),
+            (writer, started_at),
+        )
+
+    def reserve_many(
+        self, reservations: Sequence[tuple[str, Sequence[BudgetClaim], float]]
+    ) -> "Results":
+        """`reserve` for each (reservation, claims, now), in order; each either reserves all
+        its claims or none. Results (uses or the BudgetExceeded) are read after the commit."""
+        results: list[list[BudgetUse] | BudgetExceeded] = []
+        for reservation, claims, now in reservations:
+            try:
+                results.append(self.reserve(reservation, claims, now))
+            except BudgetExceeded as exc:
+                results.append(exc)
+        return Results(lambda: results)
+
+    def finish_many(self, settle: Sequence[str], release: Sequence[str]) -> None:
+        """Settle (a signature exists) and release (none was made) reservations."""
+        for reservation in settle:
+            self.settle(reservation)
+        for reservation in release:
+            self.release(reservation)
+
+    def delete_audit_through(self, writer: str, seq: int) -> None:
+        """Remove `writer`'s records up to `seq` (`audit prune`, once exported)."""
+        self._tx.execute(
+            self._sql("DELETE FROM audit_log WHERE writer = ? AND seq <= ?"), (writer, seq)
+        )
+
+    def add_checkpoint(self, writer: str, seq: int) -> None:
+        """Point at the checkpoint record (writer, seq) a prune just wrote."""
+        self._tx.execute(
+            self._sql("INSERT INTO audit_checkpoints (ordinal, writer, seq) "
+                      "SELECT coalesce(max(ordinal), 0) + 1, ?, ? FROM audit_checkpoints"),
+            (writer, seq),
+        )
+
+    def drop_budget_rows(self, before: float) -> None:
+        """Budget rows older than `before` that no window counts any more (a prune)."""
+        self._tx.execute(
+            self._sql("DELETE FROM budget_spend WHERE counted = 0 AND at < ?"), (before,)
         )
 
     def append(self, rows: Sequence[AuditRow]) -> None:
@@ -575,6 +701,11 @@ class Batch:
             )
             self._set_total(claim.scope, claim.window_seconds, use.spent)
         return uses
+
+    def spent(self, scope: str, window_seconds: int, now: float) -> int:
+        """`window_total` under the budget's lock (a read outside any reservation)."""
+        self._dialect.lock_key(self._tx, "budget:" + scope)
+        return self.window_total(scope, window_seconds, now)
 
     def window_total(self, scope: str, window_seconds: int, now: float) -> int:
         """What `scope` has spent in the `window_seconds` before `now`, bringing its running
@@ -659,6 +790,147 @@ class Batch:
             )
 
 
+class _PostgresBatch(Batch):
+    """The group commit on PostgreSQL in one round trip: the transaction runs in pipeline
+    mode, so no statement here may wait for its answer. Reservations are decided inside the
+    database (`ws_reserve`, the same arithmetic as `Batch.reserve`) and read after COMMIT."""
+
+    def reserve_many(
+        self, reservations: Sequence[tuple[str, Sequence[BudgetClaim], float]]
+    ) -> Results:
+        cursors = []
+        for reservation, claims, now in reservations:
+            ordered = sorted(claims, key=lambda c: c.scope)  # one lock order: no deadlock
+            cursor = self._tx.cursor()  # type: ignore[attr-defined]
+            cursor.execute(
+                "SELECT out_scope, out_spent, out_exceeded FROM ws_reserve(%s, %s::text[], "
+                "%s::numeric[], %s::numeric[], %s::bigint[], %s)",
+                (reservation, [c.scope for c in ordered],
+                 [self._dialect.to_numeric(c.amount) for c in ordered],
+                 [self._dialect.to_numeric(c.limit) for c in ordered],
+                 [c.window_seconds for c in ordered], now),
+            )
+            cursors.append((ordered, cursor))
+
+        def get() -> list[list[BudgetUse] | BudgetExceeded]:
+            results: list[list[BudgetUse] | BudgetExceeded] = []
+            for ordered, cursor in cursors:
+                claims = {c.scope: c for c in ordered}
+                uses: list[BudgetUse] = []
+                exceeded: BudgetExceeded | None = None
+                for scope, spent, over in cursor.fetchall():
+                    c = claims[str(scope)]
+                    use = BudgetUse(c.scope, int(spent), c.limit, c.window_seconds)
+                    if over:
+                        exceeded = BudgetExceeded(use, c.amount)
+                    uses.append(use)
+                results.append(exceeded if exceeded is not None else uses)
+            return results
+
+        return Results(get)
+
+    def spent(self, scope: str, window_seconds: int, now: float) -> int:
+        self._dialect.lock_key(self._tx, "budget:" + scope)
+        row = self._tx.execute(
+            "SELECT ws_window_total(%s, %s, %s)", (scope, window_seconds, now)
+        ).fetchone()
+        return int(row[0])
+
+    def finish_many(self, settle: Sequence[str], release: Sequence[str]) -> None:
+        if settle:
+            self._tx.execute(
+                "UPDATE budget_spend SET state = 'spent' WHERE reservation = ANY(%s::text[])",
+                (list(settle),),
+            )
+        if release:
+            self._tx.execute("SELECT ws_release(%s::text[])", (list(release),))
+
+
+# The budget arithmetic of `Batch.reserve` / `window_total` / `release`, statement for
+# statement, as functions: a group commit on PostgreSQL sends them in its one round trip.
+_PG_FUNCTIONS = (
+    f"""CREATE OR REPLACE FUNCTION ws_window_total(
+        p_scope text, p_window bigint, p_now double precision) RETURNS numeric
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        v_since double precision := p_now - p_window;
+        v_window bigint;
+        v_total numeric;
+        v_expired numeric;
+    BEGIN
+        SELECT t.window_seconds, t.total INTO v_window, v_total
+            FROM budget_totals t WHERE t.scope = p_scope;
+        IF NOT FOUND OR v_window <> p_window THEN
+            DELETE FROM budget_spend s
+                WHERE s.scope = p_scope AND s.at < p_now - {BUDGET_RETENTION_SECONDS};
+            UPDATE budget_spend s SET counted = CASE WHEN s.at > v_since THEN 1 ELSE 0 END
+                WHERE s.scope = p_scope;
+            SELECT coalesce(sum(s.amount), 0) INTO v_total
+                FROM budget_spend s WHERE s.scope = p_scope AND s.counted = 1;
+        ELSE
+            SELECT coalesce(sum(s.amount), 0) INTO v_expired FROM budget_spend s
+                WHERE s.scope = p_scope AND s.counted = 1 AND s.at <= v_since;
+            IF v_expired = 0 THEN
+                RETURN v_total;
+            END IF;
+            UPDATE budget_spend s SET counted = 0
+                WHERE s.scope = p_scope AND s.counted = 1 AND s.at <= v_since;
+            v_total := v_total - v_expired;
+        END IF;
+        INSERT INTO budget_totals (scope, window_seconds, total)
+            VALUES (p_scope, p_window, v_total)
+            ON CONFLICT (scope) DO UPDATE SET window_seconds = excluded.window_seconds,
+                total = excluded.total;
+        RETURN v_total;
+    END $$""",  # noqa: S608 - a constant, no input
+    """CREATE OR REPLACE FUNCTION ws_reserve(
+        p_reservation text, p_scopes text[], p_amounts numeric[], p_limits numeric[],
+        p_windows bigint[], p_now double precision)
+    RETURNS TABLE (out_scope text, out_spent numeric, out_exceeded boolean)
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        n int := coalesce(array_length(p_scopes, 1), 0);
+        v_spent numeric;
+        v_after numeric[] := ARRAY[]::numeric[];
+    BEGIN
+        -- claims come sorted by scope: every transaction takes the locks in one order
+        FOR i IN 1..n LOOP
+            PERFORM pg_advisory_xact_lock(hashtextextended('budget:' || p_scopes[i], 0));
+            v_spent := ws_window_total(p_scopes[i], p_windows[i], p_now);
+            IF v_spent + p_amounts[i] > p_limits[i] THEN
+                out_scope := p_scopes[i]; out_spent := v_spent; out_exceeded := true;
+                RETURN NEXT;
+                RETURN;  -- nothing of this reservation is inserted
+            END IF;
+            v_after := v_after || (v_spent + p_amounts[i]);
+        END LOOP;
+        FOR i IN 1..n LOOP
+            INSERT INTO budget_spend (reservation, scope, amount, at, state, counted)
+                VALUES (p_reservation, p_scopes[i], p_amounts[i], p_now, 'reserved', 1);
+            INSERT INTO budget_totals (scope, window_seconds, total)
+                VALUES (p_scopes[i], p_windows[i], v_after[i])
+                ON CONFLICT (scope) DO UPDATE SET window_seconds = excluded.window_seconds,
+                    total = excluded.total;
+            out_scope := p_scopes[i]; out_spent := v_after[i]; out_exceeded := false;
+            RETURN NEXT;
+        END LOOP;
+    END $$""",
+    """CREATE OR REPLACE FUNCTION ws_release(p_reservations text[]) RETURNS void
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        r record;
+    BEGIN
+        FOR r IN SELECT s.scope, s.amount FROM budget_spend s
+                WHERE s.reservation = ANY(p_reservations) AND s.counted = 1
+                ORDER BY s.scope LOOP
+            PERFORM pg_advisory_xact_lock(hashtextextended('budget:' || r.scope, 0));
+            UPDATE budget_totals t SET total = t.total - r.amount WHERE t.scope = r.scope;
+        END LOOP;
+        DELETE FROM budget_spend s WHERE s.reservation = ANY(p_reservations);
+    END $$""",
+)
+
+
 class _Dialect:
     name: str
     operational_errors: tuple[type[BaseException], ...]
@@ -684,8 +956,18 @@ class _Dialect:
     def placeholders(self, statement: str) -> str:
         return statement
 
-    def begin(self, connection: _Connection, lock: bool) -> None:
+    def begin(self, connection: _Connection, lock: bool, durable: bool = True) -> None:
         connection.execute("BEGIN")
+
+    def make_batch(self, store: Store, tx: _Connection) -> "Batch":
+        return Batch(store, tx)
+
+    def migration(self, version: int) -> tuple[str, ...]:
+        """Statements of schema `version` for this database only."""
+        return ()
+
+    def pipeline(self, connection: _Connection, enabled: bool) -> ContextManager[Any]:
+        return nullcontext()
 
     def commit(self, connection: _Connection) -> None:
         connection.execute("COMMIT")
@@ -718,7 +1000,11 @@ class _Sqlite(_Dialect):
         connection.execute("PRAGMA busy_timeout=10000")
         return connection
 
-    def begin(self, connection: _Connection, lock: bool) -> None:
+    def begin(self, connection: _Connection, lock: bool, durable: bool = True) -> None:
+        # FULL: the commit fsyncs the WAL (and with it every earlier commit in the file);
+        # NORMAL: the commit is in the WAL, visible to all, on disk at the next FULL commit
+        # or checkpoint. Per connection, so set before every transaction.
+        connection.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
         # IMMEDIATE takes the write lock up front: no deadlock upgrading a read to a write
         connection.execute("BEGIN IMMEDIATE")
 
@@ -765,8 +1051,21 @@ class _Postgres(_Dialect):
         return Decimal(value)
 
 
-    def begin(self, connection: _Connection, lock: bool) -> None:
+    def make_batch(self, store: Store, tx: _Connection) -> "Batch":
+        return _PostgresBatch(store, tx)
+
+    def migration(self, version: int) -> tuple[str, ...]:
+        return _PG_FUNCTIONS if version == 4 else ()
+
+    def pipeline(self, connection: _Connection, enabled: bool) -> ContextManager[Any]:
+        if not enabled:
+            return nullcontext()
+        return connection.pipeline()  # type: ignore[attr-defined, no-any-return]
+
+    def begin(self, connection: _Connection, lock: bool, durable: bool = True) -> None:
         connection.execute("BEGIN")
+        if not durable:  # visible at commit; on disk with the next synchronous commit
+            connection.execute("SET LOCAL synchronous_commit = off")
         if lock:  # migrations and writer ordinals: one replica at a time
             connection.execute("SELECT pg_advisory_xact_lock(7361626)")
 

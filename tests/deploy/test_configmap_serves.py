@@ -22,9 +22,9 @@ from signer.client import RemoteAccount, TlsFiles, open_channel
 from signer.config import SOFTHSM_MODULE
 from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
-from tests.fixtures_pkcs11 import SoftHsmToken, generate_key, require_softhsm
-from tests.serve_process import start_serve
-from tests.tls_certs import CertificateAuthority
+from tests.support.fixtures_pkcs11 import SoftHsmToken, generate_key, require_softhsm
+from tests.support.serve_process import start_serve
+from tests.support.tls_certs import CertificateAuthority
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
 SERVING = health_pb2.HealthCheckResponse.SERVING

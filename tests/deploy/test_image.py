@@ -31,7 +31,7 @@ from eth_utils import to_checksum_address
 
 from signer.client import RemoteAccount
 from tests.conftest import skip_or_fail
-from tests.tls_certs import CertificateAuthority, Issued
+from tests.support.tls_certs import CertificateAuthority, Issued
 
 IMAGE_ENV = "WALLET_SIGNER_IMAGE"
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ import shlex
 import pytest
 
 from signer import cli
-from tests.docs.fences import DOCS, blocks, inline_code, pages
+from tests.support.doc_fences import DOCS, blocks, inline_code, pages
 
 SHELL = ("sh", "console", "bash", "shell")
 PROGRAM = "wallet-signer"

@@ -8,7 +8,7 @@ import pytest
 
 from signer import config as config_module
 from signer.errors import ConfigError
-from tests.docs.fences import Block, blocks, pages
+from tests.support.doc_fences import Block, blocks, pages
 
 TOML = [b for page in pages(readme=True) for b in blocks(page) if b.lang == "toml"]
 WHOLE = [b for b in TOML if not b.fragment]

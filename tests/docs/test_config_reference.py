@@ -7,7 +7,7 @@ import typing
 from pydantic import BaseModel
 
 from signer import config as config_module
-from tests.docs.fences import DOCS
+from tests.support.doc_fences import DOCS
 
 REFERENCE = DOCS / "configuration.md"
 

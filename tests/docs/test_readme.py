@@ -2,7 +2,7 @@
 
 import re
 
-from tests.docs.fences import README, ROOT
+from tests.support.doc_fences import README, ROOT
 
 
 def test_readme_is_short_and_starts_with_the_two_commands():

@@ -24,8 +24,8 @@ from signer.service import KeyRing
 from signer.v1 import signer_pb2 as pb
 from tests.conftest import env_wallet, open_app
 from tests.jsonrpc.conftest import Anvil, Door, Tools, result, rpc, run_node, running_anvil
-from tests.test_eth_reference import to_proto
-from tests.tls_certs import CertificateAuthority
+from tests.support.eth_transactions import to_proto
+from tests.support.tls_certs import CertificateAuthority
 
 # bpo2 is the newest fork anvil 1.7.1 runs; Osaka's rules (EIP-7594) hold from Osaka on
 HARDFORKS = {"prague": "eip4844", "bpo2": "eip7594"}

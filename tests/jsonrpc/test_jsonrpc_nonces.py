@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import STORES
 from tests.jsonrpc.conftest import Anvil, result, signer_key
-from tests.serve_process import ServeProcess, start_serve
+from tests.support.serve_process import ServeProcess, start_serve
 
 TO = "0x" + "42" * 20
 _JSONRPC_PORT = re.compile(r"jsonrpc listening on \S+ \(port (\d+)")

@@ -18,7 +18,7 @@ from signer.service import KeyRing
 from signer.tls import ReloadableTls
 from tests.conftest import env_wallet, open_app
 from tests.jsonrpc.conftest import Anvil, result
-from tests.tls_certs import CertificateAuthority
+from tests.support.tls_certs import CertificateAuthority
 
 HOT, COLD = "0x" + "11" * 32, "0x" + "22" * 32
 FRIEND = "0x" + "f1" * 20
