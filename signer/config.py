@@ -7,6 +7,7 @@ Each is resolved against the model's own fields and validated like the file (see
 where they live.
 """
 
+import json
 import os
 import tomllib
 import types
@@ -19,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -110,14 +112,22 @@ class MetricsConfig(_Strict):
         return is_loopback(self.listen)
 
 
+# What a draining version of a key (one that a rotation replaced) may still sign:
+# "sweep" (default): value and tokens sent to the active version's address, and replacements
+# of nonces it already used; "any": whatever the caller's policy allows; "none": nothing.
+DrainRule = Literal["sweep", "any", "none"]
+
 ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
 
 
 class _KeyConfig(_Strict):
+    """What every `[keys.NAME]` table has, whatever its backend."""
+
     # Address pinning: the key must have this address at start-up and at every self-test (an
     # alias moved in KMS, a token replaced, a secret overwritten is refused). `keys list` prints
     # the line to paste.
     address: str | None = Field(default=None, pattern=ADDRESS_PATTERN)
+    drain: DrainRule = "sweep"
 
 
 def _exactly_one(what: str, **sources: object) -> None:
@@ -307,21 +317,44 @@ KeySourceConfig = Annotated[
     Field(discriminator="backend"),
 ]
 
-# The SignerService methods a client may be allowed (`[clients.NAME] methods`), and
+# The SignerService methods a client may be allowed (`[clients.NAME] methods`);
 # "Forward": the JSON-RPC door may relay its node-bound calls (the read allowlist and
-# eth_sendRawTransaction) to the upstream node.
+# eth_sendRawTransaction) to the upstream node; "Reload" (re-read the config, as SIGHUP does) is
+# an operator's method.
 Method = Literal[
     "ListKeys", "GetAddress", "SignTransaction", "SignMessage", "SignTypedData",
-    "SignAuthorization", "Forward",
+    "SignAuthorization", "Forward", "Reload",
 ]
 METHODS: tuple[Method, ...] = (
     "ListKeys", "GetAddress", "SignTransaction", "SignMessage", "SignTypedData",
-    "SignAuthorization",
+    "SignAuthorization", "Reload",
 )
 FORWARD: Method = "Forward"
 # What a client gets when its `methods` is left out: every method but SignAuthorization, which
-# hands the whole account to another contract's code, and Forward: both must be asked for by name.
-DEFAULT_METHODS: tuple[Method, ...] = tuple(m for m in METHODS if m != "SignAuthorization")
+# hands the whole account to another contract's code, Forward, and Reload, an operator's: each
+# must be asked for by name.
+DEFAULT_METHODS: tuple[Method, ...] = tuple(
+    m for m in METHODS if m not in ("SignAuthorization", "Forward", "Reload"))
+
+
+_KEY_CONFIG: TypeAdapter[KeyConfig] = TypeAdapter(KeyConfig)
+
+
+def key_config_json(config: KeyConfig) -> str:
+    """A key's config as the store keeps a rotated version's source (no secrets: a config only
+    names where they live)."""
+    return json.dumps(config.model_dump(mode="json", exclude_defaults=True,
+                                        exclude={"drain"}) | {"backend": config.backend},
+                      sort_keys=True)
+
+
+def key_config_from_json(text: str, where: str) -> KeyConfig:
+    """The inverse of key_config_json; ConfigError naming `where` when it does not validate."""
+    try:
+        return _KEY_CONFIG.validate_json(text)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: stored key source does not validate: "
+                          f"{exc.errors()[0].get('msg', 'invalid')}") from None
 
 
 class ClientConfig(_Strict):

@@ -71,6 +71,14 @@ class KeyFrozen(FailedPrecondition):
     """An operator froze the key (`wallet-signer keys freeze`): it signs nothing until thawed."""
 
 
+class KeyRetired(FailedPrecondition):
+    """The key version was retired (`wallet-signer keys retire`): it never signs again."""
+
+
+class KeyDraining(FailedPrecondition):
+    """A rotated-out key version asked to sign what its `drain` rule does not allow."""
+
+
 class BackendUnavailable(SignerError):
     """A transient backend fault (timeout, throttling, broken session): safe to retry."""
 

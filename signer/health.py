@@ -24,6 +24,9 @@ class KeyHealth:
         self.self_tested = False
         self.serving = False
         self.last_success = float("-inf")  # time.monotonic() of the last good signature
+        # why the last reload could not re-open this key (it keeps serving its previous
+        # version; the health check shows NOT_SERVING until a reload loads it)
+        self.load_error: str | None = None
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
         metrics.key_serving(key_id, False)
@@ -40,6 +43,18 @@ class KeyHealth:
     def failed(self) -> None:
         if self.serving or not self.self_tested:
             self._set(False)
+
+    def load_failed(self, reason: str) -> None:
+        self.load_error = reason
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(self.key_id, False)
+
+    @property
+    def healthy(self) -> bool:
+        """What the health check reports: serving, and loaded as configured."""
+        return self.serving and self.load_error is None
 
     def _set(self, serving: bool) -> None:
         with self._lock:

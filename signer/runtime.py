@@ -27,6 +27,7 @@ from signer.app.application import Application
 from signer.app.audit import AuditLog
 from signer.app.freeze import FreezeState
 from signer.app.sinks import AuditSink
+from signer.app.versions import KeyVersions
 from signer.config import Config
 from signer.grpc.server import SignerServer, serve_forever
 from signer.jsonrpc.server import JsonRpcListener
@@ -148,7 +149,11 @@ class Runtime:
             self._stack.callback(own_audit.stop)
         else:
             own_audit = None
-        app = Application(keyring, store, access=access, audit=audit, freeze=freeze, clock=clock)
+        # +1: the periodic self-test may sign while every worker does
+        versions = KeyVersions(store, max_concurrent_calls=self.config.server.max_workers + 1)
+        app = Application(keyring, store, access=access, audit=audit, freeze=freeze,
+                          versions=versions, clock=clock)
+        self._stack.callback(versions.close)  # the rotated versions it opened
         app.audit.start()
         self._own_audit = own_audit
         self._app = app
@@ -186,12 +191,13 @@ class Runtime:
         return server
 
     def watch_config(self) -> None:
-        """SIGHUP re-reads the config file's clients and policies (the gRPC server re-reads its
-        TLS files itself, then runs these hooks); nothing without a config file."""
+        """SIGHUP (and the Reload RPC) re-read the config file's keys, clients and policies
+        (the gRPC server re-reads its TLS files itself, then runs these hooks); nothing
+        without a config file."""
         path = self.config_path
         if path is not None:
-            app = self.app
-            self.on_reload(lambda: app.reload_from(path))
+            app, server = self.app, self.grpc
+            self.on_reload(lambda: app.reload_from(path, server.reload_operator))
 
     def on_reload(self, hook: Callable[[], object]) -> None:
         """Run `hook` at each SIGHUP, after the TLS files (each hook keeps the old on failure)."""

@@ -55,9 +55,15 @@ class WalletSigner:
     """
 
     def __init__(
-        self, key_id: str, backend: DigestBackend, pinned_address: str | None = None
+        self,
+        key_id: str,
+        backend: DigestBackend,
+        pinned_address: str | None = None,
+        *,
+        version: int = 1,
     ) -> None:
         self.key_id = key_id
+        self.version = version  # of the key id: 1 as configured, later ones made by rotation
         self.backend = backend
         self.public_key = _checked_public_key(key_id, backend.public_key)
         self.address = address_of(self.public_key)
@@ -176,7 +182,8 @@ class WalletSigner:
             )
 
     def __repr__(self) -> str:
-        return f"WalletSigner({self.key_id!r}, {self.backend_name}, {self.address})"
+        shown = self.key_id if self.version == 1 else f"{self.key_id}@{self.version}"
+        return f"WalletSigner({shown!r}, {self.backend_name}, {self.address})"
 
 
 def _checked_public_key(key_id: str, public_key: bytes) -> bytes:

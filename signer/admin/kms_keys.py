@@ -243,3 +243,41 @@ def wrap_key_material(secret: bytes, wrapping_public_key_der: bytes) -> bytes:
         raise ConfigError("KMS returned a wrapping key that is not RSA")
     oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
     return wrapping.encrypt(pkcs8, oaep)
+
+
+# --- rotation (signer.admin.rotation) ----------------------------------------------------------
+
+def resolve_arn(config: KmsKeyConfig) -> str:
+    """The ARN that `kms_key_id` (an alias, id or ARN) names now."""
+    client = _client(config.region, config.endpoint_url)
+    meta = _call(client.describe_key, config.kms_key_id, "DescribeKey",
+                 KeyId=config.kms_key_id)["KeyMetadata"]
+    return str(meta["Arn"])
+
+
+def create_version_key(base: KmsKeyConfig, label: str, move_alias: bool) -> str:
+    """A new key for the next version of `base`, tagged with the key id and version (`label`,
+    KEY@N), in the same region; the alias `base.kms_key_id` is re-pointed to it only with
+    `move_alias`. Returns its ARN."""
+    client = _client(base.region, base.endpoint_url)
+    alias = base.kms_key_id if base.kms_key_id.startswith("alias/") else None
+    if move_alias and alias is None:
+        raise InvalidRequest(f"--move-alias: key {base.kms_key_id!r} is not named by an alias")
+    created = _call(client.create_key, label, "CreateKey", KeySpec=KEY_SPEC, KeyUsage=KEY_USAGE,
+                    Description=DESCRIPTION,
+                    Tags=[*TAGS, {"TagKey": "wallet-signer:version", "TagValue": label}])
+    arn = str(created["KeyMetadata"]["Arn"])
+    if move_alias and alias is not None:
+        _call(client.update_alias, alias, "UpdateAlias", AliasName=alias,
+              TargetKeyId=created["KeyMetadata"]["KeyId"])
+    return arn
+
+
+def disable_key(config: KmsKeyConfig) -> str:
+    """DisableKey on the key `config` names (a retired version's): it can sign no more, for
+    anyone, until re-enabled in KMS."""
+    client = _client(config.region, config.endpoint_url)
+    key_id = _call(client.describe_key, config.kms_key_id, "DescribeKey",
+                   KeyId=config.kms_key_id)["KeyMetadata"]["KeyId"]
+    _call(client.disable_key, config.kms_key_id, "DisableKey", KeyId=key_id)
+    return f"KMS DisableKey {config.kms_key_id}"

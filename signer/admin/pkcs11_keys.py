@@ -237,3 +237,29 @@ def _session(target: Target) -> AbstractContextManager[Any]:
     """A read-write session on the logged-in token; pkcs11 errors become signer errors."""
     pin = read_pin("(cli)", target.pin_env, target.pin_file)
     return open_session(target.module, target.token_label, pin, rw=True)
+
+
+# --- rotation (signer.admin.rotation) ----------------------------------------------------------
+
+def disable_signing(config: Pkcs11KeyConfig, address: str) -> str:
+    """Set CKA_SIGN false on the private key `config` names (a retired version's), after
+    checking its public key is `address`'s: the token refuses to sign with it from now on."""
+    from pkcs11 import Attribute, ObjectClass
+
+    target = Target(config.module, config.token_label, config.pin_env, config.pin_file)
+    template: dict[Any, Any] = {Attribute.CLASS: ObjectClass.PRIVATE_KEY}
+    if config.key_label:
+        template[Attribute.LABEL] = config.key_label
+    if config.key_id:
+        template[Attribute.ID] = bytes.fromhex(config.key_id)
+    with _session(target) as session:
+        matches = [k for k in token_keys(session)
+                   if (not config.key_label or k[0] == config.key_label)
+                   and (not config.key_id or k[1] == bytes.fromhex(config.key_id))]
+        if len(matches) != 1 or matches[0][2] is None or address_of(matches[0][2]) != address:
+            raise InvalidRequest(
+                f"--disable-in-backend: the token has no single key {config.key_label!r} "
+                f"with address {address}; nothing was disabled")
+        for private in session.get_objects(template):
+            private[Attribute.SIGN] = False
+    return f"PKCS#11 CKA_SIGN false on {config.key_label or config.key_id!r}"

@@ -11,7 +11,7 @@ from signer.app.audit import AuditLog, VerifyReport, verify
 from signer.app.records import Admin, AuditRecord, parse
 from signer.config import Config
 from signer.errors import InvalidRequest
-from signer.store import FrozenKey, Store, open_store
+from signer.store import FrozenKey, KeyVersionRow, Store, open_store
 
 MAX_REASON = 512
 
@@ -72,6 +72,15 @@ def unfreeze_key(config: Config, key_id: str) -> bool:
 def frozen_keys(config: Config) -> dict[str, FrozenKey]:
     with configured_store(config) as store:
         return store.frozen_keys()
+
+
+def key_versions(config: Config) -> dict[str, list[KeyVersionRow]]:
+    """Every rotated key's versions, by key id."""
+    found: dict[str, list[KeyVersionRow]] = {}
+    with configured_store(config) as store:
+        for row in store.key_versions():
+            found.setdefault(row.key_id, []).append(row)
+    return found
 
 
 def verify_audit(

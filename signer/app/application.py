@@ -26,23 +26,25 @@ from signer.app.caller import Caller
 from signer.app.freeze import FreezeState
 from signer.app.records import Admin, BudgetLine, DryRun, Signing
 from signer.app.sinks import AuditSink
+from signer.app.versions import KeyVersions, Resolved
 from signer.config import FORWARD, Config
 from signer.errors import (
     AccessDenied,
     ConfigError,
+    KeyDraining,
     KeyNotFound,
     PolicyDenied,
     SignerError,
     StoreUnavailable,
     Unauthenticated,
 )
-from signer.eth import messages, transactions
+from signer.eth import messages, sweep, transactions
 from signer.eth.fields import checksum
 from signer.eth.hashing import keccak
 from signer.ids import new_id
 from signer.policy import Decision
-from signer.service import KeyRing, shown_key_id
-from signer.store import BudgetClaim, BudgetExceeded, FrozenKey, Store
+from signer.service import KeyChanges, KeyRing, shown_key_id
+from signer.store import BudgetClaim, BudgetExceeded, FrozenKey, KeyVersionRow, Store
 from signer.wallet import SignedDigest, SignedTransaction, WalletSigner
 
 log = logging.getLogger(__name__)
@@ -77,8 +79,9 @@ class Evaluation:
 
 @dataclass(frozen=True, slots=True)
 class KeyStatus:
-    signer: WalletSigner
+    signer: WalletSigner  # the active version
     frozen: FrozenKey | None
+    versions: tuple[KeyVersionRow, ...] = ()  # empty until the key is first rotated
 
 
 class Application:
@@ -90,6 +93,7 @@ class Application:
         access: AccessControl,
         audit: AuditSink | None = None,
         freeze: FreezeState | None = None,
+        versions: KeyVersions | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.keyring = keyring
@@ -97,20 +101,30 @@ class Application:
         self.access = access  # replaced whole on reload: a request keeps the one it started with
         self.audit: AuditSink = audit or AuditLog(store)
         self.freeze = freeze or FreezeState(store)
+        self.versions = versions or KeyVersions(store)
         self.clock = clock
+        self.last_reload: KeyChanges | None = None  # what the last reload did to the keys
 
     def close(self) -> None:
         self.audit.stop()  # a last witness of the other chains, while the store is open
+        self.versions.close()
         self.store.close()
 
-    def reload_from(self, path: Path) -> bool:
-        """SIGHUP: re-read the config file and swap in its clients and policies atomically.
-        A file that does not load or validate keeps the current ones (logged, not raised);
-        keys, server and store settings need a restart and are not compared here."""
+    def reload_from(self, path: Path, operator: str = "SIGHUP") -> bool:
+        """SIGHUP (or the Reload RPC): re-read the config file; swap in its keys (see
+        KeyRing.reload: what fails to load keeps its previous version), then its clients and
+        policies atomically. A file that does not load or validate keeps everything as it is
+        (logged, not raised); server and store settings need a restart."""
         from signer import config as config_module
 
         try:
             config = config_module.load(path)
+        except SignerError as exc:
+            log.error("config reload failed, keeping the current clients and policies (and "
+                      "keys): %s", exc)
+            return False
+        try:
+            self.reload_keys(config, operator)
             self.reload_access(config)
         except SignerError as exc:
             log.error("config reload failed, keeping the current clients and policies: %s", exc)
@@ -122,6 +136,23 @@ class Application:
             or "none",
         )
         return True
+
+    def reload_keys(self, config: Config, operator: str = "SIGHUP") -> KeyChanges:
+        """Swap in the keys of a new, validated config (KeyRing.reload); audited with every
+        key added, changed (both addresses), removed and failed."""
+        changes = self.keyring.reload(config)
+        self.last_reload = changes
+        self.audit.write([Admin(action="reload_keys", operator=operator,
+                                details=changes.record())])
+        log.info("keys reloaded: %d added, %d changed, %d removed, %d failed to load (kept)",
+                 len(changes.added), len(changes.changed), len(changes.removed),
+                 len(changes.failed))
+        return changes
+
+    def authorize_reload(self, caller: Caller) -> str:
+        """The Reload RPC's caller must hold the `Reload` method; returns who asked."""
+        client = self._identify_for_read(caller, "Reload", None)
+        return f"client {client.name}" if client is not None else f"peer {caller.peer}"
 
     def reload_access(self, config: Config) -> None:
         """Swap in the clients and policies of a new, already validated config; audited with
@@ -153,15 +184,26 @@ class Application:
         client = self._identify_for_read(caller, "ListKeys", None)
         frozen = self.freeze.current()
         return [
-            KeyStatus(s, frozen.get(s.key_id))
+            KeyStatus(self._listed(s), frozen.get(s.key_id), self.versions.of(s.key_id))
             for s in self.keyring
             if self.access.may_use(client, s.key_id)
         ]
 
+    def _listed(self, signer: WalletSigner) -> WalletSigner:
+        """The active version, or the configured one if the active cannot be opened here now
+        (its versions still say which is active; signing with it reports why it fails)."""
+        try:
+            return self._active(signer).signer
+        except SignerError as exc:
+            if isinstance(exc, StoreUnavailable):
+                raise
+            log.warning("key %r: active version unavailable for ListKeys: %s", signer.key_id, exc)
+            return signer
+
     def get_key(self, caller: Caller, key_id: str) -> WalletSigner:
         """One key's identity ("GetAddress"); a key the caller may not use is not found."""
         client = self._identify_for_read(caller, "GetAddress", key_id)
-        return self._key_for(client, "GetAddress", key_id)
+        return self._key_for(client, "GetAddress", key_id).signer
 
     def record_submission(self, caller: Caller, method: str, address: bytes, unsent: list[str],
                           status: str, sent: str | None, reason: str) -> None:
@@ -201,10 +243,14 @@ class Application:
             raise
         return client
 
-    def _key_for(self, client: Client | None, method: str, key_id: str) -> WalletSigner:
+    def _key_for(self, client: Client | None, method: str, key_id: str) -> Resolved:
+        """The key's active version (a request by key id)."""
         signer = self.keyring.get(key_id)
         self.access.check(client, method, signer.key_id)
-        return signer
+        return self._active(signer)
+
+    def _active(self, signer: WalletSigner) -> Resolved:
+        return self.versions.active(signer, self.keyring.drain_rule(signer.key_id))
 
     # -- signing --------------------------------------------------------------------------
 
@@ -224,13 +270,16 @@ class Application:
             request.client, request.identity = client, identity
             if client is not None:
                 metrics.annotate_call(client=client.name)
-            signer = (
+            resolved = (
                 self._key_for(client, method, key_id or "")
                 if address is None
                 else self._key_by_address(client, method, address)
             )
-            request.signer = signer
+            signer = request.signer = resolved.signer
+            request.resolved = resolved
             request.key_id = signer.key_id
+            if resolved.row is not None:  # a rotated key: which version, which address
+                request.note(key_version=str(signer.version), address=signer.address)
             if address is not None:  # named by address (JSON-RPC): label the call's key
                 metrics.annotate_call(key_id=signer.key_id)
             self.freeze.check(signer.key_id)
@@ -240,11 +289,22 @@ class Application:
             raise
         request.succeed()
 
-    def _key_by_address(self, client: Client | None, method: str, address: bytes) -> WalletSigner:
-        for signer in self.keyring:
-            if signer.address_bytes == address and self.access.may_use(client, signer.key_id):
+    def _key_by_address(self, client: Client | None, method: str, address: bytes) -> Resolved:
+        """Any version of a key that is not retired (a retired one is refused by name)."""
+        row = self.versions.by_address(address)
+        if row is not None:
+            try:
+                base = self.keyring.get(row.key_id)
+            except KeyNotFound:
+                base = None
+            if base is not None and self.access.may_use(client, base.key_id):
+                self.access.check(client, method, base.key_id)
+                return self.versions.resolve(base, row, self.keyring.drain_rule(base.key_id))
+        for signer in self.keyring:  # keys never rotated: the configured key is the only one
+            if signer.address_bytes == address and self.access.may_use(client, signer.key_id) \
+                    and not self.versions.of(signer.key_id):
                 self.access.check(client, method, signer.key_id)
-                return signer
+                return self._active(signer)
         raise KeyNotFound(f"no key for {checksum(address)} is available to this client")
 
     def evaluate(
@@ -257,7 +317,7 @@ class Application:
         try:
             client, identity = self.access.identify(caller)
             client_name = client.name if client else None
-            signer = self._key_for(client, method, key_id)
+            signer = self._key_for(client, method, key_id).signer
             request = build()
             digest = "0x" + digest_of(request).hex()
             evaluation = self._evaluate(client, signer, request)
@@ -298,6 +358,7 @@ class SigningRequest:
         self.client: Client | None = None
         self.identity: str | None = None
         self.signer: WalletSigner
+        self.resolved: Resolved
         self._intent_written = False
         self._reserved = False
         self._signed = False
@@ -326,6 +387,7 @@ class SigningRequest:
         self, tx: transactions.UnsignedTransaction, timeout: float | None
     ) -> SignedTransaction:
         self._transaction = _summary(tx)
+        self._check_drain(tx)
         with self._judged(tx, lambda: transactions.signing_hash(tx)):
             signed = self.signer.sign_transaction(tx, timeout, self._write_intent)
             self._signed_result(signed.transaction_hash)
@@ -336,6 +398,7 @@ class SigningRequest:
     ) -> transactions.Authorization:
         """EIP-7702: audited with the delegate and chain it hands the account to."""
         self._authorization = _authorization_summary(auth)
+        self._check_drain(None)
         with self._judged(auth, lambda: transactions.authorization_digest(auth)):
             signed = self.signer.sign_authorization(auth, timeout, self._write_intent)
             self._signed_result(keccak(
@@ -344,6 +407,7 @@ class SigningRequest:
         return signed
 
     def sign_message(self, message: bytes, timeout: float | None) -> SignedDigest:
+        self._check_drain(None)
         with self._judged(message, lambda: messages.personal_message_digest(message)):
             signed = self.signer.sign_message(message, timeout, self._write_intent)
             self._signed_result(keccak(signed.signature))
@@ -351,6 +415,7 @@ class SigningRequest:
 
     def sign_typed_data(self, typed_data_json: str, timeout: float | None) -> SignedDigest:
         typed = messages.load_typed_data(typed_data_json)  # one parse: policy and digest
+        self._check_drain(None)
         with self._judged(typed, lambda: typed.digest):
             signed = self.signer.sign_prepared(typed.digest, timeout, self._write_intent)
             self._signed_result(keccak(signed.signature))
@@ -378,6 +443,38 @@ class SigningRequest:
         self._claims = _claims(self.client_name or "", decision)
         yield
 
+    def _check_drain(self, tx: transactions.UnsignedTransaction | None) -> None:
+        """A draining version signs only what its key's `drain` rule allows (then the
+        caller's policy and budgets still apply)."""
+        resolved = self.resolved
+        if not resolved.draining:
+            return
+        assert resolved.row is not None
+        row, active, rule = resolved.row, resolved.active, resolved.drain
+        if rule == "any":
+            self.note(drain="any")
+            return
+        head = (f"key {row.key_id!r} version {row.version} ({row.address}) is draining since "
+                f"{row.changed_at}")
+        if rule == "none" or active is None:
+            raise KeyDraining(f"{head} and signs nothing ([keys.{row.key_id}] drain = "
+                              f"\"{rule}\")")
+        target = f"the active version {active.version} ({active.address})"
+        if tx is None:
+            raise KeyDraining(f"{head}: it signs only transactions that sweep to {target}, "
+                              "not messages, typed data or authorizations")
+        why = sweep.sweep_reason(tx, self.signer.address_bytes, bytes.fromhex(active.address[2:]))
+        if why is None:
+            issued = self._app.store.issued_nonce(tx.chain_id, self.signer.address_bytes)
+            if issued is not None and tx.nonce < issued:
+                why = f"replacement of nonce {tx.nonce} (issued up to {issued - 1})"
+        if why is None:
+            raise KeyDraining(
+                f"{head}: it signs only the sweep to {target} (native value to it, ERC-20 "
+                "transfer or ERC-721/1155 safeTransferFrom to it) and replacements of nonces it "
+                "already used")
+        self.note(drain=why)
+
     def note(self, **fields: str) -> None:
         """Add facts to the outcome record (e.g. the JSON-RPC door's submission result)."""
         self._notes.update(fields)
@@ -387,8 +484,10 @@ class SigningRequest:
         not flushed on its own: the outcome's flush carries it to disk before any signature
         leaves (docs/audit-durability.md)."""
         # again here, right before the backend signs: a freeze issued while the request
-        # waited (the JSON-RPC door fills and estimates at the node first) stops it
+        # waited (the JSON-RPC door fills and estimates at the node first) stops it; so does
+        # a retirement of this version
         self._app.freeze.check(self.signer.key_id)
+        self._app.versions.check_still_signs(self.resolved)
         self._digest = "0x" + digest.hex()
         reserve = None
         if self._claims:

@@ -59,12 +59,16 @@ def keys_list(args: argparse.Namespace) -> int:
             (k.key_id, k.backend, k.address, _frozen_column(k.frozen_reason if k.frozen else None))
             for k in reply.keys
         ]
+        versions = {k.key_id: [(v.version, v.address, v.state, v.reason) for v in k.versions]
+                    for k in reply.keys}
     else:
-        from signer.admin.state import frozen_keys
+        from signer.admin.state import frozen_keys, key_versions
         from signer.service import KeyRing
 
         config = load_config(args.config)
         frozen = frozen_keys(config)
+        versions = {k: [(v.version, v.address, v.state, v.reason) for v in rows]
+                    for k, rows in key_versions(config).items()}
         keyring = KeyRing.from_config(config)
         try:
             rows = [
@@ -78,7 +82,13 @@ def keys_list(args: argparse.Namespace) -> int:
             keyring.close()
         pins = [(k, a) for k, _, a, _ in rows if k in config.keys and not config.keys[k].address]
     for key_id, backend, address, state in rows:
+        active = next((v for v in versions.get(key_id, []) if v[2] == "active"), None)
+        if active is not None:  # a rotated key: the active version's address, then each version
+            address = active[1]
         print(f"{key_id}\t{backend}\t{address}\t{state}")
+        for version, v_address, v_state, reason in versions.get(key_id, []):
+            why = f"\t{reason}" if reason else ""
+            print(f"  {key_id}@{version}\t{v_address}\t{v_state}{why}")
     if pins:
         print("\n# address pinning: paste each line under its [keys.ID] table")
         for key_id, address in pins:
@@ -346,3 +356,65 @@ def _kms_options(args: argparse.Namespace) -> Any:
 def _print_provisioned(key: Any) -> None:
     print(f"{key.origin}: key {key.label!r} id {key.key_id.hex()} address {key.address}")
     print(f"\n{key.config_stanza()}")
+
+
+def keys_rotate(args: argparse.Namespace) -> int:
+    from signer.admin.rotation import rotate_key
+
+    rotation = rotate_key(load_config(args.config), args.key_id, to=args.to,
+                          move_alias=args.move_alias)
+    old, new = rotation.previous, rotation.active
+    print(f"key {args.key_id!r}: version {new.version} {new.address} is active ({rotation.made}; "
+          "self-tested) on every replica sharing the store")
+    print(f"version {old.version} {old.address} is draining: it signs only what "
+          f"[keys.{args.key_id}] drain allows; `keys drain-status {args.key_id}` shows what is "
+          f"left, then `keys retire {args.key_id} --version {old.version} --reason ...`")
+    return 0
+
+
+def keys_retire(args: argparse.Namespace) -> int:
+    from signer.admin.rotation import retire_key
+
+    row = retire_key(load_config(args.config), args.key_id, args.version, args.reason,
+                     disable_in_backend=args.disable_in_backend)
+    print(f"key {args.key_id!r} version {row.version} {row.address} is retired on every replica "
+          "sharing the store: it never signs again")
+    return 0
+
+
+def keys_drain_status(args: argparse.Namespace) -> int:
+    from signer.admin.rotation import drain_status
+
+    rows = drain_status(load_config(args.config), args.key_id)
+    if not rows:
+        print(f"key {args.key_id!r} was never rotated: version 1 is its only version")
+        return 0
+    print("version\taddress\tstate\tpending_nonce\tbalance_wei")
+    for item in rows:
+        row = item.row
+        nonce = "-" if item.pending_nonce is None else str(item.pending_nonce)
+        balance = "-" if item.balance_wei is None else str(item.balance_wei)
+        line = f"{args.key_id}@{row.version}\t{row.address}\t{row.state}\t{nonce}\t{balance}"
+        if item.upstream_error:
+            line += f"\t(upstream: {item.upstream_error})"
+        print(line)
+    if all(r.pending_nonce is None and r.upstream_error is None for r in rows):
+        print("(no [jsonrpc] upstream configured: pending nonce and balance not shown)")
+    return 0
+
+
+def keys_reload(args: argparse.Namespace) -> int:
+    from signer.v1 import signer_pb2 as pb
+
+    check_tls_flags(args)
+    reply = stub(channel(args, args.server)).Reload(pb.ReloadRequest(), timeout=args.timeout)
+    if not reply.reloaded:
+        print("reload failed: the server's config file did not load; nothing changed "
+              "(see the server's log)")
+        return 1
+    for label, ids in (("added", reply.added), ("changed", reply.changed),
+                       ("removed", reply.removed)):
+        print(f"{label}: {', '.join(ids) or '-'}")
+    for failed in reply.failed:
+        print(f"FAILED {failed.key_id}: {failed.reason} (its previous version keeps serving)")
+    return 1 if reply.failed else 0

@@ -118,6 +118,48 @@ def _add_keys(commands: Commands) -> None:
     unfreeze.add_argument("key_id")
     unfreeze.set_defaults(run=operator_commands.keys_unfreeze)
 
+    rotate = key_commands.add_parser(
+        "rotate", help="make a key's next version active; the old one drains (audited)"
+    )
+    _config_arg(rotate)
+    rotate.add_argument("key_id")
+    rotate.add_argument(
+        "--to", help="adopt this [keys] entry as the next version instead of creating a key"
+    )
+    rotate.add_argument(
+        "--move-alias", action="store_true",
+        help="kms: point the key's alias at the new KMS key (default: left untouched)",
+    )
+    rotate.set_defaults(run=operator_commands.keys_rotate)
+
+    retire = key_commands.add_parser(
+        "retire", help="a draining version never signs again, on every replica (audited)"
+    )
+    _config_arg(retire)
+    retire.add_argument("key_id")
+    retire.add_argument("--version", type=int, required=True, help="the version to retire")
+    retire.add_argument("--reason", required=True, help="why (shown to callers and audited)")
+    retire.add_argument(
+        "--disable-in-backend", action="store_true",
+        help="also disable it in the backend (kms: DisableKey; pkcs11: CKA_SIGN false)",
+    )
+    retire.set_defaults(run=operator_commands.keys_retire)
+
+    drain = key_commands.add_parser(
+        "drain-status", help="a key's versions, with pending nonce and balance at the node"
+    )
+    _config_arg(drain)
+    drain.add_argument("key_id")
+    drain.set_defaults(run=operator_commands.keys_drain_status)
+
+    reload = key_commands.add_parser(
+        "reload", help="make a running server re-read its config (keys, clients, policies)"
+    )
+    reload.add_argument("--server", required=True, help="HOST:PORT of the server")
+    reload.add_argument("--timeout", type=float, default=60.0, help="seconds")
+    _tls_args(reload)
+    reload.set_defaults(run=operator_commands.keys_reload)
+
 
 def _add_audit(commands: Commands) -> None:
     audit = commands.add_parser("audit", help="verify or read the audit log")

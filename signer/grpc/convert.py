@@ -1,5 +1,7 @@
 """Proto messages to domain objects and back; every check names the offending field."""
 
+from collections.abc import Sequence
+
 from signer.app.application import Evaluation
 from signer.errors import InvalidRequest
 from signer.eth import transactions as txs
@@ -9,7 +11,8 @@ from signer.eth.fields import (
     parse_uint256_bytes,
     parse_uint256_decimal,
 )
-from signer.store import FrozenKey
+from signer.service import KeyChanges
+from signer.store import FrozenKey, KeyVersionRow
 from signer.v1 import signer_pb2 as pb
 from signer.wallet import SignedDigest, SignedTransaction, WalletSigner
 
@@ -98,7 +101,11 @@ def authorization_response(signed: txs.Authorization) -> pb.SignAuthorizationRes
     )
 
 
-def key_info(signer: WalletSigner, frozen: FrozenKey | None = None) -> pb.KeyInfo:
+def key_info(
+    signer: WalletSigner,
+    frozen: FrozenKey | None = None,
+    versions: Sequence[KeyVersionRow] = (),
+) -> pb.KeyInfo:
     return pb.KeyInfo(
         key_id=signer.key_id,
         address=signer.address,
@@ -106,6 +113,23 @@ def key_info(signer: WalletSigner, frozen: FrozenKey | None = None) -> pb.KeyInf
         public_key=signer.public_key,
         frozen=frozen is not None,
         frozen_reason=frozen.reason if frozen else "",
+        versions=[
+            pb.KeyVersion(version=v.version, address=v.address, state=v.state,
+                          changed_at=v.changed_at, reason=v.reason)
+            for v in versions
+        ],
+    )
+
+
+def reload_response(changes: KeyChanges | None, reloaded: bool) -> pb.ReloadResponse:
+    if changes is None or not reloaded:
+        return pb.ReloadResponse(reloaded=reloaded)
+    return pb.ReloadResponse(
+        reloaded=True,
+        added=[k for k, _ in changes.added],
+        changed=[k for k, _, _ in changes.changed],
+        removed=[k for k, _ in changes.removed],
+        failed=[pb.ReloadFailure(key_id=k, reason=r) for k, r in changes.failed],
     )
 
 

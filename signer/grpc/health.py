@@ -52,8 +52,10 @@ class KeyHealthReporter:
         for name in ("", service, LIVENESS_NAME,
                      *(key_service_name(service, s.key_id) for s in keyring)):
             self.servicer.set(name, _NOT_SERVING)
-        for signer in keyring:
-            signer.health.subscribe(self._changed)
+        self._subscribed: set[int] = set()
+        self._names: set[str] = set()
+        self._subscribe_new()
+        keyring.subscribe(self._reloaded)
 
     def start(self) -> None:
         """Publish every key's state and start the periodic self-test."""
@@ -71,6 +73,18 @@ class KeyHealthReporter:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def _subscribe_new(self) -> None:
+        for signer in self._keyring:
+            if id(signer.health) not in self._subscribed:
+                self._subscribed.add(id(signer.health))
+                signer.health.subscribe(self._changed)
+
+    def _reloaded(self) -> None:
+        """A reload swapped the keyring's map: follow its new keys, publish every name."""
+        self._subscribe_new()
+        if self._started:
+            self._publish()
+
     def _changed(self, key_id: str, serving: bool) -> None:
         if self._started:
             self._publish()
@@ -85,9 +99,15 @@ class KeyHealthReporter:
         # a stale overall status.
         with self._lock:
             serving = [s for s in self._keyring if s.health.serving]
+            names = set()
             for signer in self._keyring:
-                status = _SERVING if signer.health.serving else _NOT_SERVING
-                self.servicer.set(key_service_name(self._service, signer.key_id), status)
+                status = _SERVING if signer.health.healthy else _NOT_SERVING
+                name = key_service_name(self._service, signer.key_id)
+                self.servicer.set(name, status)
+                names.add(name)
+            for gone in self._names - names:  # removed by a reload
+                self.servicer.set(gone, _NOT_SERVING)
+            self._names = names
             overall = _SERVING if serving or len(self._keyring) == 0 else _NOT_SERVING
             for name in ("", self._service):
                 self.servicer.set(name, overall)

@@ -68,6 +68,8 @@ class SignerServer:
         self.app = app
         self._stopped = False
         self.reload_hooks: list[Callable[[], object]] = []
+        self._reload_lock = threading.RLock()  # re-entrant: a SIGHUP handler may run inside another
+        self.reload_operator = "SIGHUP"  # who asked for the reload in progress (hooks read it)
         self.keyring = app.keyring
         self.config = config
         self.tls = tls
@@ -100,7 +102,7 @@ class SignerServer:
         )
         self.streams = StreamGuard(config.streams_per_client, config.stream_idle_seconds)
         signer_pb2_grpc.add_SignerServiceServicer_to_server(
-            SignerServicer(app, self.streams), self._server
+            SignerServicer(app, self.streams, self.reload), self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
@@ -152,14 +154,17 @@ class SignerServer:
         self.keyring.close(timeout=1.0)
         self.app.close()
 
-    def reload(self) -> None:
+    def reload(self, operator: str = "SIGHUP") -> bool:
         """Re-read what can change without a restart: TLS files, then whatever the command
-        registered in `reload_hooks` (the config's clients and policies). Each keeps the old
-        on a bad file."""
-        if self.tls is not None:
-            self.tls.reload()
-        for hook in self.reload_hooks:
-            hook()
+        registered in `reload_hooks` (the config's keys, clients and policies). Each keeps the
+        old on a bad file. One reload at a time (SIGHUP and the Reload RPC). False if a hook
+        returned False (its file did not load)."""
+        with self._reload_lock:
+            self.reload_operator = operator
+            if self.tls is not None:
+                self.tls.reload()
+            results = [hook() for hook in self.reload_hooks]
+        return all(r is not False for r in results)
 
     def wait(self) -> None:
         self._server.wait_for_termination()

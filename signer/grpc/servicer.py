@@ -4,14 +4,14 @@ Errors are mapped by the interceptor; who the caller is comes from the TLS hands
 client certificate grpc verified) and the interceptor's request id.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import grpc
 
 from signer.app.application import Application
 from signer.app.caller import Caller
-from signer.errors import InvalidRequest
+from signer.errors import FailedPrecondition, InvalidRequest
 from signer.eth import messages
 from signer.grpc import convert
 from signer.grpc.interceptors import (
@@ -26,15 +26,31 @@ from signer.v1 import signer_pb2_grpc as pb_grpc
 
 
 class SignerServicer(pb_grpc.SignerServiceServicer):  # type: ignore[misc]
-    def __init__(self, app: Application, streams: StreamGuard) -> None:
+    def __init__(
+        self,
+        app: Application,
+        streams: StreamGuard,
+        reload: Callable[[str], bool] | None = None,
+    ) -> None:
         self._app = app
         self._streams = streams
+        self._reload = reload  # the server's reload (what SIGHUP runs), by whom
+
+    def Reload(
+        self, request: pb.ReloadRequest, context: grpc.ServicerContext
+    ) -> pb.ReloadResponse:
+        operator = self._app.authorize_reload(caller_of(context))
+        if self._reload is None:
+            raise FailedPrecondition("this server has no config file to re-read")
+        reloaded = self._reload(operator)
+        return convert.reload_response(self._app.last_reload, reloaded)
 
     def ListKeys(
         self, request: pb.ListKeysRequest, context: grpc.ServicerContext
     ) -> pb.ListKeysResponse:
         keys = self._app.list_keys(caller_of(context))
-        return pb.ListKeysResponse(keys=[convert.key_info(k.signer, k.frozen) for k in keys])
+        return pb.ListKeysResponse(
+            keys=[convert.key_info(k.signer, k.frozen, k.versions) for k in keys])
 
     def GetAddress(
         self, request: pb.GetAddressRequest, context: grpc.ServicerContext

@@ -6,7 +6,9 @@ from signer.store.sql import (
     BudgetExceeded,
     BudgetUse,
     FrozenKey,
+    KeyVersionRow,
     Store,
+    VersionConflict,
     open_store,
 )
 
@@ -16,6 +18,8 @@ __all__ = [
     "BudgetExceeded",
     "BudgetUse",
     "FrozenKey",
+    "KeyVersionRow",
     "Store",
+    "VersionConflict",
     "open_store",
 ]

@@ -22,7 +22,7 @@ from signer.secret_sources import inline_password, read_secret, redacted_url
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # (version, statements): applied in order by `migrate`, each version once.
 _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
@@ -93,6 +93,23 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
                 seq BIGINT NOT NULL)""",
         ),
     ),
+    (
+        5,
+        (
+            # The versions of each rotated key id (signer.app.versions): one `active`, older
+            # ones `draining` or `retired`. `source` is the JSON of the key's config (how to
+            # open it); empty for version 1, which is the key as configured in [keys].
+            """CREATE TABLE key_versions (
+                key_id TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                address TEXT NOT NULL,
+                state TEXT NOT NULL,
+                source TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                changed_at TEXT NOT NULL,
+                PRIMARY KEY (key_id, version))""",
+        ),
+    ),
 )
 
 # Reservations older than this are deleted as they are met (windows are at most 31 days).
@@ -140,6 +157,23 @@ class FrozenKey:
     key_id: str
     reason: str
     frozen_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyVersionRow:
+    """One version of a key id as the store holds it (see signer.app.versions)."""
+
+    key_id: str
+    version: int
+    address: str  # EIP-55
+    state: str  # "active", "draining" or "retired"
+    source: str  # JSON of the version's key config; "" for version 1 (the [keys] entry)
+    reason: str  # why it entered its state (the retirement's reason)
+    changed_at: str
+
+
+class VersionConflict(Exception):
+    """A rotation or retirement that the stored versions do not allow (message says why)."""
 
 
 def _audit_row(row: Sequence[Any]) -> AuditRow:
@@ -367,6 +401,82 @@ class Store:
             rows = tx.execute("SELECT key_id, reason, frozen_at FROM frozen_keys").fetchall()
         return {str(r[0]): FrozenKey(str(r[0]), str(r[1]), str(r[2])) for r in rows}
 
+    # -- key versions ---------------------------------------------------------------------
+
+    def key_versions(self) -> list[KeyVersionRow]:
+        """Every stored version of every key id, by key id and version."""
+        with self._transaction() as tx:
+            rows = tx.execute(
+                "SELECT key_id, version, address, state, source, reason, changed_at "
+                "FROM key_versions ORDER BY key_id, version"
+            ).fetchall()
+        return [KeyVersionRow(str(r[0]), int(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]),
+                              str(r[6])) for r in rows]
+
+    def rotate_key(self, first: KeyVersionRow, new: KeyVersionRow) -> KeyVersionRow:
+        """Make `new` the active version of its key id and put the active one into draining,
+        in one transaction. `first` is version 1 (the configured key), recorded by the first
+        rotation. Returns the version that was active. VersionConflict when `new.version` is
+        not the next one (another rotation won) or its address is already a version's."""
+        with self._transaction() as tx:
+            self._dialect.lock_key(tx, "key_versions:" + new.key_id)
+            rows = tx.execute(
+                self._sql("SELECT version, address, state FROM key_versions WHERE key_id = ? "
+                          "ORDER BY version"), (new.key_id,),
+            ).fetchall()
+            if not rows:
+                self._insert_version(tx, first)
+                rows = [(first.version, first.address, first.state)]
+            if new.version != int(rows[-1][0]) + 1:
+                raise VersionConflict(
+                    f"key {new.key_id!r} is at version {rows[-1][0]}: version {new.version} "
+                    "is not the next one (another rotation ran meanwhile)")
+            for version, address, _ in rows:
+                if str(address).lower() == new.address.lower():
+                    raise VersionConflict(
+                        f"key {new.key_id!r}: {new.address} is already its version {version}")
+            active = [r for r in rows if r[2] == "active"]
+            tx.execute(
+                self._sql("UPDATE key_versions SET state = 'draining', changed_at = ? "
+                          "WHERE key_id = ? AND state = 'active'"),
+                (new.changed_at, new.key_id),
+            )
+            self._insert_version(tx, new)
+        previous = active[0] if active else rows[-1]
+        return KeyVersionRow(new.key_id, int(previous[0]), str(previous[1]), "draining", "", "",
+                             new.changed_at)
+
+    def retire_key_version(self, key_id: str, version: int, reason: str, at: str) -> KeyVersionRow:
+        """Retire a draining version for good; VersionConflict if it is unknown, active or
+        retired already. Returns the retired row."""
+        with self._transaction() as tx:
+            self._dialect.lock_key(tx, "key_versions:" + key_id)
+            row = tx.execute(
+                self._sql("SELECT address, state, source FROM key_versions "
+                          "WHERE key_id = ? AND version = ?"), (key_id, version),
+            ).fetchone()
+            if row is None:
+                raise VersionConflict(f"key {key_id!r} has no version {version} (rotate first)")
+            if row[1] == "active":
+                raise VersionConflict(
+                    f"key {key_id!r} version {version} is the active one: rotate first")
+            if row[1] == "retired":
+                raise VersionConflict(f"key {key_id!r} version {version} is retired already")
+            tx.execute(
+                self._sql("UPDATE key_versions SET state = 'retired', reason = ?, changed_at = ? "
+                          "WHERE key_id = ? AND version = ?"),
+                (reason, at, key_id, version),
+            )
+        return KeyVersionRow(key_id, version, str(row[0]), "retired", str(row[2]), reason, at)
+
+    def _insert_version(self, tx: _Connection, row: KeyVersionRow) -> None:
+        tx.execute(
+            self._sql("INSERT INTO key_versions (key_id, version, address, state, source, "
+                      "reason, changed_at) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+            (row.key_id, row.version, row.address, row.state, row.source, row.reason,
+             row.changed_at),
+        )
+
     # -- budgets --------------------------------------------------------------------------
 
     def reserve(
@@ -409,6 +519,16 @@ class Store:
                 (chain_id, "0x" + address.hex(), floor + 1),
             ).fetchone()
         return int(row[0])
+
+    def issued_nonce(self, chain_id: int, address: bytes) -> int | None:
+        """The next nonce the JSON-RPC door would hand `address` on `chain_id` (every lower
+        one was issued), or None if it never handed one out."""
+        with self._transaction() as tx:
+            row = tx.execute(
+                self._sql("SELECT next_nonce FROM nonces WHERE chain_id = ? AND address = ?"),
+                (chain_id, "0x" + address.hex()),
+            ).fetchone()
+        return None if row is None else int(row[0])
 
     def release_nonce(self, chain_id: int, address: bytes, nonce: int) -> bool:
         """Give back `nonce` if it is still the last one handed out (its transaction never

@@ -11,20 +11,36 @@ class ListKeysRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class KeyInfo(_message.Message):
-    __slots__ = ("key_id", "address", "backend", "public_key", "frozen", "frozen_reason")
+    __slots__ = ("key_id", "address", "backend", "public_key", "frozen", "frozen_reason", "versions")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     FROZEN_FIELD_NUMBER: _ClassVar[int]
     FROZEN_REASON_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     address: str
     backend: str
     public_key: bytes
     frozen: bool
     frozen_reason: str
-    def __init__(self, key_id: _Optional[str] = ..., address: _Optional[str] = ..., backend: _Optional[str] = ..., public_key: _Optional[bytes] = ..., frozen: _Optional[bool] = ..., frozen_reason: _Optional[str] = ...) -> None: ...
+    versions: _containers.RepeatedCompositeFieldContainer[KeyVersion]
+    def __init__(self, key_id: _Optional[str] = ..., address: _Optional[str] = ..., backend: _Optional[str] = ..., public_key: _Optional[bytes] = ..., frozen: _Optional[bool] = ..., frozen_reason: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[KeyVersion, _Mapping]]] = ...) -> None: ...
+
+class KeyVersion(_message.Message):
+    __slots__ = ("version", "address", "state", "changed_at", "reason")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    address: str
+    state: str
+    changed_at: str
+    reason: str
+    def __init__(self, version: _Optional[int] = ..., address: _Optional[str] = ..., state: _Optional[str] = ..., changed_at: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ListKeysResponse(_message.Message):
     __slots__ = ("keys",)
@@ -243,3 +259,29 @@ class EvaluatePolicyResponse(_message.Message):
     budgets: _containers.RepeatedCompositeFieldContainer[BudgetStatus]
     policy: str
     def __init__(self, allowed: _Optional[bool] = ..., rule_id: _Optional[str] = ..., reason: _Optional[str] = ..., budgets: _Optional[_Iterable[_Union[BudgetStatus, _Mapping]]] = ..., policy: _Optional[str] = ...) -> None: ...
+
+class ReloadRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReloadResponse(_message.Message):
+    __slots__ = ("reloaded", "added", "changed", "removed", "failed")
+    RELOADED_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    reloaded: bool
+    added: _containers.RepeatedScalarFieldContainer[str]
+    changed: _containers.RepeatedScalarFieldContainer[str]
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    failed: _containers.RepeatedCompositeFieldContainer[ReloadFailure]
+    def __init__(self, reloaded: _Optional[bool] = ..., added: _Optional[_Iterable[str]] = ..., changed: _Optional[_Iterable[str]] = ..., removed: _Optional[_Iterable[str]] = ..., failed: _Optional[_Iterable[_Union[ReloadFailure, _Mapping]]] = ...) -> None: ...
+
+class ReloadFailure(_message.Message):
+    __slots__ = ("key_id", "reason")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    reason: str
+    def __init__(self, key_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...

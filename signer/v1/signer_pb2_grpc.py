@@ -74,6 +74,11 @@ class SignerServiceStub:
                 request_serializer=signer_dot_v1_dot_signer__pb2.EvaluatePolicyRequest.SerializeToString,
                 response_deserializer=signer_dot_v1_dot_signer__pb2.EvaluatePolicyResponse.FromString,
                 _registered_method=True)
+        self.Reload = channel.unary_unary(
+                '/signer.v1.SignerService/Reload',
+                request_serializer=signer_dot_v1_dot_signer__pb2.ReloadRequest.SerializeToString,
+                response_deserializer=signer_dot_v1_dot_signer__pb2.ReloadResponse.FromString,
+                _registered_method=True)
 
 
 class SignerServiceServicer:
@@ -140,6 +145,16 @@ class SignerServiceServicer:
         """Dry run: would the caller's signing policy allow this request now, and why? Signs
         nothing, spends no budget; audited as a dry run. Needs the same key and method access
         as the request itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reload(self, request, context):
+        """Re-reads the server's config file as SIGHUP does: keys (new ones serve, removed ones
+        stop, changed ones are re-opened and self-tested first; one that fails to load keeps its
+        previous version), clients and policies, TLS files. An operator's method: a client needs
+        `Reload` in its `methods`. Audited.
         There is deliberately no method that signs an arbitrary 32-byte hash.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -188,6 +203,11 @@ def add_SignerServiceServicer_to_server(servicer, server):
                     servicer.EvaluatePolicy,
                     request_deserializer=signer_dot_v1_dot_signer__pb2.EvaluatePolicyRequest.FromString,
                     response_serializer=signer_dot_v1_dot_signer__pb2.EvaluatePolicyResponse.SerializeToString,
+            ),
+            'Reload': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reload,
+                    request_deserializer=signer_dot_v1_dot_signer__pb2.ReloadRequest.FromString,
+                    response_serializer=signer_dot_v1_dot_signer__pb2.ReloadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -406,6 +426,33 @@ class SignerService:
             '/signer.v1.SignerService/EvaluatePolicy',
             signer_dot_v1_dot_signer__pb2.EvaluatePolicyRequest.SerializeToString,
             signer_dot_v1_dot_signer__pb2.EvaluatePolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/signer.v1.SignerService/Reload',
+            signer_dot_v1_dot_signer__pb2.ReloadRequest.SerializeToString,
+            signer_dot_v1_dot_signer__pb2.ReloadResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -267,7 +267,8 @@ def test_no_bare_hash_signing(remote):
         remote.unsafe_sign_hash(b"\x11" * 32)
     methods = pb.DESCRIPTOR.services_by_name["SignerService"].methods_by_name
     assert set(methods) == {"ListKeys", "GetAddress", "SignTransaction", "SignTransactions",
-                            "SignMessage", "SignTypedData", "SignAuthorization", "EvaluatePolicy"}
+                            "SignMessage", "SignTypedData", "SignAuthorization", "EvaluatePolicy",
+                            "Reload"}
 
 
 def test_web3_sign_and_send_middleware_with_remote_account(env_server: RunningServer):

@@ -178,7 +178,7 @@ def test_field_of_another_backend_is_refused_naming_the_variable(tmp_path):
     with pytest.raises(ConfigError) as caught:
         config.load(write(tmp_path, EXAMPLE), environ={"WALLET_SIGNER_KEYS__HOT__PIN_ENV": "P"})
     assert str(caught.value) == ("WALLET_SIGNER_KEYS__HOT__PIN_ENV: keys.hot has no field "
-                                 "'pin_env' (fields: address, backend, private_key_env, "
+                                 "'pin_env' (fields: address, backend, drain, private_key_env, "
                                  "private_key_file)")
     # a key made by overrides alone: its backend override is applied first
     with pytest.raises(ConfigError, match=r"keys.new has no field 'pin_env'"):

@@ -75,7 +75,7 @@ def test_the_issue_shape_parses(tmp_path):
      "the identity of clients.trader"),
     (('methods = ["ListKeys", "GetAddress"]', 'methods = ["ListKeys", "SignEverything"]'),
      "clients.reader.methods.1: Input should be 'ListKeys', 'GetAddress', 'SignTransaction', "
-     "'SignMessage', 'SignTypedData', 'SignAuthorization' or 'Forward'"),
+     "'SignMessage', 'SignTypedData', 'SignAuthorization', 'Forward' or 'Reload'"),
     (('keys = ["*"]', "keys = []"), "clients.reader.keys: List should have at least 1 item after validation, not 0"),
     (('url = "sqlite:///var/lib/wallet-signer/state.db"', 'url = "mysql://x/y"'),
      "store.url: Value error, expected sqlite://PATH or postgresql://USER@HOST/DB"),

@@ -104,7 +104,7 @@ def test_request_size_is_capped(env_server):
 def test_no_method_signs_a_bare_hash():
     names = {m.name for m in pb.DESCRIPTOR.services_by_name["SignerService"].methods}
     assert names == {"ListKeys", "GetAddress", "SignTransaction", "SignTransactions", "SignMessage",
-                     "SignTypedData", "SignAuthorization", "EvaluatePolicy"}
+                     "SignTypedData", "SignAuthorization", "EvaluatePolicy", "Reload"}
 
 
 # --- property tests: random structured requests and random bytes ------------------------------

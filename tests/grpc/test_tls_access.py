@@ -33,6 +33,7 @@ CLIENTS = {
                            methods=["ListKeys", "GetAddress"]),
     # a CN is matched only when asked for by kind (an untyped identity is a URI or DNS SAN)
     "monitor": ClientConfig(identity="cn:monitor", keys=["cold"], methods=["ListKeys"]),
+    "operator": ClientConfig(identity="cn:operator", keys=["hot"], methods=["Reload"]),
 }
 
 
@@ -47,6 +48,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory):
         "trader": ca.issue("trader", uris=("spiffe://prod/agents/trader",), cn="trader"),
         "reader": ca.issue("reader", dns=("reader.ops.internal",), cn="ignored-cn"),
         "monitor": ca.issue("monitor", cn="monitor"),
+        "operator": ca.issue("operator", cn="operator"),
         "stranger": ca.issue("stranger", uris=("spiffe://prod/agents/stranger",)),
         "expired": ca.issue("expired", uris=("spiffe://prod/agents/trader",),
                             not_before=NOW - dt.timedelta(days=3),
@@ -124,6 +126,14 @@ def test_a_valid_certificate_that_names_no_client_is_unauthenticated(mtls_server
         grpc.StatusCode.PERMISSION_DENIED, "client 'reader' may not call SignMessage (key 'hot')")),
     ("monitor", "GetAddress", GET_HOT, (
         grpc.StatusCode.PERMISSION_DENIED, "client 'monitor' may not call GetAddress (key 'hot')")),
+    # Reload is an operator's method: only a client that lists it may call it
+    ("reader", "Reload", pb.ReloadRequest(), (
+        grpc.StatusCode.PERMISSION_DENIED, "client 'reader' may not call Reload")),
+    ("trader", "Reload", pb.ReloadRequest(), (
+        grpc.StatusCode.PERMISSION_DENIED, "client 'trader' may not call Reload")),
+    ("operator", "Reload", pb.ReloadRequest(), (grpc.StatusCode.OK, "")),
+    ("operator", "GetAddress", GET_HOT, (
+        grpc.StatusCode.PERMISSION_DENIED, "client 'operator' may not call GetAddress (key 'hot')")),
 ])
 def test_known_clients_get_exactly_their_keys_and_methods(mtls_server, pki, who, call, request_,
                                                           expected):
