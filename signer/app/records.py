@@ -39,7 +39,8 @@ def canonical(fields: Mapping[str, Any]) -> str:
         data = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # orjson.JSONEncodeError: ints beyond 64 bits, lone surrogates, ...
         return _ascii_json(fields)
-    if data.isascii():
+    # json.dumps(ensure_ascii=True) also escapes DEL (0x7f), which orjson writes as it is
+    if data.isascii() and b"\x7f" not in data:
         return data.decode("ascii")
     return _ascii_json(fields)  # \u escapes for non-ASCII, as json.dumps(ensure_ascii=True)
 

@@ -81,6 +81,13 @@ def test_the_encoder_is_the_canonical_form_for_bare_fields(fields):  # type: ign
     assert canonical(fields) == reference(fields)
 
 
+def test_the_encoder_escapes_every_character_as_json_dumps_does():
+    # hypothesis once found DEL (0x7f): orjson writes it as it is, json.dumps escapes it
+    for code in [*range(0x80), 0xA0, 0x2028, 0xFFFF, 0x1F600]:
+        fields = {"reason": f"a{chr(code)}b", chr(code): 1}
+        assert canonical(fields) == reference(fields), hex(code)
+
+
 @given(records)
 def test_a_record_parses_back_to_itself(record):  # type: ignore[no-untyped-def]
     fields = json.loads(canonical(record.fields()))
