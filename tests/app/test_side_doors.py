@@ -16,7 +16,6 @@ import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import pytest
 from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
 from tests.support.serve_process import ServeProcess, env_key_config, jsonrpc_url, start_serve
+from tests.support.stub_node import StubNode
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -221,46 +221,19 @@ def test_a_huge_key_id_does_not_become_a_huge_audit_record(served, tmp_path):
 
 # -- freeze is enforced right before the backend signs ---------------------------------------
 
-class _SlowNode:
-    """A stand-in upstream node on loopback: answers what eth_sendTransaction fills from, and
-    holds eth_estimateGas until released; records every method it is asked."""
+class _SlowNode(StubNode):
+    """A stand-in node that holds eth_estimateGas until released."""
 
     def __init__(self) -> None:
-        self.methods: list[str] = []
         self.estimating = threading.Event()
         self.release = threading.Event()
-        node = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                node.methods.append(body["method"])
-                result = node.answer(body["method"])
-                data = json.dumps({"jsonrpc": "2.0", "id": body["id"], "result": result}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__()
 
     def answer(self, method: str) -> Any:
         if method == "eth_estimateGas":
             self.estimating.set()
             assert self.release.wait(20)
-            return "0x5208"
-        return {
-            "eth_chainId": "0x1", "eth_getTransactionCount": "0x0",
-            "eth_maxPriorityFeePerGas": "0x1", "eth_gasPrice": "0x2",
-            "eth_getBlockByNumber": {"baseFeePerGas": "0x1", "number": "0x1"},
-            "eth_sendRawTransaction": "0x" + "ab" * 32,
-        }[method]
+        return super().answer(method)
 
 
 def test_a_freeze_issued_while_a_send_waits_on_the_node_stops_the_signature(tmp_path, env_key):
@@ -291,7 +264,7 @@ def test_a_freeze_issued_while_a_send_waits_on_the_node_stops_the_signature(tmp_
         assert "eth_sendRawTransaction" not in node.methods  # old: signed and sent
     finally:
         node.release.set()
-        node.server.shutdown()
+        node.close()
         running.proc.kill()
         running.proc.wait(10)
 

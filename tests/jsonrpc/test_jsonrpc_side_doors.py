@@ -10,12 +10,10 @@ import signal
 import socket
 import sqlite3
 import ssl
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from signer.jsonrpc.server import JsonRpcListener
 from signer.service import KeyRing
 from tests.conftest import env_wallet, open_app
 from tests.support.serve_process import ServeProcess, start_serve
+from tests.support.stub_node import StubNode
 from tests.support.tls_certs import CertificateAuthority, Issued
 
 _JSONRPC_PORT = re.compile(r"jsonrpc listening on \S+ \(port (\d+)")
@@ -33,50 +32,18 @@ _METRICS_PORT = re.compile(r"metrics on http://\S+:(\d+)/metrics")
 TRADER = "spiffe://prod/agents/trader"
 
 
-class _Node:
-    """A stand-in upstream node: answers what eth_sendTransaction fills from and records every
-    method that reaches it. `lie`: every eth_sendRawTransaction is "nonce too low" while the
-    pending count stays 0 and the transaction is unknown."""
+class _Node(StubNode):
+    """A stand-in upstream node. `lie`: every eth_sendRawTransaction is "nonce too low" while
+    the pending count stays 0 and the transaction is unknown."""
 
     def __init__(self, lie: bool = False) -> None:
-        self.methods: list[str] = []
-        node = self
+        self.lie = lie
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                node.methods.append(body["method"])
-                reply: dict[str, Any] = {"jsonrpc": "2.0", "id": body["id"]}
-                if lie and body["method"] == "eth_sendRawTransaction":
-                    reply["error"] = {"code": -32000, "message": "nonce too low"}
-                else:
-                    reply["result"] = node.answer(body["method"])
-                data = json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @staticmethod
-    def answer(method: str) -> Any:
-        return {
-            "eth_chainId": "0x1", "eth_getTransactionCount": "0x0", "eth_blockNumber": "0x10",
-            "eth_maxPriorityFeePerGas": "0x1", "eth_gasPrice": "0x2", "eth_estimateGas": "0x5208",
-            "eth_getBlockByNumber": {"baseFeePerGas": "0x1", "number": "0x1"},
-            "eth_getTransactionByHash": None, "eth_sendRawTransaction": "0x" + "ab" * 32,
-        }.get(method, "0x0")  # a real node would run admin_addPeer & co.
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def reply(self, method: str) -> dict[str, Any]:
+        if self.lie and method == "eth_sendRawTransaction":
+            return {"error": {"code": -32000, "message": "nonce too low"}}
+        return super().reply(method)
 
 
 @dataclass
