@@ -7,7 +7,6 @@ rewriting need more than store access. Real stores (SQLite and PostgreSQL) and, 
 itself, two real `wallet-signer serve` processes."""
 
 import json
-import signal
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from signer.errors import ConfigError
 from signer.store import AuditRow, Store, open_store
 from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
-from tests.support.serve_process import ServeProcess, start_serve
+from tests.support.serve_process import replica_config, start_serve, stop_serve
 
 KEY = b"k" * 32 + b"-test-audit-key-material"
 MESSAGE = pb.SignMessageRequest(key_id="hot", message=b"witness")
@@ -287,20 +286,7 @@ def test_audit_verify_with_the_configured_key_reports_witnesses(tmp_path: Path, 
 
 # -- the attack against two real serve processes -----------------------------------------
 
-def _config(directory: Path, store_url: str) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "signer.toml"
-    path.write_text(
-        f'[server]\nlisten = "127.0.0.1:0"\n[store]\nurl = "{store_url}"\n'
-        '[keys.hot]\nbackend = "env"\nprivate_key_env = "HOT_WALLET_KEY"\n'
-    )
-    return path
 
-
-def _stop(served: ServeProcess) -> None:
-    if served.proc.poll() is None:
-        served.proc.send_signal(signal.SIGTERM)
-        served.proc.wait(20)
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
@@ -308,7 +294,7 @@ def test_two_serve_processes_the_older_chains_tail_cannot_be_deleted_or_rewritte
     kind: str, tmp_path: Path, env_key: str, request: pytest.FixtureRequest, capsys
 ):
     url: str = request.getfixturevalue(f"{kind}_store_url")
-    configs = [_config(tmp_path / name, url) for name in ("a", "b")]
+    configs = [replica_config(tmp_path / name, url) for name in ("a", "b")]
     served_a = start_serve(configs[0].parent, configs[0], {"HOT_WALLET_KEY": env_key})
     try:
         stub_a = pb_grpc.SignerServiceStub(grpc.insecure_channel(served_a.target))
@@ -318,9 +304,9 @@ def test_two_serve_processes_the_older_chains_tail_cannot_be_deleted_or_rewritte
             for _ in range(3):  # A's records after B's chain_start
                 stub_a.SignMessage(MESSAGE, timeout=10)
         finally:
-            _stop(served_b)  # B's last witness holds A's head
+            stop_serve(served_b)  # B's last witness holds A's head
     finally:
-        _stop(served_a)
+        stop_serve(served_a)
     store = open_store(url)
     try:
         a, b = store.writers()

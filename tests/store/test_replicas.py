@@ -3,9 +3,7 @@ holds on the other within a second, both write one verifiable audit log, and a s
 down makes signing fail closed until it returns."""
 
 import json
-import signal
 import time
-from pathlib import Path
 
 import grpc
 import pytest
@@ -17,25 +15,12 @@ from signer.store import open_store
 from signer.v1 import signer_pb2 as pb
 from signer.v1 import signer_pb2_grpc as pb_grpc
 from tests.conftest import env_wallet, open_app
-from tests.support.serve_process import ServeProcess, start_serve
+from tests.support.serve_process import replica_config, start_serve, stop_serve
 
 MESSAGE = pb.SignMessageRequest(key_id="hot", message=b"replica")
 
 
-def _config(directory: Path, store_url: str, extra: str = "") -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "signer.toml"
-    path.write_text(
-        f'[server]\nlisten = "127.0.0.1:0"\n[store]\nurl = "{store_url}"\n{extra}'
-        '[keys.hot]\nbackend = "env"\nprivate_key_env = "HOT_WALLET_KEY"\n'
-    )
-    return path
 
-
-def _stop(served: ServeProcess) -> None:
-    if served.proc.poll() is None:
-        served.proc.send_signal(signal.SIGTERM)
-        served.proc.wait(20)
 
 
 def test_two_replicas_share_freeze_and_one_audit_log(tmp_path, postgres_db, env_key, capsys):
@@ -43,7 +28,7 @@ def test_two_replicas_share_freeze_and_one_audit_log(tmp_path, postgres_db, env_
     extra = f'password_file = "{pw_file}"\n'
     url = postgres_db.password_url
     assert postgres_db.password not in url
-    configs = [_config(tmp_path / f"r{i}", url, extra) for i in (1, 2)]
+    configs = [replica_config(tmp_path / f"r{i}", url, extra) for i in (1, 2)]
     replicas = [start_serve(c.parent, c, {"HOT_WALLET_KEY": env_key}) for c in configs]
     try:
         stubs = [pb_grpc.SignerServiceStub(grpc.insecure_channel(r.target)) for r in replicas]
@@ -73,7 +58,7 @@ def test_two_replicas_share_freeze_and_one_audit_log(tmp_path, postgres_db, env_
         assert "records in 4 chains" in capsys.readouterr().out  # 2 replicas + 2 commands
     finally:
         for replica in replicas:
-            _stop(replica)
+            stop_serve(replica)
     for replica in replicas:
         assert postgres_db.password not in replica.log()
     store = open_store(postgres_db.url)

@@ -2,6 +2,7 @@
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -75,3 +76,22 @@ def jsonrpc_url(served: ServeProcess) -> str:
     port = _JSONRPC_PORT.search(served.log())
     assert port, served.log()
     return f"http://127.0.0.1:{port.group(1)}"
+
+
+def replica_config(directory: Path, store_url: str, extra: str = "") -> Path:
+    """A replica's config in `directory`: one env key "hot" (HOT_WALLET_KEY), the shared store
+    at `store_url`, and `extra` (whole tables or [server] lines) before the key."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "signer.toml"
+    path.write_text(
+        f'[server]\nlisten = "127.0.0.1:0"\n[store]\nurl = "{store_url}"\n{extra}'
+        '[keys.hot]\nbackend = "env"\nprivate_key_env = "HOT_WALLET_KEY"\n'
+    )
+    return path
+
+
+def stop_serve(served: ServeProcess) -> None:
+    """SIGTERM, as operators stop it, and wait for the process (bounded)."""
+    if served.proc.poll() is None:
+        served.proc.send_signal(signal.SIGTERM)
+        served.proc.wait(20)
