@@ -10,6 +10,7 @@ store decides whether they fit the window.
 
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from signer.eth import batch
 from signer.eth.messages import TypedData
@@ -128,14 +129,7 @@ class Policy:
                 return deny(f"batch to {show(call.to)}: {exc}")
             if inner is not None:
                 return self._judge_batch(call, inner, self_address, depth)
-        misses = []
-        for rule in self._allow_tx:
-            result = rule.match(call, self_address)
-            if isinstance(result, Miss):
-                misses.append(result)
-            else:
-                return Outcome(True, rule.id, f"allowed by rule {rule.id}", result)
-        return deny(no_match("transactions", misses))
+        return _first_allowed(self._allow_tx, call, self_address, "transactions")
 
     def _judge_batch(
         self,
@@ -183,14 +177,7 @@ class Policy:
             hit = rule.hit(typed, self_address)
             if hit is not None:
                 return Outcome(False, rule.id, f"denied by rule {rule.id}: {hit}")
-        misses = []
-        for rule in self._allow_typed:
-            result = rule.match(typed, self_address)
-            if isinstance(result, Miss):
-                misses.append(result)
-            else:
-                return Outcome(True, rule.id, f"allowed by rule {rule.id}", result)
-        return deny(no_match("typed data", misses))
+        return _first_allowed(self._allow_typed, typed, self_address, "typed data")
 
     def _message(self, message: bytes) -> Outcome:
         try:
@@ -262,3 +249,16 @@ class Policy:
             tuple(totals.items()),
             tuple(self.budgets[b] for b in totals),
         )
+
+
+def _first_allowed(rules: Any, request: Any, self_address: bytes, what: str) -> Outcome:
+    """The first allow rule (transaction or typed data) that matches `request`, or a denial
+    that says how far each rule got."""
+    misses = []
+    for rule in rules:
+        result = rule.match(request, self_address)
+        if isinstance(result, Miss):
+            misses.append(result)
+        else:
+            return Outcome(True, rule.id, f"allowed by rule {rule.id}", result)
+    return deny(no_match(what, misses))
