@@ -22,6 +22,7 @@ import json
 import logging
 import threading
 import uuid
+from _thread import allocate_lock as _allocate_lock
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -92,19 +93,34 @@ class Reservation:
     now: float
 
 
-@dataclass
 class _Pending:
-    bodies: list[Fields]
-    reserve: Reservation | None = None
-    settle: str | None = None
-    release: str | None = None
-    durable: bool = True
-    also: Callable[[Batch, list[AuditRow]], None] | None = None
-    done: bool = False
-    leads: bool = False  # handed the lead by the previous leader
-    error: BaseException | None = None
-    uses: list[BudgetUse] = field(default_factory=list)
-    wake: threading.Event = field(default_factory=threading.Event)
+    """One `write` waiting in the queue. A plain slotted class (two are made per signature):
+    `wake` is a bare lock, held from creation, made only for a writer that waits; the leader
+    releases it once, when the entry is committed or handed the lead."""
+
+    __slots__ = ("also", "bodies", "done", "durable", "error", "leads", "release", "reserve",
+                 "settle", "uses", "wake")
+
+    def __init__(
+        self,
+        bodies: list[Fields],
+        reserve: Reservation | None = None,
+        settle: str | None = None,
+        release: str | None = None,
+        durable: bool = True,
+        also: Callable[[Batch, list[AuditRow]], None] | None = None,
+    ) -> None:
+        self.bodies = bodies
+        self.reserve = reserve
+        self.settle = settle
+        self.release = release
+        self.durable = durable
+        self.also = also
+        self.done = False
+        self.leads = False  # handed the lead by the previous leader
+        self.error: BaseException | None = None
+        self.uses: list[BudgetUse] = []
+        self.wake: Any = None  # a held _thread lock while the writer waits on it
 
 
 class AuditLog:
@@ -220,10 +236,14 @@ class AuditLog:
         with self._lock:
             self._queue.append(entry)
             leads = not self._flushing
-            self._flushing = True
+            if leads:
+                self._flushing = True
+            else:
+                entry.wake = _allocate_lock()
+                entry.wake.acquire()
         if not leads:
             # wait for a leader to commit this entry, or to hand this thread the lead
-            entry.wake.wait(DEFAULT_COMMIT_TIMEOUT if timeout is None else timeout)
+            entry.wake.acquire(True, DEFAULT_COMMIT_TIMEOUT if timeout is None else timeout)
             with self._lock:
                 leads = entry.leads
                 if not leads and not entry.done:
@@ -231,16 +251,16 @@ class AuditLog:
                         self._queue.remove(entry)
                     raise StoreUnavailable("audit log: commit did not finish in time")
         if leads:
-            self._lead()
-        if isinstance(entry.error, BudgetExceeded):
-            raise entry.error
+            self._lead(entry)
         if entry.error is not None:
+            if isinstance(entry.error, BudgetExceeded):
+                raise entry.error
             raise StoreUnavailable(str(entry.error)) from None
         return entry.uses
 
-    def _lead(self) -> None:
-        """Commit everything queued (this thread's entry included), then hand the lead to
-        the oldest entry queued meanwhile: one thread woken per commit, not every waiter."""
+    def _lead(self, own: _Pending) -> None:
+        """Commit everything queued (this thread's entry `own` included), then hand the lead
+        to the oldest entry queued meanwhile: one thread woken per commit, not every waiter."""
         with self._lock:
             batch, self._queue = self._queue, []
         try:
@@ -248,10 +268,11 @@ class AuditLog:
         finally:
             with self._lock:
                 for entry in batch:
-                    entry.wake.set()
+                    if entry is not own and entry.wake is not None:
+                        entry.wake.release()  # each waiter's lock is released exactly once
                 if self._queue:
                     self._queue[0].leads = True
-                    self._queue[0].wake.set()
+                    self._queue[0].wake.release()
                 else:
                     self._flushing = False
 

@@ -7,7 +7,6 @@ never appear in errors or logs.
 """
 
 import logging
-import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -191,7 +190,7 @@ class Store:
     def __init__(self, url: str, dialect: "_Dialect", pool_size: int = 4) -> None:
         self.url = url
         self._dialect = dialect
-        self._idle: queue.LifoQueue[_Connection] = queue.LifoQueue()
+        self._idle: list[_Connection] = []  # newest last (LIFO); append/pop are atomic
         self._slots = threading.BoundedSemaphore(pool_size)
 
     @property
@@ -548,8 +547,8 @@ class Store:
     def close(self) -> None:
         while True:
             try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
+                self._idle.pop().close()
+            except IndexError:
                 return
 
     def _sql(self, statement: str) -> str:
@@ -569,8 +568,8 @@ class Store:
         connection: _Connection | None = None
         try:
             try:
-                connection = self._idle.get_nowait()
-            except queue.Empty:
+                connection = self._idle.pop()
+            except IndexError:
                 connection = self._dialect.connect()
             try:
                 with self._dialect.pipeline(connection, pipeline):
@@ -580,7 +579,7 @@ class Store:
             except BaseException:
                 self._dialect.rollback(connection)
                 raise
-            self._idle.put(connection)
+            self._idle.append(connection)
             connection = None
         except self._dialect.operational_errors as exc:
             log.warning("state store (%s) fault: %s", self._dialect.name, type(exc).__name__)
@@ -597,6 +596,9 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({self._dialect.name})"
+
+
+_AUDIT_INSERT = "INSERT INTO audit_log (writer, seq, at, body, prev_hash, hash) VALUES "
 
 
 class Results:
@@ -678,15 +680,8 @@ class Batch:
         )
 
     def append(self, rows: Sequence[AuditRow]) -> None:
-        if rows:
-            self._dialect.execute_many(
-                self._tx,
-                self._sql(
-                    "INSERT INTO audit_log (writer, seq, at, body, prev_hash, hash) "
-                    "VALUES (?, ?, ?, ?, ?, ?)"
-                ),
-                [(r.writer, r.seq, r.at, r.body, r.prev_hash, r.hash) for r in rows],
-            )
+        if rows:  # AuditRow is a tuple in the columns' order
+            self._dialect.insert_many(self._tx, _AUDIT_INSERT, rows)
 
     def reserve(
         self, reservation: str, claims: Sequence[BudgetClaim], now: float
@@ -961,6 +956,14 @@ class _Dialect:
     ) -> None:
         connection.executemany(statement, params)  # type: ignore[attr-defined]
 
+    def insert_many(
+        self, connection: _Connection, insert: str, rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """`insert` ("INSERT INTO t (columns) VALUES ") for every row: one prepared statement,
+        run once a row."""
+        marks = ", ".join(["?"] * len(rows[0]))
+        self.execute_many(connection, self.placeholders(f"{insert}({marks})"), rows)
+
     def to_numeric(self, value: int) -> Any:
         return str(value)
 
@@ -994,6 +997,15 @@ class _Dialect:
             pass
 
 
+_SQLITE_VARIABLES = 999  # per statement: every SQLite build allows at least this many
+
+
+class _SqliteConnection(sqlite3.Connection):
+    """A connection that remembers its `synchronous` setting (FULL when True)."""
+
+    synchronous_full: bool | None = None
+
+
 class _Sqlite(_Dialect):
     """WAL journal, synchronous=FULL: a commit is on disk (fsync) before it returns, so an
     audit record survives a power loss, not only a process kill."""
@@ -1008,20 +1020,39 @@ class _Sqlite(_Dialect):
     def connect(self) -> _Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         connection = sqlite3.connect(
-            self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+            self.path, timeout=10.0, isolation_level=None, check_same_thread=False,
+            factory=_SqliteConnection,
         )
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
+        connection.synchronous_full = True
         connection.execute("PRAGMA busy_timeout=10000")
         return connection
 
     def begin(self, connection: _Connection, lock: bool, durable: bool = True) -> None:
         # FULL: the commit fsyncs the WAL (and with it every earlier commit in the file);
         # NORMAL: the commit is in the WAL, visible to all, on disk at the next FULL commit
-        # or checkpoint. Per connection, so set before every transaction.
-        connection.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
+        # or checkpoint. Per connection: set before a transaction that needs the other one
+        # (every statement costs a release and re-acquire of the GIL).
+        assert isinstance(connection, _SqliteConnection)
+        if connection.synchronous_full is not durable:
+            connection.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            connection.synchronous_full = durable
         # IMMEDIATE takes the write lock up front: no deadlock upgrading a read to a write
         connection.execute("BEGIN IMMEDIATE")
+
+    def insert_many(
+        self, connection: _Connection, insert: str, rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """One multi-row INSERT per chunk of rows: one statement step (and one release of the
+        GIL) for a whole group commit, not one per row."""
+        width = len(rows[0])
+        per = _SQLITE_VARIABLES // width
+        for start in range(0, len(rows), per):
+            chunk = rows[start:start + per]
+            marks = "(" + ", ".join(["?"] * width) + ")"
+            connection.execute(f"{insert}{', '.join([marks] * len(chunk))}",
+                               [value for row in chunk for value in row])
 
 
 class _Postgres(_Dialect):
