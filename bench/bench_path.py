@@ -4,8 +4,10 @@
 directly by 1 and 16 threads (what a door does once it has parsed a request), against
 (a) the same key's `WalletSigner.sign_transaction` alone, (b) the application path with the
 audit log off (access, freeze and records built, nothing written; bench-only stand-in), and
-(c) the application path as served: durable audit on SQLite (two commits a signature, shared
-between concurrent requests). Per point: calls/s and the process's CPU (user + system) per call;
+(c) the application path as served: durable audit on SQLite (two commits a signature, one of
+them flushed, shared between concurrent requests), and (d) the same on PostgreSQL (a throwaway
+local cluster, fsync on; skipped when PostgreSQL cannot be run here). Per point: calls/s and
+the process's CPU (user + system) per call (for (d) the PostgreSQL server's CPU is not in it);
 set beside the `transport` suite's server CPU per call, the difference is what gRPC costs.
 """
 
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
+from bench.bench_access import _postgres
 from bench.common import NoAudit, Result, closed_loop
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "2"))
@@ -66,9 +69,16 @@ def main() -> None:
         variants: list[tuple[str, Callable[[int, int], object]]] = [
             ("(a) WalletSigner.sign_transaction", lambda c, n: signer.sign_transaction(tx(c, n))),
         ]
-        for name, audit in (("(b) application path, audit off", NoAudit()),
-                            ("(c) application path, audit on SQLite", None)):
-            url = f"sqlite://{Path(workdir) / name[1]}.db"
+        stores: list[tuple[str, str, NoAudit | None]] = [
+            ("(b) application path, audit off", f"sqlite://{Path(workdir) / 'b.db'}", NoAudit()),
+            ("(c) application path, audit on SQLite", f"sqlite://{Path(workdir) / 'c.db'}", None),
+        ]
+        cluster = _postgres(Path(workdir))
+        if cluster is not None:
+            runtimes.callback(cluster.destroy)
+            stores.append(("(d) application path, audit on PostgreSQL",
+                           cluster.create_database().url, None))
+        for name, url, audit in stores:
             runtime = runtimes.enter_context(Runtime(Config(store=StoreConfig(url=url))))
             runtime.open_keyring(keyring)
             app = runtime.open_application(access=AccessControl({}), audit=audit)

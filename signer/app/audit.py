@@ -32,10 +32,14 @@ import orjson
 
 from signer import metrics
 from signer.app.records import (
+    Admin,
     AuditRecord,
     ChainStart,
     Checkpoint,
+    DryRun,
     Fields,
+    Other,
+    Signing,
     Witness,
     canonical,
     parse,
@@ -78,10 +82,14 @@ def hash_matches(row: AuditRow, key: bytes | None) -> bool | None:
     return None
 
 
+_TYPED = (ChainStart, Witness, Signing, DryRun, Admin, Checkpoint, Other)  # concrete types:
+# a tuple isinstance check, not an ABC's (Mapping) on every record
+
+
 def _fields(record: Record, clock: Callable[[], str]) -> Fields:
-    if isinstance(record, Mapping):
-        return {"at": clock(), **record}
-    return record.fields()
+    if isinstance(record, _TYPED):
+        return record.fields()
+    return {"at": clock(), **record}
 
 
 @dataclass(frozen=True)
