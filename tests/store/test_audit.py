@@ -1,6 +1,7 @@
 """The audit log on every store: chains verify, group commit batches, and every kind of
 tampering (edit, delete, reorder, truncate, insert) is caught at the record it touched."""
 
+import itertools
 import json
 import threading
 
@@ -168,3 +169,45 @@ def test_tail_returns_the_newest_records_in_order(store: Store):
     log = _run(store, 5)
     rows = store.recent_audit(3)
     assert [(r.writer, r.seq) for r in rows] == [(log.writer, 9), (log.writer, 10), (log.writer, 11)]
+
+
+def test_a_batch_larger_than_one_insert_statement_is_written_whole(store: Store):
+    """SQLite inserts a group commit's rows with one multi-row INSERT per 166 rows (999
+    variables): 400 records cross two chunk boundaries and must land in order, linked."""
+    log = AuditLog(store)
+    log.write([{"kind": "admin", "action": f"a{i}", "n": i} for i in range(400)])
+    report = verify(store)
+    assert report.ok, report.problem
+    assert report.records == 401  # chain_start + 400
+    rows = list(store.audit_rows(log.writer))
+    assert [r.seq for r in rows] == list(range(1, 402))
+    assert [json.loads(r.body)["n"] for r in rows[1:]] == list(range(400))
+    assert all(r.prev_hash == p.hash for p, r in itertools.pairwise(rows))
+
+
+def test_a_writer_whose_commit_does_not_finish_in_time_fails_closed(store: Store, monkeypatch):
+    """A caller queued behind a stuck commit gives up after its timeout with StoreUnavailable,
+    its record is never written, and the log carries on once the commit finishes."""
+    log = _run(store, 1)
+    entered, release = threading.Event(), threading.Event()
+    batch = store.batch
+
+    def stuck(lock=False, durable=True):  # the leader's commit hangs until released
+        entered.set()
+        assert release.wait(10)
+        return batch(lock, durable)
+
+    monkeypatch.setattr(store, "batch", stuck)
+    leader = threading.Thread(target=log.write, args=([{"kind": "admin", "action": "slow"}],))
+    leader.start()
+    assert entered.wait(10)
+    with pytest.raises(StoreUnavailable, match="did not finish in time"):
+        log.write([{"kind": "admin", "action": "late"}], timeout=0.2)
+    release.set()
+    leader.join(10)
+    monkeypatch.undo()
+    log.write([{"kind": "admin", "action": "after"}])
+    report = verify(store)
+    assert report.ok, report.problem
+    actions = [json.loads(r.body).get("action") for r in store.audit_rows(log.writer)]
+    assert actions[-2:] == ["slow", "after"] and "late" not in actions

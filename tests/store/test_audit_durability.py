@@ -71,3 +71,23 @@ def test_sixteen_callers_share_flushes(store: Store, env_key: str):
     report = verify(store)
     assert report.ok and report.incomplete == []
     assert report.records == 1 + 2 * signatures
+
+
+def test_sqlite_sets_synchronous_for_each_commit_it_needs(sqlite_store_url: str):
+    """The connection remembers its `synchronous` setting to skip a PRAGMA a transaction; a
+    durable commit must still run at FULL after an intent's NORMAL on the same connection."""
+    from signer.store import open_store
+
+    store = open_store(sqlite_store_url)
+    store.migrate()
+
+    def setting(durable: bool) -> int:
+        with store.batch(durable=durable) as batch:
+            return int(batch._tx.execute("PRAGMA synchronous").fetchone()[0])
+
+    try:
+        assert [setting(d) for d in (True, False, False, True, False, True)] == [2, 1, 1, 2, 1, 2]
+        with store._transaction() as tx:  # every other transaction is durable
+            assert tx.execute("PRAGMA synchronous").fetchone()[0] == 2
+    finally:
+        store.close()
