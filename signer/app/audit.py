@@ -250,14 +250,18 @@ class AuditLog:
                 entry.wake = _allocate_lock()
                 entry.wake.acquire()
         if not leads:
-            # wait for a leader to commit this entry, or to hand this thread the lead
-            entry.wake.acquire(True, DEFAULT_COMMIT_TIMEOUT if timeout is None else timeout)
-            with self._lock:
+            # wait for a leader to commit this entry, or to hand this thread the lead; woken,
+            # one of the two is set already (the leader sets it before it releases `wake`),
+            # so a woken writer does not contend for `_lock` with the leader still waking others
+            if entry.wake.acquire(True, DEFAULT_COMMIT_TIMEOUT if timeout is None else timeout):
                 leads = entry.leads
-                if not leads and not entry.done:
-                    if entry in self._queue:  # not taken by a leader: it will never be written
-                        self._queue.remove(entry)
-                    raise StoreUnavailable("audit log: commit did not finish in time")
+            else:
+                with self._lock:
+                    leads = entry.leads
+                    if not leads and not entry.done:
+                        if entry in self._queue:  # not taken by a leader: never written
+                            self._queue.remove(entry)
+                        raise StoreUnavailable("audit log: commit did not finish in time")
         if leads:
             self._lead(entry)
         if entry.error is not None:
@@ -272,17 +276,20 @@ class AuditLog:
         with self._lock:
             batch, self._queue = self._queue, []
         try:
-            self._flush(batch)
+            self._flush(batch)  # marks every entry done
         finally:
             with self._lock:
-                for entry in batch:
-                    if entry is not own and entry.wake is not None:
-                        entry.wake.release()  # each waiter's lock is released exactly once
-                if self._queue:
-                    self._queue[0].leads = True
-                    self._queue[0].wake.release()
+                following = self._queue[0] if self._queue else None
+                if following is not None:
+                    following.leads = True
                 else:
                     self._flushing = False
+            # woken outside `_lock`; each waiter's lock is released exactly once
+            for entry in batch:
+                if entry is not own and entry.wake is not None:
+                    entry.wake.release()
+            if following is not None:
+                following.wake.release()
 
     def _flush(self, batch: list[_Pending]) -> None:
         try:
