@@ -6,15 +6,22 @@ field order eth-account uses), never with signer.eth's encoder, so the reference
 compare two independent routes.
 """
 
+import copy
+import json
+import os
 from typing import Any
 
 import rlp
+from eth_account import Account
+from eth_account.messages import encode_defunct, encode_typed_data
 from eth_utils import to_checksum_address
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from signer.eth.transactions import AccessListEntry, Authorization, UnsignedTransaction
 from signer.v1 import signer_pb2 as pb
+from signer.wallet import WalletSigner
+from tests.support.reference_vectors import load as load_vector
 
 # Independent of signer.eth.*: the numbers as the EIPs state them.
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -185,3 +192,45 @@ def assert_signed_like(ours: Any, reference: Any) -> None:
     assert ours.raw_transaction == bytes(reference.raw_transaction)
     assert ours.transaction_hash == bytes(reference.hash)
     assert (ours.r, ours.s, ours.v) == (reference.r, reference.s, reference.v)
+
+
+# --- one key, every kind of request, against eth-account --------------------------------------
+
+GWEI = 10**9
+_TO = "0x" + "35" * 20
+# types 0 (no "type" key, as eth-account wants), 1, 2 and 4
+REFERENCE_TRANSACTIONS: list[dict[str, Any]] = [
+    {"chainId": 1, "nonce": 7, "gasPrice": 20 * GWEI, "gas": 21000, "to": _TO,
+     "value": 10**18, "data": b""},
+    {"type": 1, "chainId": 5, "nonce": 1, "gasPrice": 3 * GWEI, "gas": 50000, "to": _TO,
+     "value": 1, "data": b"\x12\x34",
+     "accessList": [{"address": _TO, "storageKeys": ["0x" + "00" * 31 + "01"]}]},
+    {"type": 2, "chainId": 10, "nonce": 2, "maxFeePerGas": 30 * GWEI,
+     "maxPriorityFeePerGas": GWEI, "gas": 90000, "to": _TO, "value": 0,
+     "data": b"\xa9\x05\x9c\xbb", "accessList": []},
+    {"type": 4, "chainId": 1, "nonce": 3, "maxFeePerGas": 30 * GWEI,
+     "maxPriorityFeePerGas": GWEI, "gas": 100000, "to": _TO, "value": 0, "data": b"",
+     "accessList": [],
+     "authorizationList": [{"chainId": 1, "address": "0x" + "42" * 20, "nonce": 4, "yParity": 1,
+                            "r": 2**255 - 19, "s": 12345}]},
+]
+
+
+def assert_signs_like_eth_account(signer: WalletSigner, private_key: str) -> None:
+    """`signer` holds `private_key` (0x-hex) and signs transactions of types 0, 1, 2 and 4,
+    EIP-191 messages and EIP-712 typed data byte for byte as eth-account does with that key,
+    and its repr does not show the key."""
+    assert signer.address == Account.from_key(private_key).address
+    signer.self_test()
+    for tx in REFERENCE_TRANSACTIONS:
+        reference = Account.sign_transaction(copy.deepcopy(tx), private_key)
+        assert_signed_like(signer.sign_transaction(to_model(tx)), reference)
+    for message in (b"", b"hello", os.urandom(300)):
+        ours = signer.sign_message(message).signature
+        assert ours == bytes(Account.sign_message(encode_defunct(primitive=message),
+                                                  private_key).signature)
+    mail = load_vector("eip712_mail")["typed_data"]
+    typed = signer.sign_typed_data(json.dumps(mail)).signature
+    assert typed == bytes(Account.sign_message(encode_typed_data(full_message=mail),
+                                               private_key).signature)
+    assert private_key.removeprefix("0x") not in repr(signer.backend) + repr(signer)
