@@ -14,7 +14,7 @@ from typing import Any
 import rlp
 from eth_account import Account
 from eth_account.messages import encode_defunct, encode_typed_data
-from eth_utils import to_checksum_address
+from eth_utils import keccak, to_checksum_address
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
@@ -216,21 +216,48 @@ REFERENCE_TRANSACTIONS: list[dict[str, Any]] = [
 ]
 
 
-def assert_signs_like_eth_account(signer: WalletSigner, private_key: str) -> None:
+def assert_signs_like_eth_account(signer: WalletSigner, private_key: str, *,
+                                  deterministic: bool = True) -> None:
     """`signer` holds `private_key` (0x-hex) and signs transactions of types 0, 1, 2 and 4,
-    EIP-191 messages and EIP-712 typed data byte for byte as eth-account does with that key,
-    and its repr does not show the key."""
-    assert signer.address == Account.from_key(private_key).address
+    EIP-191 messages and EIP-712 typed data as eth-account does with that key, and its repr does
+    not show the key.
+
+    deterministic: the backend picks ECDSA nonces by RFC 6979 as eth-account does, so the
+    signatures are byte-identical. Otherwise (KMS, HSMs: random nonces, so no two signatures of
+    the same digest agree) everything but (v, r, s) is byte-identical to eth-account's, and
+    (v, r, s) is low-s and recovers, by eth-account, to the key's address.
+    """
+    address = Account.from_key(private_key).address
+    assert signer.address == address
     signer.self_test()
     for tx in REFERENCE_TRANSACTIONS:
         reference = Account.sign_transaction(copy.deepcopy(tx), private_key)
-        assert_signed_like(signer.sign_transaction(to_model(tx)), reference)
-    for message in (b"", b"hello", os.urandom(300)):
-        ours = signer.sign_message(message).signature
-        assert ours == bytes(Account.sign_message(encode_defunct(primitive=message),
-                                                  private_key).signature)
+        ours = signer.sign_transaction(to_model(tx))
+        if deterministic:
+            assert_signed_like(ours, reference)
+            continue
+        assert _unsigned_part(ours.raw_transaction) == _unsigned_part(
+            bytes(reference.raw_transaction))
+        assert Account.recover_transaction(ours.raw_transaction) == address
+        assert ours.transaction_hash == keccak(ours.raw_transaction)
+        assert ours.s <= SECP256K1_N // 2
     mail = load_vector("eip712_mail")["typed_data"]
-    typed = signer.sign_typed_data(json.dumps(mail)).signature
-    assert typed == bytes(Account.sign_message(encode_typed_data(full_message=mail),
-                                               private_key).signature)
+    signed = [(encode_defunct(primitive=m), signer.sign_message(m).signature)
+              for m in (b"", b"hello", os.urandom(300))]
+    signed.append((encode_typed_data(full_message=mail),
+                   signer.sign_typed_data(json.dumps(mail)).signature))
+    for signable, ours_signature in signed:
+        if deterministic:
+            assert ours_signature == bytes(Account.sign_message(signable, private_key).signature)
+            continue
+        assert Account.recover_message(signable, signature=ours_signature) == address
+        assert int.from_bytes(ours_signature[32:64], "big") <= SECP256K1_N // 2
+        assert ours_signature[64] in (27, 28)
     assert private_key.removeprefix("0x") not in repr(signer.backend) + repr(signer)
+
+
+def _unsigned_part(raw: bytes) -> tuple[bytes, list[Any]]:
+    """A signed transaction's type byte (b"" for legacy) and its fields without (v, r, s)."""
+    prefix, body = (raw[:1], raw[1:]) if raw[0] < 0x80 else (b"", raw)
+    fields = rlp.decode(body)
+    return prefix, fields[:-3]
