@@ -285,6 +285,7 @@ def test_an_expired_import_token_is_refused_and_the_key_given_back(kms_emulator,
             assert _import_kms(short.endpoint_url, "expired", *key_source("key-file")) == 3
             err = capsys.readouterr().err
             assert "KMS ImportKeyMaterial failed (ExpiredImportTokenException)" in err
+            assert "run the import again" in err
             _no_secret(env_key, err)
             admin = boto3.session.Session().client("kms", region_name=REGION,
                                                    endpoint_url=short.endpoint_url)
