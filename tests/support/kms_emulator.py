@@ -283,7 +283,7 @@ def apply_key_import(token_seconds: float = IMPORT_TOKEN_SECONDS) -> None:
     original_create = models.KmsBackend.create_key
 
     def create_key(self: Any, *args: Any, **kwargs: Any) -> Any:
-        key = original_create(self, *args, **kwargs)
+        key: Any = original_create(self, *args, **kwargs)
         if key.origin == "EXTERNAL":  # "creates a KMS key with no key material"
             key.key_state, key.enabled, key.private_key = "PendingImport", False, None
         return key
