@@ -235,15 +235,17 @@ def _deleted_meanwhile(admin, params, seen):
     admin.schedule_key_deletion(KeyId=params["KeyId"], PendingWindowInDays=7)
 
 
-@pytest.mark.parametrize(("interfere", "code"), [
-    (_token_for_another_key, "InvalidImportTokenException"),
-    (_not_secp256k1, "IncorrectKeyMaterialException"),
-    (_imported_meanwhile, "IncorrectKeyMaterialException"),
-    (_deleted_meanwhile, "KMSInvalidStateException"),
-], ids=["token-for-another-key", "not-secp256k1", "already-imported", "pending-deletion"])
+@pytest.mark.parametrize(("operation", "interfere", "code"), [
+    ("ImportKeyMaterial", _token_for_another_key, "InvalidImportTokenException"),
+    ("ImportKeyMaterial", _not_secp256k1, "IncorrectKeyMaterialException"),
+    ("ImportKeyMaterial", _imported_meanwhile, "IncorrectKeyMaterialException"),
+    ("ImportKeyMaterial", _deleted_meanwhile, "KMSInvalidStateException"),
+    ("GetParametersForImport", _deleted_meanwhile, "KMSInvalidStateException"),
+], ids=["token-for-another-key", "not-secp256k1", "already-imported", "pending-deletion",
+        "pending-deletion-before-parameters"])
 def test_a_refused_import_names_the_call_and_gives_the_key_back(kms_faults, kms_admin_client,
-                                                                key_source, env_key, interfere,
-                                                                code, capsys, caplog):
+                                                                key_source, env_key, operation,
+                                                                interfere, code, capsys, caplog):
     client = kms_keys._client(REGION, kms_faults.endpoint_url)  # the one the command will use
     seen = {}
     made = []
@@ -256,12 +258,12 @@ def test_a_refused_import_names_the_call_and_gives_the_key_back(kms_faults, kms_
         interfere(kms_admin_client, params, seen)
 
     client.meta.events.register("after-call.kms.GetParametersForImport", remember)
-    client.meta.events.register("before-parameter-build.kms.ImportKeyMaterial", tamper)
+    client.meta.events.register(f"before-parameter-build.kms.{operation}", tamper)
     alias = f"refused-{uuid.uuid4().hex[:8]}"
     exit_code = _import_kms(kms_faults.endpoint_url, alias, *key_source("keystore"))
     captured = capsys.readouterr()
     assert exit_code == 3, captured.err
-    assert f"KMS ImportKeyMaterial failed ({code})" in captured.err
+    assert f"KMS {operation} failed ({code})" in captured.err
     (key_id,) = made
     assert f"the half-made KMS key {key_id} is scheduled for deletion in 7 days" in captured.err
     assert captured.out == ""
@@ -270,6 +272,22 @@ def test_a_refused_import_names_the_call_and_gives_the_key_back(kms_faults, kms_
         "PendingDeletion")
     with pytest.raises(kms_admin_client.exceptions.NotFoundException):
         kms_admin_client.describe_key(KeyId=f"alias/{alias}")
+
+
+def test_a_failed_clean_up_does_not_hide_the_failure(kms_faults, kms_admin_client, key_source,
+                                                     capsys):
+    """IAM may allow the import but not kms:ScheduleKeyDeletion (faults injected in front of the
+    emulator): the command still names the failure, and says the key is left for the operator."""
+    kms_faults.add_fault(operation="ImportKeyMaterial", error="AccessDeniedException")
+    kms_faults.add_fault(operation="ScheduleKeyDeletion", error="AccessDeniedException")
+    assert _import_kms(kms_faults.endpoint_url, f"left-{uuid.uuid4().hex[:8]}",
+                       *key_source("key-file")) == 3
+    err = capsys.readouterr().err
+    assert "KMS ImportKeyMaterial denied (AccessDeniedException)" in err
+    left = err.split("the half-made KMS key ")[1].split()[0]
+    assert "could not be scheduled for deletion" in err and "schedule it yourself" in err
+    assert "ScheduleKeyDeletion denied" in err
+    assert kms_admin_client.describe_key(KeyId=left)["KeyMetadata"]["KeyState"] == "PendingImport"
 
 
 def test_an_expired_import_token_is_refused_and_the_key_given_back(kms_emulator, key_source,
