@@ -173,18 +173,15 @@ def apply_key_import(token_seconds: float = IMPORT_TOKEN_SECONDS) -> None:
     tokens: dict[bytes, _ImportParameters] = {}
     lock = threading.Lock()
 
-    def refuse(code: str, message: str) -> JsonRESTError:
-        return JsonRESTError(code, message)
-
     def check_target(key: Any) -> None:
         if key.origin != "EXTERNAL":
-            raise refuse("UnsupportedOperationException",
+            raise JsonRESTError("UnsupportedOperationException",
                          f"{key.arn} origin is {key.origin} which is invalid for this operation.")
         if key.key_state not in _IMPORT_STATES:
             state = " ".join(re.findall("[A-Z][a-z]*", key.key_state)).lower()
-            raise refuse("KMSInvalidStateException", f"{key.arn} is {state}.")
+            raise JsonRESTError("KMSInvalidStateException", f"{key.arn} is {state}.")
         if key.key_spec not in _CURVES:
-            raise refuse("UnsupportedOperationException",
+            raise JsonRESTError("UnsupportedOperationException",
                          f"test emulator: key material import is implemented for ECC keys only, "
                          f"not {key.key_spec}")
 
@@ -203,7 +200,7 @@ def apply_key_import(token_seconds: float = IMPORT_TOKEN_SECONDS) -> None:
                                       "'wrappingKeySpec' failed to satisfy constraint: Member "
                                       f"must satisfy enum value set: {list(_WRAPPING_KEY_BITS)}")
         if algorithm not in _WRAPPING_HASHES:
-            raise refuse("UnsupportedOperationException",
+            raise JsonRESTError("UnsupportedOperationException",
                          f"{algorithm} is not a supported wrapping algorithm for {key.key_spec} "
                          f"key material; use one of {list(_WRAPPING_HASHES)}")
         wrapping = rsa.generate_private_key(65537, _WRAPPING_KEY_BITS[spec])
@@ -228,12 +225,12 @@ def apply_key_import(token_seconds: float = IMPORT_TOKEN_SECONDS) -> None:
                 raise ValueError("the wrapped AES key is not 256 bits")
             return keywrap.aes_key_unwrap_with_padding(aes_key, wrapped[size:])
         except (ValueError, keywrap.InvalidUnwrap):
-            raise refuse("InvalidCiphertextException", "The request was rejected because KMS "
+            raise JsonRESTError("InvalidCiphertextException", "The request was rejected because KMS "
                          "could not decrypt the encrypted (wrapped) key material.") from None
 
     def private_key(material: bytes, key_spec: str) -> ec.EllipticCurvePrivateKey:
         if not _is_pkcs8(material):
-            raise refuse("IncorrectKeyMaterialException",
+            raise JsonRESTError("IncorrectKeyMaterialException",
                          "The key material is not a DER-encoded PKCS #8 private key.")
         try:
             loaded = serialization.load_der_private_key(material, password=None)
@@ -241,7 +238,7 @@ def apply_key_import(token_seconds: float = IMPORT_TOKEN_SECONDS) -> None:
             loaded = None
         if not isinstance(loaded, ec.EllipticCurvePrivateKey) or (
                 loaded.curve.name != _CURVES[key_spec]):
-            raise refuse("IncorrectKeyMaterialException",
+            raise JsonRESTError("IncorrectKeyMaterialException",
                          f"The key material is not a {key_spec} private key.")
         return loaded
 
@@ -260,16 +257,16 @@ def apply_key_import(token_seconds: float = IMPORT_TOKEN_SECONDS) -> None:
         with lock:
             parameters = tokens.get(base64.b64decode(self._get_param("ImportToken") or ""))
         if parameters is None or parameters.key_id != key.id:
-            raise refuse("InvalidImportTokenException", "Import token is invalid or is "
+            raise JsonRESTError("InvalidImportTokenException", "Import token is invalid or is "
                          f"associated with a different KMS key than {key.arn}.")
         if time.time() > parameters.valid_to:
-            raise refuse("ExpiredImportTokenException", "The import token has expired; call "
+            raise JsonRESTError("ExpiredImportTokenException", "The import token has expired; call "
                          "GetParametersForImport again.")
         material = unwrap(parameters, base64.b64decode(self._get_param("EncryptedKeyMaterial")))
         loaded = private_key(material, key.key_spec)
         value = loaded.private_numbers().private_value
         if getattr(key, "imported_private_value", value) != value:
-            raise refuse("IncorrectKeyMaterialException", f"{key.arn} already holds other key "
+            raise JsonRESTError("IncorrectKeyMaterialException", f"{key.arn} already holds other key "
                          "material; an asymmetric key's key material cannot change.")
         installed = utils.ECDSAPrivateKey(key.key_spec)
         installed.private_key = loaded
@@ -292,7 +289,7 @@ def apply_key_import(token_seconds: float = IMPORT_TOKEN_SECONDS) -> None:
         def wrapped(self: Any, key_id: str, *args: Any, **kwargs: Any) -> Any:
             key = self.describe_key(key_id)
             if key.key_state == "PendingImport":
-                raise refuse("KMSInvalidStateException", f"{key.arn} is pending import.")
+                raise JsonRESTError("KMSInvalidStateException", f"{key.arn} is pending import.")
             return method(self, key_id, *args, **kwargs)
         return wrapped
 
