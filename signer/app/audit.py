@@ -253,7 +253,8 @@ class AuditLog:
             # wait for a leader to commit this entry, or to hand this thread the lead; woken,
             # one of the two is set already (the leader sets it before it releases `wake`),
             # so a woken writer does not contend for `_lock` with the leader still waking others
-            if entry.wake.acquire(True, DEFAULT_COMMIT_TIMEOUT if timeout is None else timeout):
+            wait = DEFAULT_COMMIT_TIMEOUT if timeout is None else max(0.0, timeout)
+            if entry.wake.acquire(True, wait):
                 leads = entry.leads
             else:
                 with self._lock:
