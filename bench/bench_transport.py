@@ -204,6 +204,37 @@ def report(suites: list[Suite]) -> None:
                   f"| {stream.p50 - own:.2f} |")
 
 
+# Issue 19's served aims at 16 callers, server CPU per call (µs): env audited unary and stream;
+# SoftHSM audited stream within this much of C_Sign's own CPU per signature.
+AIM_CALLERS = 16
+AIMS_US = {("env", "unary"): 900.0, ("env", "stream"): 600.0}
+SOFTHSM_ABOVE_C_SIGN_US = 600.0
+
+
+def report_aims(suites: list[Suite]) -> None:
+    """Each served aim beside the figure it is held to (audited server, 16 callers)."""
+    lines = []
+    for suite in suites:
+        for p in suite.points:
+            if p.server != "audited" or p.callers != AIM_CALLERS:
+                continue
+            if suite.backend == "SoftHSM" and p.kind == "stream":
+                aim = p.raw_cpu_us + SOFTHSM_ABOVE_C_SIGN_US
+                what = f"C_Sign's own CPU {p.raw_cpu_us:.0f} + {SOFTHSM_ABOVE_C_SIGN_US:.0f}"
+            elif (suite.backend, p.kind) in AIMS_US:
+                aim = AIMS_US[(suite.backend, p.kind)]
+                what = f"{aim:.0f}"
+            else:
+                continue
+            verdict = "met" if p.server_cpu_us <= aim else "not met"
+            lines.append(f"| {suite.backend} | {p.kind} | {p.server_cpu_us:.0f} | <= {what} "
+                         f"| {verdict} |")
+    if lines:
+        print(f"\nserved aims (audited, {AIM_CALLERS} callers, server CPU µs per call):")
+        print("| backend | route | server CPU µs/call | aim | |\n|---|---|--:|---|---|")
+        print("\n".join(lines))
+
+
 def main() -> None:
     load = LoadGenerator()
     try:
@@ -212,6 +243,7 @@ def main() -> None:
     finally:
         load.close()
     report(suites)
+    report_aims(suites)
 
 
 if __name__ == "__main__":
