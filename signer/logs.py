@@ -8,12 +8,10 @@ request id) stays one value and cannot forge another field. Secrets are never lo
 
 import json
 import logging
-import os
 import re
-import select
 import sys
 from datetime import UTC, datetime
-from typing import Literal, TextIO
+from typing import Literal
 
 LogFormat = Literal["json", "text"]
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -67,60 +65,6 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-class LineHandler(logging.StreamHandler[TextIO]):
-    """A StreamHandler that writes each record as one `write(2)` of the whole line on the
-    stream's file descriptor, without taking the handler's lock.
-
-    The lock is what made the access line expensive under load: a serving thread holding it
-    drops the GIL for the write, the next thread to log blocks on it, and each such wait costs
-    context switches (about 6 a unary call at 16 callers; `docs/performance.md`). One write per
-    line keeps lines whole without it: Linux serializes writes to a regular file's offset, and a
-    pipe's writes of at most PIPE_BUF bytes are atomic; a longer record (a traceback) to a pipe
-    takes the lock. A stream without a file descriptor (a test's buffer) is written as
-    StreamHandler writes it."""
-
-    def __init__(self, stream: TextIO) -> None:
-        super().__init__(stream)
-        try:
-            self._fd: int | None = stream.fileno()
-        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
-            self._fd = None
-        self._encoding = getattr(stream, "encoding", None) or "utf-8"
-
-    def handle(self, record: logging.LogRecord) -> bool:
-        if self._fd is None:
-            return bool(super().handle(record))
-        passed = self.filter(record)
-        if isinstance(passed, logging.LogRecord):  # Python 3.12+: a filter may replace it
-            record = passed
-        if passed:
-            self.emit(record)
-        return bool(passed)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self._fd is None:
-            super().emit(record)
-            return
-        try:
-            line = (self.format(record) + self.terminator).encode(self._encoding,
-                                                                  "backslashreplace")
-            if len(line) <= select.PIPE_BUF:
-                _write_all(self._fd, line)
-            else:
-                with self.lock:  # type: ignore[union-attr]
-                    _write_all(self._fd, line)
-        except RecursionError:
-            raise
-        except Exception:
-            self.handleError(record)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 def default_format() -> LogFormat:
     """JSON for log collectors; text for a person at a terminal."""
     return "text" if sys.stderr.isatty() else "json"
@@ -133,7 +77,7 @@ def configure(log_format: LogFormat | None, level: str) -> None:
     root = logging.getLogger()
     if root.handlers:
         return
-    handler = LineHandler(sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
     fmt = log_format or default_format()
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root.addHandler(handler)

@@ -3,11 +3,7 @@
 import io
 import json
 import logging
-import os
-import select
 import shlex
-import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -114,6 +110,8 @@ def test_json_formatter_plain_records_and_exceptions():
     try:
         raise ValueError("boom")
     except ValueError:
+        import sys
+
         record = logging.LogRecord("signer", logging.ERROR, __file__, 1, "failed", (),
                                    sys.exc_info())
     entry = json.loads(formatter.format(record))
@@ -152,102 +150,3 @@ def test_cli_log_format_flag(flag, formatter, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         cli.main(["--log-format", "xml", "health"])
     assert "invalid choice: 'xml'" in capsys.readouterr().err
-
-
-def _line_handler(stream) -> logs.LineHandler:
-    handler = logs.LineHandler(stream)
-    handler.setFormatter(logs.JsonFormatter())
-    return handler
-
-
-def _log_from_threads(handler: logging.Handler, threads: int, per_thread: int,
-                      padding: int) -> None:
-    """`threads` threads each emit `per_thread` access records through `handler` at once."""
-    logger = logging.Logger("signer.access.linetest", logging.INFO)  # not in the hierarchy
-    logger.addHandler(handler)
-    start = threading.Barrier(threads)
-
-    def emit(thread: int) -> None:
-        start.wait(timeout=10)
-        for n in range(per_thread):
-            logger.info(logs.Fields("/m", thread=thread, n=n, pad="x" * padding))
-
-    workers = [threading.Thread(target=emit, args=(t,)) for t in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=30)
-        assert not worker.is_alive()
-
-
-def _whole_records(text: str, threads: int, per_thread: int, padding: int) -> None:
-    entries = [json.loads(line) for line in text.splitlines()]  # a torn line would not parse
-    assert sorted((e["thread"], e["n"]) for e in entries) == [
-        (t, n) for t in range(threads) for n in range(per_thread)]
-    assert all(e["pad"] == "x" * padding for e in entries)
-
-
-def test_line_handler_keeps_concurrent_lines_whole_in_a_file(tmp_path):
-    """Without the handler's lock, lines written at once by many threads to a file (what a
-    service's stderr usually is under a supervisor) neither tear nor get lost."""
-    path = tmp_path / "serve.log"
-    with path.open("w", encoding="utf-8") as stream:
-        _log_from_threads(_line_handler(stream), threads=8, per_thread=300, padding=300)
-    _whole_records(path.read_text(encoding="utf-8"), 8, 300, 300)
-
-
-@pytest.mark.parametrize("padding", [200, 3 * select.PIPE_BUF])  # one write; then the lock
-def test_line_handler_keeps_concurrent_lines_whole_in_a_pipe(padding):
-    """To a pipe (a container's log collector), records up to PIPE_BUF go out as one atomic
-    write; longer ones (tracebacks) take the lock, so they do not interleave either."""
-    read_fd, write_fd = os.pipe()
-    chunks: list[bytes] = []
-
-    def drain() -> None:
-        while data := os.read(read_fd, 1 << 16):
-            chunks.append(data)
-
-    reader = threading.Thread(target=drain)
-    reader.start()
-    try:
-        with open(write_fd, "w", encoding="utf-8", closefd=True) as stream:
-            _log_from_threads(_line_handler(stream), threads=6, per_thread=60, padding=padding)
-    finally:
-        reader.join(timeout=30)
-        os.close(read_fd)
-    _whole_records(b"".join(chunks).decode("utf-8"), 6, 60, padding)
-
-
-def test_line_handler_without_a_file_descriptor_and_with_filters():
-    """A stream with no descriptor (a test's buffer) is written as StreamHandler writes it;
-    filters apply on both paths, and text that is not UTF-8-clean is escaped, not dropped."""
-    buffer = io.StringIO()
-    handler = _line_handler(buffer)
-    handler.addFilter(lambda record: "secret" not in record.getMessage())
-    logger = logging.Logger("signer.linetest", logging.INFO)
-    logger.addHandler(handler)
-    logger.info("kept")
-    logger.info("a secret")
-    assert [json.loads(line)["message"] for line in buffer.getvalue().splitlines()] == ["kept"]
-
-    read_fd, write_fd = os.pipe()
-    with open(write_fd, "w", encoding="utf-8", closefd=True) as stream:
-        handler = _line_handler(stream)
-        handler.addFilter(lambda record: "secret" not in record.getMessage())
-        logger.handlers[:] = [handler]
-        logger.info("kept \udcff")  # a lone surrogate (undecodable bytes from a caller)
-        logger.info("a secret")
-    with os.fdopen(read_fd, "rb") as out:
-        lines = out.read().splitlines()
-    assert len(lines) == 1
-    assert json.loads(lines[0])["message"] == "kept \udcff"  # json escapes it, still one record
-
-
-def test_configure_installs_the_line_handler(monkeypatch, tmp_path):
-    path = tmp_path / "stderr"
-    with path.open("w", encoding="utf-8") as stream, fresh_root_logger(monkeypatch) as root:
-        monkeypatch.setattr(sys, "stderr", stream)
-        logs.configure(None, "INFO")
-        assert [type(h) for h in root.handlers] == [logs.LineHandler]
-        logging.getLogger("signer.test").info("hello %s", "file")
-    assert json.loads(path.read_text(encoding="utf-8"))["message"] == "hello file"
