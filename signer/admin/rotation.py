@@ -3,9 +3,10 @@
 Rotate makes the next version in the key's own backend (an HSM key labelled `KEY@N`, a tagged
 KMS key, a keystore file `<stem>@N.json`, a new Vault KV version, a new Secrets Manager secret
 version: signer.admin.secret_keys) or adopts another `[keys]` entry (`--to`), self-tests it,
-records it active and puts the previous active version into draining; retire stops a draining version for good. Both wait
-until every replica has seen the change (signer.app.versions.FRESHNESS) before returning, and
-both are audit records naming the operator and the addresses.
+records it active and puts the previous active version into draining; retire stops a draining
+version for good. Both wait until every replica has seen the change
+(signer.app.versions.FRESHNESS) before returning, and both are audit records naming the
+operator and the addresses.
 """
 
 import time
