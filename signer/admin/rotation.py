@@ -18,6 +18,7 @@ from signer.app.audit import AuditLog, utc_now
 from signer.app.records import Admin
 from signer.app.versions import ACTIVE, DRAINING, FRESHNESS
 from signer.config import (
+    AwsSecretKeyConfig,
     Config,
     EnvKeyConfig,
     KeyConfig,
@@ -65,7 +66,8 @@ def rotate_key(config: Config, key_id: str, *, to: str | None = None, move_alias
         if to is None:
             _refuse_moving_version_one(key_id, base, rows)
         first = _version_one(key_id, base, rows, create=to is None, move_alias=move_alias)
-        if not rows and first.source:
+        pinned_now = not rows and bool(first.source)
+        if pinned_now:
             # Version 1 pinned before anything is written: from here on every replica opens
             # it from this source, whatever the secret's latest version or the alias becomes.
             first = store.record_first_version(replace(first, changed_at=utc_now()))
@@ -74,7 +76,14 @@ def rotate_key(config: Config, key_id: str, *, to: str | None = None, move_alias
         if to is not None:
             new_config, made = _adopted(config, key_id, to)
         else:
-            new_config, made = _created(config, key_id, base, version, move_alias)
+            try:
+                new_config, made = _created(config, key_id, base, version, move_alias)
+            except SignerError as exc:
+                if not pinned_now:
+                    raise
+                raise type(exc)(
+                    f"{exc} (version 1 stays active, now recorded in the store pinned to what "
+                    f"[keys.{key_id}] named: {_pin_of(first)})") from None
         try:
             signer = _opened_tested(key_id, new_config, version)
             now = utc_now()
@@ -209,6 +218,17 @@ def _refuse_moving_version_one(key_id: str, base: KeyConfig, rows: list[KeyVersi
             f"--to), which reads the latest version of its secret: a new version written there "
             f"would replace version 1. Pin the version holding it ({pin}) in [keys.{key_id}] "
             "first, then rotate")
+
+
+def _pin_of(row: KeyVersionRow) -> str:
+    source = key_config_from_json(row.source, f"key {row.key_id!r} version 1")
+    if isinstance(source, VaultKeyConfig):
+        return f"KV version {source.version}"
+    if isinstance(source, KmsKeyConfig):
+        return source.kms_key_id
+    if isinstance(source, AwsSecretKeyConfig):
+        return f"secret version {source.version_id}"
+    return source.backend  # pragma: no cover - only the three above are pinned
 
 
 def _adopted(config: Config, key_id: str, to: str) -> tuple[KeyConfig, str]:

@@ -261,20 +261,34 @@ def test_vault_rotate_check_and_set_refuses_a_concurrent_writer(
             Account.from_key(env_key).address
 
 
-def test_vault_rotate_refusals(tmp_path, openbao, approle, vault_secret, env_key):
+def test_vault_rotate_refusals(tmp_path, openbao, approle, vault_secret, env_key, monkeypatch):
     secret = vault_secret({"private_key": env_key})
     reader = approle()  # read-only: Vault refuses the write, nothing is written
     path = _vault_config(tmp_path, openbao, reader, secret)
     with pytest.raises(PermissionDenied, match=r"Vault refused writing secret/agents/\S+ "
-                                               r"\(permission denied\)"):
+                                               r"\(permission denied\) \(version 1 stays "
+                                               r"active, now recorded in the store pinned to "
+                                               r"what \[keys.hot\] named: KV version 1\)"):
         rotation.rotate_key(config_module.load(path), "hot", settle=0)
     assert _kv(openbao, secret)[1] == 1
+    (v1,) = _rows(path, "hot")  # version 1 was pinned before the write was tried
+    assert (v1.state, json.loads(v1.source)["version"]) == ("active", 1)
     # an address pin on a key that follows the latest version would fail the next start
     address = Account.from_key(env_key).address
     pinned = _vault_config(tmp_path, openbao, reader, secret, f'address = "{address}"\n')
     with pytest.raises(FailedPrecondition, match=r"pins address = .* Pin the version holding "
                                                  r"it \(version = N\) in \[keys.hot\] first"):
         rotation.rotate_key(config_module.load(pinned), "hot", settle=0)
+    # version 1 recorded unpinned by an earlier `rotate --to`: a new KV version would replace it
+    monkeypatch.setenv("ROT_ADOPTED", Account.create().key.hex())
+    (tmp_path / "adopt").mkdir()
+    adopted = _vault_config(tmp_path / "adopt", openbao, reader, secret,
+                            '[keys.next]\nbackend = "env"\nprivate_key_env = "ROT_ADOPTED"\n')
+    rotation.rotate_key(config_module.load(adopted), "hot", to="next", settle=0)
+    with pytest.raises(FailedPrecondition, match=r"version 1 was recorded as \[keys.hot\] \(an "
+                                                 r"earlier rotate --to\)"):
+        rotation.rotate_key(config_module.load(adopted), "hot", settle=0)
+    assert _kv(openbao, secret)[1] == 1
 
 
 def test_vault_rotate_with_a_pinned_version_and_address(
