@@ -78,6 +78,8 @@ def rotate_key(config: Config, key_id: str, *, to: str | None = None, move_alias
         else:
             try:
                 new_config, made = _created(config, key_id, base, version, move_alias)
+                # `address` pins version 1's address; the store pins each version's own
+                new_config = new_config.model_copy(update={"address": None})
             except SignerError as exc:
                 if not pinned_now:
                     raise

@@ -346,3 +346,26 @@ def test_aws_secret_rotate_keeps_a_keystore_and_its_password_secret(
     new_key = decrypt_keystore(text, PASSWORD, "test").secret
     assert done.active.address == Account.from_key(new_key).address
     _check_versions(path, "hot", Account.from_key(env_key).address, new_key)
+
+
+def test_aws_secret_rotate_from_the_cli_at_debug_logs_no_key(tmp_path, secrets_admin, env_key):
+    """botocore logs request and response bodies at DEBUG (the secret's value, the new key
+    PutSecretValue sends): the CLI keeps it at INFO whatever --log-level says."""
+    import subprocess
+    import sys
+
+    secret = f"agents/k{os.urandom(4).hex()}"
+    secrets_admin.create_secret(Name=secret, SecretString=env_key)
+    path = _aws_config(tmp_path, secrets_admin, secret)
+    done = subprocess.run(
+        [sys.executable, "-m", "signer.cli", "--log-level", "DEBUG", "keys", "rotate", "hot",
+         "--config", str(path)],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    new_key = secrets_admin.get_secret_value(SecretId=secret)["SecretString"]
+    assert new_key != env_key
+    assert '"level": "DEBUG"' in output  # JSON logs (stderr is no terminal), DEBUG on
+    for secret_text in (env_key[2:], new_key[2:]):
+        assert secret_text.lower() not in output.lower()
+    assert Account.from_key(new_key).address in output
