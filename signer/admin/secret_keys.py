@@ -185,15 +185,16 @@ def pinned(base: KeyConfig, backend: DigestBackend) -> KeyConfig | None:
     """`base` pinned to the secret version `backend` was just read from, when `base` leaves it
     to "the latest at load" (vault without `version`, aws-secret without `version_id`), which
     a rotation is about to change; None otherwise."""
-    from signer.backends.aws_secret import AwsSecretBackend
-    from signer.backends.vault import VaultBackend
+    if isinstance(base, VaultKeyConfig) and base.version is None:
+        from signer.backends.vault import VaultBackend
 
-    if isinstance(base, VaultKeyConfig) and base.version is None \
-            and isinstance(backend, VaultBackend):
-        return base.model_copy(update={"version": backend.version})
-    if isinstance(base, AwsSecretKeyConfig) and base.version_id is None \
-            and isinstance(backend, AwsSecretBackend) and backend.version_id:
-        return base.model_copy(update={"version_id": backend.version_id})
+        if isinstance(backend, VaultBackend):
+            return base.model_copy(update={"version": backend.version})
+    if isinstance(base, AwsSecretKeyConfig) and base.version_id is None:
+        from signer.backends.aws_secret import AwsSecretBackend
+
+        if isinstance(backend, AwsSecretBackend) and backend.version_id:
+            return base.model_copy(update={"version_id": backend.version_id})
     return None
 
 
