@@ -19,9 +19,14 @@ from signer.backends.keystore import decrypt_keystore
 from signer.errors import FailedPrecondition, InvalidRequest, PermissionDenied
 from signer.eth import transactions
 from signer.store import open_store
-from tests.admin.test_rotation import _app, _sender, _sign, _tx, _write
 from tests.support.fixtures_kms import REGION
 from tests.support.fixtures_sources import PASSWORD
+from tests.support.rotation import CALLER
+from tests.support.rotation import app as _app
+from tests.support.rotation import sender as _sender
+from tests.support.rotation import sign as _sign
+from tests.support.rotation import tx as _tx
+from tests.support.rotation import write_config as _write
 
 LIGHT_SCRYPT_N = 2**4  # eth-account's scrypt at a test cost: the same code path
 ROTATOR_POLICY = 'path "secret/data/agents/*" { capabilities = ["read", "create", "update"] }\n'
@@ -67,19 +72,13 @@ def _check_versions(path: Path, key_id: str, old: str, new_key: bytes,
         raw = _sign(runtime, tx, key_id=key_id)
         assert _sender(raw) == new
         assert raw == _eth_account_raw(new_key, tx)
-        assert runtime.app.get_key(_caller(), key_id).address == new
+        assert runtime.app.get_key(CALLER, key_id).address == new
         sweep = _sign(runtime, _tx(bytes.fromhex(new[2:]), value=5),
                       address=bytes.fromhex(old[2:]))
         assert _sender(sweep) == old
-        listed = {k.signer.key_id: k for k in runtime.app.list_keys(_caller())}[key_id]
+        listed = {k.signer.key_id: k for k in runtime.app.list_keys(CALLER)}[key_id]
         assert [(v.version, v.state) for v in listed.versions][-1] == (active_version, "active")
         assert listed.versions[0].address == old
-
-
-def _caller() -> Any:
-    from tests.admin.test_rotation import CALLER
-
-    return CALLER
 
 
 # --- keystore --------------------------------------------------------------------------------
