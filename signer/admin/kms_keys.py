@@ -21,7 +21,7 @@ from signer.backends.kms import (
     translate,
 )
 from signer.config import KEY_ID_PATTERN, Config, KmsKeyConfig
-from signer.errors import ConfigError, InvalidRequest
+from signer.errors import ConfigError, InvalidRequest, SignerError
 from signer.eth.fields import address_of
 
 TAGS = [{"TagKey": "wallet-signer", "TagValue": "ethereum-signing"}]
@@ -77,11 +77,8 @@ def create_key(alias_name: str, options: KmsOptions, config: Config | None) -> C
     key_id = created["KeyMetadata"]["KeyId"]
     try:
         _call(client.create_alias, alias, "CreateAlias", AliasName=alias, TargetKeyId=key_id)
-    except Exception:
-        # An unnamed key is easy to lose track of: give it back (the minimum 7-day window).
-        _call(client.schedule_key_deletion, alias, "ScheduleKeyDeletion", KeyId=key_id,
-              PendingWindowInDays=7)
-        raise
+    except Exception as failure:
+        raise _given_back(client, key_id, alias, failure) from None
     address = _address(client, key_id, alias)
     return CreatedKey(created["KeyMetadata"]["Arn"], alias, address, region, endpoint_url)
 
@@ -217,16 +214,32 @@ def import_key(alias_name: str, secret: bytes, options: KmsOptions,
               ImportToken=params["ImportToken"],
               EncryptedKeyMaterial=wrap_key_material(secret, params["PublicKey"]),
               ExpirationModel="KEY_MATERIAL_DOES_NOT_EXPIRE")
-        _call(client.create_alias, alias, "CreateAlias", AliasName=alias, TargetKeyId=key_id)
+        # checked before the alias exists, so that the alias only ever names the right key
         address = _address(client, key_id, alias)
         if address != expected:
             raise ConfigError(f"{alias}: KMS reports address {address} for the imported key, "
                               f"expected {expected}")
-    except Exception:
+        _call(client.create_alias, alias, "CreateAlias", AliasName=alias, TargetKeyId=key_id)
+    except Exception as failure:
+        raise _given_back(client, key_id, alias, failure) from None
+    return CreatedKey(created["KeyMetadata"]["Arn"], alias, address, region, endpoint_url)
+
+
+def _given_back(client: Any, key_id: str, alias: str, failure: Exception) -> Exception:
+    """Schedule a half-made key for deletion (an unnamed or empty key is easy to lose track of;
+    7 days is KMS's minimum window) and return `failure` saying so, or saying that it could not:
+    a failed clean-up must not hide why the command failed."""
+    try:
         _call(client.schedule_key_deletion, alias, "ScheduleKeyDeletion", KeyId=key_id,
               PendingWindowInDays=7)
-        raise
-    return CreatedKey(created["KeyMetadata"]["Arn"], alias, address, region, endpoint_url)
+        outcome = f"the half-made KMS key {key_id} is scheduled for deletion in 7 days"
+    except SignerError as cleanup:
+        outcome = (f"the half-made KMS key {key_id} could not be scheduled for deletion "
+                   f"({cleanup}): schedule it yourself")
+    if isinstance(failure, SignerError):
+        return type(failure)(f"{failure}; {outcome}")
+    failure.add_note(outcome)
+    return failure
 
 
 def wrap_key_material(secret: bytes, wrapping_public_key_der: bytes) -> bytes:

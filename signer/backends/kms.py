@@ -214,6 +214,14 @@ _KEY_STATE_ADVICE = {
                                 "cancel it with kms:CancelKeyDeletion and re-enable the key)",
     "NotFoundException": "the KMS key does not exist in this account and region",
     "InvalidKeyUsageException": f"the KMS key is not a {KEY_USAGE} key for {SIGNING_ALGORITHM}",
+    # ImportKeyMaterial (`keys import --backend kms`)
+    "InvalidImportTokenException": "the import token is not this key's; run the import again",
+    "ExpiredImportTokenException": "the import token expired (they last 24 hours); run the "
+                                   "import again",
+    "IncorrectKeyMaterialException": "KMS refused the key material (not a secp256k1 PKCS#8 "
+                                     "key, or the key already holds other key material)",
+    "InvalidCiphertextException": "KMS could not unwrap the key material with the import's "
+                                  "wrapping key",
 }
 
 

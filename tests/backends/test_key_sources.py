@@ -6,7 +6,6 @@ key; refuse with an error naming the key and the cause (exit code 3 at start-up)
 never let the secret reach an error, a log line or a repr.
 """
 
-import copy
 import json
 import logging
 import os
@@ -17,7 +16,6 @@ from typing import Any
 
 import pytest
 from eth_account import Account
-from eth_account.messages import encode_defunct, encode_typed_data
 
 from signer import cli
 from signer.backends.keystore import KeystoreBackend
@@ -26,32 +24,12 @@ from signer.errors import BackendUnavailable, FailedPrecondition, PermissionDeni
 from signer.keyload import open_backend
 from signer.service import KeyRing
 from signer.wallet import WalletSigner
-from tests.support.eth_transactions import assert_signed_like, to_model
+from tests.support.eth_transactions import assert_signs_like_eth_account
 from tests.support.fixtures_kms import REGION
 from tests.support.fixtures_sources import PASSWORD, AppRole, OpenBao, cheap_keystore
 from tests.support.reference_vectors import load as load_vector
 
 SPEC = load_vector("web3_secret_storage")
-MAIL = load_vector("eip712_mail")["typed_data"]
-GWEI = 10**9
-TO = "0x" + "35" * 20
-TRANSACTIONS = [
-    {"chainId": 1, "nonce": 7, "gasPrice": 20 * GWEI, "gas": 21000, "to": TO,
-     "value": 10**18, "data": b""},
-    {"type": 1, "chainId": 5, "nonce": 1, "gasPrice": 3 * GWEI, "gas": 50000, "to": TO,
-     "value": 1, "data": b"\x12\x34",
-     "accessList": [{"address": TO, "storageKeys": ["0x" + "00" * 31 + "01"]}]},
-    {"type": 2, "chainId": 10, "nonce": 2, "maxFeePerGas": 30 * GWEI,
-     "maxPriorityFeePerGas": GWEI, "gas": 90000, "to": TO, "value": 0, "data": b"\xa9\x05\x9c\xbb",
-     "accessList": []},
-    {"type": 4, "chainId": 1, "nonce": 3, "maxFeePerGas": 30 * GWEI,
-     "maxPriorityFeePerGas": GWEI, "gas": 100000, "to": TO, "value": 0, "data": b"",
-     "accessList": [],
-     "authorizationList": [{"chainId": 1, "address": "0x" + "42" * 20, "nonce": 4, "yParity": 1,
-                            "r": 2**255 - 19, "s": 12345}]},
-]
-
-
 # --- byte for byte as eth-account -------------------------------------------------------------
 
 
@@ -59,19 +37,7 @@ TRANSACTIONS = [
 def test_each_source_signs_like_eth_account(source: str, env_key: str,
                                             request: pytest.FixtureRequest):
     signer: WalletSigner = request.getfixturevalue(f"{source}_signer")
-    assert signer.address == Account.from_key(env_key).address
-    signer.self_test()
-    for tx in TRANSACTIONS:  # types 0 (no "type" key, as eth-account wants), 1, 2, 4
-        reference = Account.sign_transaction(copy.deepcopy(tx), env_key)
-        assert_signed_like(signer.sign_transaction(to_model(tx)), reference)
-    for message in (b"", b"hello", os.urandom(300)):
-        ours = signer.sign_message(message).signature
-        assert ours == bytes(Account.sign_message(encode_defunct(primitive=message),
-                                                  env_key).signature)
-    typed = signer.sign_typed_data(json.dumps(MAIL)).signature
-    assert typed == bytes(Account.sign_message(encode_typed_data(full_message=MAIL),
-                                               env_key).signature)
-    assert env_key.removeprefix("0x") not in repr(signer.backend) + repr(signer)
+    assert_signs_like_eth_account(signer, env_key)
 
 
 # --- keystore files ----------------------------------------------------------------------------

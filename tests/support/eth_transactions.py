@@ -6,15 +6,22 @@ field order eth-account uses), never with signer.eth's encoder, so the reference
 compare two independent routes.
 """
 
+import copy
+import json
+import os
 from typing import Any
 
 import rlp
-from eth_utils import to_checksum_address
+from eth_account import Account
+from eth_account.messages import encode_defunct, encode_typed_data
+from eth_utils import keccak, to_checksum_address
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from signer.eth.transactions import AccessListEntry, Authorization, UnsignedTransaction
 from signer.v1 import signer_pb2 as pb
+from signer.wallet import WalletSigner
+from tests.support.reference_vectors import load as load_vector
 
 # Independent of signer.eth.*: the numbers as the EIPs state them.
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -185,3 +192,72 @@ def assert_signed_like(ours: Any, reference: Any) -> None:
     assert ours.raw_transaction == bytes(reference.raw_transaction)
     assert ours.transaction_hash == bytes(reference.hash)
     assert (ours.r, ours.s, ours.v) == (reference.r, reference.s, reference.v)
+
+
+# --- one key, every kind of request, against eth-account --------------------------------------
+
+GWEI = 10**9
+_TO = "0x" + "35" * 20
+# types 0 (no "type" key, as eth-account wants), 1, 2 and 4
+REFERENCE_TRANSACTIONS: list[dict[str, Any]] = [
+    {"chainId": 1, "nonce": 7, "gasPrice": 20 * GWEI, "gas": 21000, "to": _TO,
+     "value": 10**18, "data": b""},
+    {"type": 1, "chainId": 5, "nonce": 1, "gasPrice": 3 * GWEI, "gas": 50000, "to": _TO,
+     "value": 1, "data": b"\x12\x34",
+     "accessList": [{"address": _TO, "storageKeys": ["0x" + "00" * 31 + "01"]}]},
+    {"type": 2, "chainId": 10, "nonce": 2, "maxFeePerGas": 30 * GWEI,
+     "maxPriorityFeePerGas": GWEI, "gas": 90000, "to": _TO, "value": 0,
+     "data": b"\xa9\x05\x9c\xbb", "accessList": []},
+    {"type": 4, "chainId": 1, "nonce": 3, "maxFeePerGas": 30 * GWEI,
+     "maxPriorityFeePerGas": GWEI, "gas": 100000, "to": _TO, "value": 0, "data": b"",
+     "accessList": [],
+     "authorizationList": [{"chainId": 1, "address": "0x" + "42" * 20, "nonce": 4, "yParity": 1,
+                            "r": 2**255 - 19, "s": 12345}]},
+]
+
+
+def assert_signs_like_eth_account(signer: WalletSigner, private_key: str, *,
+                                  deterministic: bool = True) -> None:
+    """`signer` holds `private_key` (0x-hex) and signs transactions of types 0, 1, 2 and 4,
+    EIP-191 messages and EIP-712 typed data as eth-account does with that key, and its repr does
+    not show the key.
+
+    deterministic: the backend picks ECDSA nonces by RFC 6979 as eth-account does, so the
+    signatures are byte-identical. Otherwise (KMS, HSMs: random nonces, so no two signatures of
+    the same digest agree) everything but (v, r, s) is byte-identical to eth-account's, and
+    (v, r, s) is low-s and recovers, by eth-account, to the key's address.
+    """
+    address = Account.from_key(private_key).address
+    assert signer.address == address
+    signer.self_test()
+    for tx in REFERENCE_TRANSACTIONS:
+        reference = Account.sign_transaction(copy.deepcopy(tx), private_key)
+        ours = signer.sign_transaction(to_model(tx))
+        if deterministic:
+            assert_signed_like(ours, reference)
+            continue
+        assert _unsigned_part(ours.raw_transaction) == _unsigned_part(
+            bytes(reference.raw_transaction))
+        assert Account.recover_transaction(ours.raw_transaction) == address
+        assert ours.transaction_hash == keccak(ours.raw_transaction)
+        assert ours.s <= SECP256K1_N // 2
+    mail = load_vector("eip712_mail")["typed_data"]
+    signed = [(encode_defunct(primitive=m), signer.sign_message(m).signature)
+              for m in (b"", b"hello", os.urandom(300))]
+    signed.append((encode_typed_data(full_message=mail),
+                   signer.sign_typed_data(json.dumps(mail)).signature))
+    for signable, ours_signature in signed:
+        if deterministic:
+            assert ours_signature == bytes(Account.sign_message(signable, private_key).signature)
+            continue
+        assert Account.recover_message(signable, signature=ours_signature) == address
+        assert int.from_bytes(ours_signature[32:64], "big") <= SECP256K1_N // 2
+        assert ours_signature[64] in (27, 28)
+    assert private_key.removeprefix("0x") not in repr(signer.backend) + repr(signer)
+
+
+def _unsigned_part(raw: bytes) -> tuple[bytes, list[Any]]:
+    """A signed transaction's type byte (b"" for legacy) and its fields without (v, r, s)."""
+    prefix, body = (raw[:1], raw[1:]) if raw[0] < 0x80 else (b"", raw)
+    fields = rlp.decode(body)
+    return prefix, fields[:-3]
