@@ -65,7 +65,12 @@ def rotate_key(config: Config, key_id: str, *, to: str | None = None, move_alias
         rows = [r for r in store.key_versions() if r.key_id == key_id]
         if to is None:
             _refuse_moving_version_one(key_id, base, rows)
-        first = _version_one(key_id, base, rows, create=to is None, move_alias=move_alias)
+        if move_alias and isinstance(base, KmsKeyConfig) and rows and not rows[0].source:
+            raise FailedPrecondition(
+                f"key {key_id!r}: version 1 was recorded as [keys.{key_id}] (by an earlier "
+                "release), which names the alias: moving the alias would replace version 1. "
+                f"Set kms_key_id in [keys.{key_id}] to version 1's key ARN first, then rotate")
+        first = _version_one(key_id, base, rows, create=to is None)
         pinned_now = not rows and bool(first.source)
         if pinned_now:
             # Version 1 pinned before anything is written: from here on every replica opens
@@ -177,17 +182,19 @@ def drain_status(config: Config, key_id: str) -> list[DrainStatus]:
     return found
 
 
-def _version_one(key_id: str, base: KeyConfig, rows: list[KeyVersionRow], *, create: bool,
-                 move_alias: bool) -> KeyVersionRow:
-    """Version 1 as the store holds it, or (first rotation) the configured key, opened. When
-    the rotation will change what the configured key names (a KMS alias it moves, the latest
-    version of a Vault or Secrets Manager secret it writes), version 1 is recorded pinned: by
-    its ARN, its KV version, its VersionId."""
+def _version_one(key_id: str, base: KeyConfig, rows: list[KeyVersionRow], *,
+                 create: bool) -> KeyVersionRow:
+    """Version 1 as the store holds it, or (first rotation) the configured key, opened. A KMS
+    version 1 is recorded by its ARN (an alias can move later); when the rotation writes the
+    latest version of a Vault or Secrets Manager secret, version 1 is recorded pinned by its
+    KV version or VersionId."""
     if rows:
         return rows[0]
     signer = _opened_tested(key_id, base, 1, self_test=False)
     source = ""
-    if create and move_alias and isinstance(base, KmsKeyConfig):
+    if isinstance(base, KmsKeyConfig):
+        # Pinned by ARN whether or not this rotation moves the alias: a later `--move-alias`
+        # (or an operator's alias change) must not turn version 1 into another key.
         from signer.admin import kms_keys
 
         source = key_config_json(base.model_copy(update={"kms_key_id":

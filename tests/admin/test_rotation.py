@@ -250,5 +250,31 @@ def test_rotate_in_kms_tags_a_new_key_and_moves_the_alias_only_when_asked(
         to_active = bytes.fromhex(second.active.address[2:])
         assert _sender(_sign(runtime, _tx(to_active, value=1), address=v2)) == \
             first.active.address
+        # version 1 was recorded by its ARN at the first rotation: moving the alias later
+        # leaves it signing as itself
+        v1 = bytes.fromhex(first.previous.address[2:])
+        assert _sender(_sign(runtime, _tx(to_active, value=1), address=v1)) == \
+            first.previous.address
     rotation.retire_key(config, "treasury", 2, "empty", disable_in_backend=True, settle=0)
     assert kms_admin_client.describe_key(KeyId=arn)["KeyMetadata"]["KeyState"] == "Disabled"
+
+
+def test_move_alias_is_refused_when_version_one_was_recorded_by_its_alias(
+        tmp_path, kms_emulator, make_kms_key, kms_admin_client):
+    """A store written before version 1 was pinned by ARN holds version 1 as the alias: moving
+    the alias would make version 1 another key, so rotate refuses and says what to pin."""
+    from signer.admin.state import configured_store
+    from signer.store import KeyVersionRow
+
+    key = make_kms_key()
+    kms_admin_client.create_alias(AliasName="alias/legacy", TargetKeyId=key)
+    path = _write(tmp_path, (
+        '[keys.legacy]\nbackend = "kms"\nkms_key_id = "alias/legacy"\n'
+        f'region = "us-east-1"\nendpoint_url = "{kms_emulator.endpoint_url}"\n'))
+    config = config_module.load(path)
+    with configured_store(config) as store:
+        store.record_first_version(KeyVersionRow("legacy", 1, Account.create().address,
+                                                 "active", "", "", "2026-01-01T00:00:00Z"))
+    with pytest.raises(FailedPrecondition, match=r"version 1's key ARN"):
+        rotation.rotate_key(config, "legacy", move_alias=True, settle=0)
+    assert kms_admin_client.describe_key(KeyId="alias/legacy")["KeyMetadata"]["KeyId"] == key
