@@ -3,7 +3,6 @@
 NoAudit stand-in; the service itself has no such mode), to measure the transport without the
 store's durable writes."""
 
-import logging
 import sys
 from pathlib import Path
 
@@ -11,11 +10,12 @@ from bench.common import NoAudit
 
 
 def main(argv: list[str]) -> None:
+    from signer import logs
     from signer.cli import load_config
     from signer.runtime import Runtime
 
     assert argv[:2] == ["serve", "--config"], argv
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    logs.configure(None, "INFO")  # as `wallet-signer serve` logs: the same handler and format
     with Runtime(load_config(Path(argv[2]))) as runtime:
         runtime.open_application(audit=NoAudit())
         runtime.start()

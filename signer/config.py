@@ -249,6 +249,9 @@ class AwsSecretKeyConfig(_KeyConfig):
     region: str = Field(min_length=1)
     endpoint_url: str | None = None
     version_stage: str = Field(default="AWSCURRENT", min_length=1)
+    # Pin one version of the secret (its VersionId); when set, version_stage is not used.
+    # `keys rotate` pins each version it records this way.
+    version_id: str | None = Field(default=None, min_length=1, max_length=64)
     password_secret_id: str | None = Field(default=None, min_length=1, max_length=2048)
     connect_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     read_timeout_seconds: float = Field(default=5.0, gt=0, le=120)

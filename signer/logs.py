@@ -70,6 +70,12 @@ def default_format() -> LogFormat:
     return "text" if sys.stderr.isatty() else "json"
 
 
+# Libraries whose DEBUG records carry request and response bodies (botocore logs a Secrets
+# Manager secret's value and the new key of a PutSecretValue): never below INFO, whatever
+# --log-level says.
+BODY_LOGGING_LIBRARIES = ("botocore", "boto3", "hvac")
+
+
 def configure(log_format: LogFormat | None, level: str) -> None:
     """Send every log record to stderr in `log_format` (None: `default_format()`). Like
     logging.basicConfig, does nothing when the root logger has handlers already (a program
@@ -82,6 +88,8 @@ def configure(log_format: LogFormat | None, level: str) -> None:
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root.addHandler(handler)
     root.setLevel(getattr(logging, level))
+    for name in BODY_LOGGING_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
     # Neither format shows where a call was made from, nor thread or process: skip collecting
     # them for every record (the logging HOWTO's "Optimization" section; ~25% of an access
     # record's cost).

@@ -218,7 +218,14 @@ _request_children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 
 def stream_message(method: str, status: str, key_id: str) -> None:
     """One message of a stream answered (the stream itself is counted by end_call)."""
-    STREAM_MESSAGES.labels(method_label(method), status, key_label(key_id)).inc()
+    labels = (method_label(method), status, key_label(key_id))
+    child = _stream_children.get(labels)
+    if child is None:  # as in end_call: each series looked up once
+        child = _stream_children[labels] = STREAM_MESSAGES.labels(*labels)
+    child.inc()
+
+
+_stream_children: dict[tuple[str, str, str], Any] = {}
 
 
 # --- backends ------------------------------------------------------------------------------------

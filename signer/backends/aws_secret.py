@@ -100,34 +100,48 @@ def secrets_errors(where: str, doing: str) -> Iterator[None]:
 
 
 def secret_string(client: Any, where: str, secret_id: str, version_stage: str) -> str:
+    return secret_version(client, where, secret_id, version_stage)[0]
+
+
+def secret_version(client: Any, where: str, secret_id: str, version_stage: str,
+                   version_id: str | None = None) -> tuple[str, str]:
+    """The secret's string and its VersionId: the version `version_id` names, else the one
+    `version_stage` is attached to."""
+    selector = {"VersionId": version_id} if version_id else {"VersionStage": version_stage}
     with secrets_errors(where, f"reading secret {secret_id!r}"):
-        reply = client.get_secret_value(SecretId=secret_id, VersionStage=version_stage)
+        reply = client.get_secret_value(SecretId=secret_id, **selector)
     text = reply.get("SecretString")
     if not isinstance(text, str):
         raise FailedPrecondition(f"{where}: secret {secret_id!r} has no SecretString "
                                  "(binary secrets are not supported)")
-    return text
+    return text, str(reply.get("VersionId", ""))
 
 
 class AwsSecretBackend(EnvBackend):
     name: ClassVar[str] = "aws-secret"
 
+    def __init__(self, private_key: Any, version_id: str = "") -> None:
+        super().__init__(private_key)
+        self.version_id = version_id  # the secret version the key was read from
+
     @classmethod
     def open(cls, key_id: str, config: AwsSecretKeyConfig) -> "AwsSecretBackend":
         return cls.read(f"keys.{key_id}", client_for(SecretsSettings.of(config)),
-                        config.secret_id, config.version_stage, config.password_secret_id)
+                        config.secret_id, config.version_stage, config.password_secret_id,
+                        config.version_id)
 
     @classmethod
     def read(cls, where: str, client: Any, secret_id: str, version_stage: str,
-             password_secret_id: str | None) -> "AwsSecretBackend":
-        text = secret_string(client, where, secret_id, version_stage)
-        at = f"{where}: secret {secret_id!r} ({version_stage})"
+             password_secret_id: str | None, version_id: str | None = None
+             ) -> "AwsSecretBackend":
+        text, read_id = secret_version(client, where, secret_id, version_stage, version_id)
+        at = f"{where}: secret {secret_id!r} ({version_id or version_stage})"
         if is_keystore(text):
             if password_secret_id is None:
                 raise FailedPrecondition(f"{at} holds a keystore: set password_secret_id")
             password = secret_string(client, where, password_secret_id, "AWSCURRENT").strip()
-            return cls(decrypt_keystore(text, password, at))
-        return cls(parse_private_key(text, at))
+            return cls(decrypt_keystore(text, password, at), read_id)
+        return cls(parse_private_key(text, at), read_id)
 
 
 def list_secret_names(client: Any, where: str, source: AwsSecretSourceConfig) -> list[str]:

@@ -137,6 +137,25 @@ class VaultSession:
         data = reply["data"]
         return dict(data["data"] or {}), int(data["metadata"]["version"])
 
+    def write(self, mount: str, path: str, data: dict[str, Any], cas: int) -> int:
+        """Write `data` as the next KV v2 version of `path` only if `cas` is still the latest
+        version (check-and-set; `keys rotate`): FailedPrecondition when another writer came
+        first. Returns the version written."""
+        import hvac.exceptions as hv
+
+        doing = f"writing {mount}/{path}"
+        with self._lock, vault_errors(self.where, doing):
+            try:
+                reply = self._client.secrets.kv.v2.create_or_update_secret(
+                    path=path, secret=data, cas=cas, mount_point=mount)
+            except hv.InvalidRequest as exc:
+                if "check-and-set" not in str(exc):
+                    raise
+                raise FailedPrecondition(
+                    f"{self.where}: {doing}: version {cas} is no longer the latest (another "
+                    "writer changed the secret meanwhile); nothing was written") from None
+        return int(reply["data"]["version"])
+
     def list(self, mount: str, folder: str) -> list[str]:
         """The secret names directly under `folder` (sub-folders, ending in /, left out)."""
         with self._lock, vault_errors(self.where, f"listing {mount}/{folder}"):

@@ -445,6 +445,22 @@ class Store:
         return KeyVersionRow(new.key_id, int(previous[0]), str(previous[1]), "draining", "", "",
                              new.changed_at)
 
+    def record_first_version(self, first: KeyVersionRow) -> KeyVersionRow:
+        """Record version 1 of a key id (active) unless the key id has versions already;
+        returns the stored version 1. `keys rotate` records a pinned version 1 this way before
+        it writes the next version where version 1's config would otherwise find it."""
+        with self._transaction() as tx:
+            self._dialect.lock_key(tx, "key_versions:" + first.key_id)
+            row = tx.execute(
+                self._sql("SELECT key_id, version, address, state, source, reason, changed_at "
+                          "FROM key_versions WHERE key_id = ? ORDER BY version"), (first.key_id,),
+            ).fetchone()
+            if row is None:
+                self._insert_version(tx, first)
+                return first
+        return KeyVersionRow(str(row[0]), int(row[1]), str(row[2]), str(row[3]), str(row[4]),
+                             str(row[5]), str(row[6]))
+
     def retire_key_version(self, key_id: str, version: int, reason: str, at: str) -> KeyVersionRow:
         """Retire a draining version for good; VersionConflict if it is unknown, active or
         retired already. Returns the retired row."""

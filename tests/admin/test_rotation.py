@@ -3,7 +3,6 @@ may sign; rotation in SoftHSM and the KMS emulator; the sweep rule against eth-a
 The many-replica load test is tests/test_rotation_load.py."""
 
 import re
-from pathlib import Path
 
 import pytest
 from eth_abi import encode
@@ -11,27 +10,15 @@ from eth_account import Account
 
 from signer import config as config_module
 from signer.admin import rotation
-from signer.app.caller import Caller
 from signer.errors import FailedPrecondition, InvalidRequest, KeyDraining, KeyRetired
-from signer.eth import transactions
 from signer.eth.sweep import sweep_reason
-from signer.runtime import Runtime
 from signer.store import open_store
-
-CALLER = Caller(peer="ipv4:127.0.0.1:1", request_id="test")
-
-
-def _tx(to: bytes, value: int = 0, data: bytes = b"", nonce: int = 0) -> transactions.UnsignedTransaction:
-    return transactions.UnsignedTransaction(
-        type=2, chain_id=1, nonce=nonce, to=to, value=value, gas_limit=100_000, data=data,
-        max_fee_per_gas=10**9, max_priority_fee_per_gas=10**9)
-
-
-def _write(directory: Path, keys: str) -> Path:
-    path = directory / "signer.toml"
-    path.write_text(f'[store]\nurl = "sqlite://{directory / "state.db"}"\n{keys}')
-    return path
-
+from tests.support.rotation import CALLER
+from tests.support.rotation import app as _app
+from tests.support.rotation import sender as _sender
+from tests.support.rotation import sign as _sign
+from tests.support.rotation import tx as _tx
+from tests.support.rotation import write_config as _write
 
 ENV_KEYS = (
     '[keys.hot]\nbackend = "env"\nprivate_key_env = "ROT_OLD"\n{drain}'
@@ -45,24 +32,6 @@ def two_env_keys(monkeypatch: pytest.MonkeyPatch) -> tuple[Account, Account]:
     monkeypatch.setenv("ROT_OLD", old.key.hex())
     monkeypatch.setenv("ROT_NEW", new.key.hex())
     return old, new
-
-
-def _app(path: Path) -> Runtime:
-    runtime = Runtime(config_module.load(path), config_path=path)
-    runtime.open_application()
-    runtime.app.versions._freshness = 0  # this test reads its own writes at once
-    return runtime
-
-
-def _sign(runtime: Runtime, tx: transactions.UnsignedTransaction, *, key_id: str | None = None,
-          address: bytes | None = None) -> bytes:
-    with runtime.app.signing(CALLER, "SignTransaction", key_id, address=address) as request:
-        signed = request.sign_transaction(tx, 10)
-    return signed.raw_transaction
-
-
-def _sender(raw: bytes) -> str:
-    return str(Account.recover_transaction(raw))
 
 
 def test_rotate_drain_retire_in_one_process(tmp_path, two_env_keys):
@@ -281,5 +250,31 @@ def test_rotate_in_kms_tags_a_new_key_and_moves_the_alias_only_when_asked(
         to_active = bytes.fromhex(second.active.address[2:])
         assert _sender(_sign(runtime, _tx(to_active, value=1), address=v2)) == \
             first.active.address
+        # version 1 was recorded by its ARN at the first rotation: moving the alias later
+        # leaves it signing as itself
+        v1 = bytes.fromhex(first.previous.address[2:])
+        assert _sender(_sign(runtime, _tx(to_active, value=1), address=v1)) == \
+            first.previous.address
     rotation.retire_key(config, "treasury", 2, "empty", disable_in_backend=True, settle=0)
     assert kms_admin_client.describe_key(KeyId=arn)["KeyMetadata"]["KeyState"] == "Disabled"
+
+
+def test_move_alias_is_refused_when_version_one_was_recorded_by_its_alias(
+        tmp_path, kms_emulator, make_kms_key, kms_admin_client):
+    """A store written before version 1 was pinned by ARN holds version 1 as the alias: moving
+    the alias would make version 1 another key, so rotate refuses and says what to pin."""
+    from signer.admin.state import configured_store
+    from signer.store import KeyVersionRow
+
+    key = make_kms_key()
+    kms_admin_client.create_alias(AliasName="alias/legacy", TargetKeyId=key)
+    path = _write(tmp_path, (
+        '[keys.legacy]\nbackend = "kms"\nkms_key_id = "alias/legacy"\n'
+        f'region = "us-east-1"\nendpoint_url = "{kms_emulator.endpoint_url}"\n'))
+    config = config_module.load(path)
+    with configured_store(config) as store:
+        store.record_first_version(KeyVersionRow("legacy", 1, Account.create().address,
+                                                 "active", "", "", "2026-01-01T00:00:00Z"))
+    with pytest.raises(FailedPrecondition, match=r"version 1's key ARN"):
+        rotation.rotate_key(config, "legacy", move_alias=True, settle=0)
+    assert kms_admin_client.describe_key(KeyId="alias/legacy")["KeyMetadata"]["KeyId"] == key
