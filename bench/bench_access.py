@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import NoAudit, Result, closed_loop
+from bench.common import NoAudit, Result, closed_loop, postgres_cluster
 
 DURATION = float(os.environ.get("BENCH_SECONDS", "3"))
 KEY = "0x" + "46" * 32
@@ -121,7 +121,7 @@ def main() -> None:
             ("(d) (b) + 20-rule policy", f"sqlite://{directory / 'd.db'}", tls_files,
              client_tls, True, policy),
         ]
-        cluster = _postgres(directory)
+        cluster = postgres_cluster("(c) and (e)")
         if cluster is not None:
             setups.append(("(c) mTLS + audit, PostgreSQL", cluster.create_database().url,
                            tls_files, client_tls, True, None))
@@ -136,19 +136,6 @@ def main() -> None:
             if cluster is not None:
                 cluster.destroy()
     print_ratios(results)
-
-
-def _postgres(directory: Path) -> Any:
-    try:
-        from tests.support.postgres_cluster import PostgresCluster, PostgresUnavailable
-    except ImportError:
-        print("# (c) skipped: no PostgreSQL helper")
-        return None
-    try:
-        return PostgresCluster.create()
-    except PostgresUnavailable as exc:
-        print(f"# (c) skipped: {exc}")
-        return None
 
 
 def print_ratios(results: dict[str, list[Result]]) -> None:

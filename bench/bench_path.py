@@ -18,8 +18,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench.bench_access import _postgres
-from bench.common import NoAudit, Result, closed_loop
+from bench.common import NoAudit, Result, closed_loop, postgres_cluster
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "2"))
 KEY = "0x" + "46" * 32
@@ -73,7 +72,7 @@ def main() -> None:
             ("(b) application path, audit off", f"sqlite://{Path(workdir) / 'b.db'}", NoAudit()),
             ("(c) application path, audit on SQLite", f"sqlite://{Path(workdir) / 'c.db'}", None),
         ]
-        cluster = _postgres(Path(workdir))
+        cluster = postgres_cluster("(d)")
         if cluster is not None:
             runtimes.callback(cluster.destroy)
             stores.append(("(d) application path, audit on PostgreSQL",

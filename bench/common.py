@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from signer.store import AuditRow, BudgetUse
 
@@ -102,3 +102,18 @@ class NoAudit:
         also: "Callable[[Batch, list[AuditRow]], None] | None" = None,
     ) -> list[BudgetUse]:
         return []
+
+
+def postgres_cluster(rows: str) -> Any:
+    """A throwaway local PostgreSQL cluster (tests/support/postgres_cluster.py), or None with a
+    line saying which rows are skipped and why."""
+    try:
+        from tests.support.postgres_cluster import PostgresCluster, PostgresUnavailable
+    except ImportError:
+        print(f"# {rows} skipped: no PostgreSQL helper")
+        return None
+    try:
+        return PostgresCluster.create()
+    except PostgresUnavailable as exc:
+        print(f"# {rows} skipped: {exc}")
+        return None
