@@ -8,6 +8,7 @@ becomes a failure.
 """
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -120,6 +121,23 @@ class RunningServer:
         self.runtime.close()
 
 
+# open_app's default state directories: one root for the session, removed when it ends (each
+# was left behind in /tmp before: thousands a run).
+_STATE_ROOT: Path | None = None
+
+
+def _state_dir() -> Path:
+    global _STATE_ROOT
+    if _STATE_ROOT is None:
+        _STATE_ROOT = Path(tempfile.mkdtemp(prefix="ws-tests-"))
+    return Path(tempfile.mkdtemp(prefix="ws-state-", dir=_STATE_ROOT))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _STATE_ROOT is not None:
+        shutil.rmtree(_STATE_ROOT, ignore_errors=True)
+
+
 def open_app(
     keyring: KeyRing, state_dir: Path | None = None, *, store: Store | None = None,
     **config: object,
@@ -128,7 +146,7 @@ def open_app(
     fresh temporary directory by default), and `config` (e.g. clients=...) on top; opened by
     the service's own Runtime (the caller, or the server it is given to, closes it)."""
     if store is None:
-        state_dir = Path(tempfile.mkdtemp(prefix="ws-state-")) if state_dir is None else state_dir
+        state_dir = _state_dir() if state_dir is None else state_dir
     runtime = Runtime(Config(store=StoreConfig(url=f"sqlite://{state_dir / 'state.db'}"))
                       if store is None else Config())
     runtime.open_keyring(keyring)
