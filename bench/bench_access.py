@@ -50,10 +50,16 @@ def measure(label: str, target: str, tls: Any) -> list[Result]:
     for callers in CALLERS:
         out = context.Queue()
         process = context.Process(target=_callers, args=(target, tls, callers, DURATION, out))
+        # The server runs in this process, the callers in the child: this process's CPU over
+        # the point is the server's (the child's start-up and warm-up call included).
+        before = os.times()
         process.start()
         operations, seconds, latencies = out.get(timeout=DURATION + 120)
+        after = os.times()
         process.join()
-        rows.append(Result(label, callers, operations, seconds, latencies))
+        cpu = (after.user + after.system) - (before.user + before.system)
+        rows.append(Result(label, callers, operations, seconds, latencies,
+                           1e6 * cpu / max(operations, 1)))
     return rows
 
 
@@ -143,12 +149,15 @@ def print_ratios(results: dict[str, list[Result]]) -> None:
     baseline = by_label["(a)"]
     without_policy = {"(d)": "(b)", "(e)": "(c)"}
     print(f"\n## access, audit and policy: SignTransaction, env key, {DURATION:g} s per point")
-    print(f"{'setup':<30} {'callers':>7} {'tx/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'vs (a)':>7} "
-          f"{'vs same store, no policy':>25}")
+    print("(server CPU: the serving process's user + system time per call; PostgreSQL's own "
+          "server processes are not in it)")
+    print(f"{'setup':<30} {'callers':>7} {'tx/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'server CPU µs/call':>18} {'vs (a)':>7} {'vs same store, no policy':>25}")
     for label, rows in results.items():
         for row in rows:
             line = (f"{row.label:<30} {row.callers:>7} {row.per_second:>7.0f} "
                     f"{statistics.median(row.latencies_ms):>7.2f} {row.percentile(0.99):>7.2f} "
+                    f"{row.cpu_us_per_call or 0:>18.0f} "
                     f"{row.per_second / baseline[row.callers].per_second:>7.0%}")
             reference = by_label.get(without_policy.get(label[:3], ""), {}).get(row.callers)
             if reference is not None:

@@ -22,6 +22,7 @@ class Result:
     operations: int
     seconds: float
     latencies_ms: list[float]
+    cpu_us_per_call: float | None = None  # the serving process's, where the bench measured it
 
     @property
     def per_second(self) -> float:

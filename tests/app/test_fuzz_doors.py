@@ -142,7 +142,10 @@ def test_a_fuzz_run_across_both_doors(tmp_path: Path, env_key: str):
         assert not re.search(r"^wallet_signer_signer_faults_total\{.*\} [1-9]", scraped, re.M)
         assert summary.slowest_seconds < 5.0, report  # no request stalls the server
         assert rss_after - rss_before < 150, report  # nothing kept per request
-        assert _p99(loaded) <= 3 * _p99(unloaded), report
+        # Strangers must not crowd out a known client. Crowding out shows as a stalled or
+        # failed probe (10 s is recorded for a failure), far beyond this bound; a few ms of
+        # scheduler noise on two shared cores (unloaded p99 is ~1 ms) must not fail the test.
+        assert _p99(loaded) <= max(3 * _p99(unloaded), _p99(unloaded) + 0.025), report
         assert stub.GetAddress(pb.GetAddressRequest(key_id="hot"), timeout=10).address == address
     finally:
         served.proc.kill()
