@@ -198,6 +198,10 @@ def auth(address: bytes, chain_id: int = 1) -> Authorization:
 _DOMAIN_TYPES = [{"name": "name", "type": "string"}, {"name": "chainId", "type": "uint256"},
                  {"name": "verifyingContract", "type": "address"}]
 
+# Permit2's PermitDetails struct, shared by PermitSingle and PermitBatch
+_PERMIT_DETAILS = [{"name": "token", "type": "address"}, {"name": "amount", "type": "uint160"},
+                   {"name": "expiration", "type": "uint48"}, {"name": "nonce", "type": "uint48"}]
+
 
 def permit2_single(spender: bytes, amount: int, chain_id: int | None = 1,
                    contract: bytes = PERMIT2) -> dict[str, Any]:
@@ -213,10 +217,7 @@ def permit2_single(spender: bytes, amount: int, chain_id: int | None = 1,
             "PermitSingle": [{"name": "details", "type": "PermitDetails"},
                              {"name": "spender", "type": "address"},
                              {"name": "sigDeadline", "type": "uint256"}],
-            "PermitDetails": [{"name": "token", "type": "address"},
-                              {"name": "amount", "type": "uint160"},
-                              {"name": "expiration", "type": "uint48"},
-                              {"name": "nonce", "type": "uint48"}],
+            "PermitDetails": _PERMIT_DETAILS,
         },
         "primaryType": "PermitSingle",
         "domain": domain,
@@ -233,10 +234,7 @@ def permit2_batch(spender: bytes, amounts: list[int]) -> dict[str, Any]:
             "PermitBatch": [{"name": "details", "type": "PermitDetails[]"},
                             {"name": "spender", "type": "address"},
                             {"name": "sigDeadline", "type": "uint256"}],
-            "PermitDetails": [{"name": "token", "type": "address"},
-                              {"name": "amount", "type": "uint160"},
-                              {"name": "expiration", "type": "uint48"},
-                              {"name": "nonce", "type": "uint48"}],
+            "PermitDetails": _PERMIT_DETAILS,
         },
         "primaryType": "PermitBatch",
         "domain": {"name": "Permit2", "chainId": 1, "verifyingContract": cs(PERMIT2)},
